@@ -1,0 +1,73 @@
+//! Crash-safe file primitives: every metadata change is temp file + fsync + rename.
+
+use crate::store::{StoreError, StoreResult};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+/// Replaces `path` with `bytes` atomically: a reader (or a crash) sees the old file or
+/// the new one, never a mix.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> StoreResult<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path.parent().expect("store files live in a directory"))
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        StoreError::io(format!("writing {}", path.display()), e)
+    })
+}
+
+/// The temporary name a file is written under before it is renamed into place.
+pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().expect("a file name").to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Makes a rename or unlink in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) fn open_rw(path: &Path, create: bool) -> StoreResult<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))
+}
+
+/// Removes a file that may already be gone.
+pub(crate) fn remove_if_present(path: &Path) -> StoreResult<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StoreError::io(format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Frees the disk space of a byte range, keeping the file's size (a hole reads as zeros).
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The store lock: one writer, or any number of readers, across processes.
+
+use crate::store::{StoreError, StoreResult};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only; many processes may read at once.
+    Read,
+    /// Reads and writes; excludes every other process.
+    Write,
+}
+
+/// What to do when another process holds the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockWait {
+    /// Fail at once with [`StoreError::Locked`].
+    Fail,
+    /// Wait until the other process is done.
+    Wait,
+}
+
+/// A held lock; released when dropped (or when the process dies: the kernel drops
+/// flock locks with the descriptor, so a killed process never leaves a stale lock).
+#[derive(Debug)]
+pub(crate) struct StoreLock {
+    _file: File,
+}
+
+pub(crate) fn acquire(root: &Path, access: Access, wait: LockWait) -> StoreResult<StoreLock> {
+    let path = root.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+    let tried = match access {
+        Access::Read => file.try_lock_shared(),
+        Access::Write => file.try_lock(),
+    };
+    match tried {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = holder_of(&mut file);
+            if wait == LockWait::Fail {
+                return Err(StoreError::Locked {
+                    path: root.to_owned(),
+                    holder,
+                });
+            }
+            tracing::warn!(
+                "store {} is in use by another ebsnap process{holder}; waiting",
+                root.display()
+            );
+            let locked = match access {
+                Access::Read => file.lock_shared(),
+                Access::Write => file.lock(),
+            };
+            locked.map_err(|e| StoreError::io(format!("locking {}", path.display()), e))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(StoreError::io(format!("locking {}", path.display()), e))
+        }
+    }
+    if access == Access::Write {
+        // Say who holds it, for the error message another process will print.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+    }
+    Ok(StoreLock { _file: file })
+}
+
+fn holder_of(file: &mut File) -> String {
+    let mut pid = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut pid);
+    match pid.trim() {
+        "" => String::new(),
+        pid => format!(" (pid {pid})"),
+    }
+}

@@ -1,0 +1,25 @@
+//! The local directory store: the embedded default, with EBS semantics on a filesystem.
+//!
+//! Layout (see `docs/store-format.md`):
+//! ```text
+//! STORE/ebsnap-store.json      format name and version
+//! STORE/key                    secret for page and block tokens
+//! STORE/lock                   flock: one writer or many readers
+//! STORE/packs/NNNNNNNN.pack    block data, 2048 slots of 512 KiB
+//! STORE/packs/NNNNNNNN.idx     SHA-256 of each slot, written after the data is durable
+//! STORE/snapshots/ID.json      metadata
+//! STORE/snapshots/ID.map       completed: the blocks written to this snapshot, sorted
+//! STORE/snapshots/ID.journal   pending: sparse, record of block i at 48 * i
+//! ```
+
+mod chain;
+mod fsutil;
+mod gc;
+mod lock;
+mod map;
+mod meta;
+mod pack;
+mod store;
+
+pub use lock::{Access, LockWait};
+pub use store::LocalStore;

@@ -1,0 +1,337 @@
+//! Pack files: block data, appended in 512 KiB slots, many blocks to a file.
+//!
+//! `packs/NNNNNNNN.pack` holds the data of slot `s` at byte `s * 512 KiB`; its sidecar
+//! `NNNNNNNN.idx` holds the SHA-256 of every slot. An idx is written (atomically) only
+//! after its pack's data is fsynced, so a slot listed in an idx is durable; anything in a
+//! pack beyond its idx is the debris of a crash and is cut off when a writer opens the
+//! store. Identical blocks are stored once: a digest index, built from the idx files
+//! the first time a writer needs it, finds an existing copy.
+
+use super::fsutil::{atomic_write, open_rw, punch_hole, remove_if_present};
+use super::map::Location;
+use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64};
+use crate::store::{StoreError, StoreResult};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Slots per pack: 1 GiB pack files keep a 1 TiB store near a thousand files.
+pub(crate) const SLOTS_PER_PACK: u32 = 2048;
+const IDX_MAGIC: &[u8; 8] = b"EBSNIDX1";
+const IDX_HEADER_LEN: usize = 16;
+/// Digest recorded for a slot that holds nothing valid (freed, or never finished).
+const NO_DIGEST: Digest = Digest([0; 32]);
+
+#[derive(Debug)]
+pub(crate) struct Packs {
+    dir: PathBuf,
+    handles: HashMap<u32, Arc<File>>,
+    /// Packs written in this session, with the digest of each slot once its data is
+    /// written (`None` while a write is under way).
+    unsealed: BTreeMap<u32, Vec<Option<Digest>>>,
+    /// The pack new blocks go to.
+    open: Option<u32>,
+    next_id: u32,
+    /// Digest prefix -> location, for finding an existing copy of a block.
+    dedup: Option<HashMap<u64, Location>>,
+}
+
+impl Packs {
+    pub fn new(dir: &Path) -> StoreResult<Packs> {
+        let next_id = pack_ids(dir)?.last().map_or(1, |id| id + 1);
+        Ok(Packs {
+            dir: dir.to_owned(),
+            handles: HashMap::new(),
+            unsealed: BTreeMap::new(),
+            open: None,
+            next_id,
+            dedup: None,
+        })
+    }
+
+    /// Cuts every pack back to what its idx vouches for; removes packs with no idx.
+    /// Only a writer (which excludes every other process) may do this.
+    pub fn recover(&mut self) -> StoreResult<()> {
+        for id in pack_ids(&self.dir)? {
+            let slots = self.idx_digests(id)?.len() as u64;
+            if slots == 0 {
+                self.remove(id)?;
+                continue;
+            }
+            let path = self.pack_path(id);
+            let file = open_rw(&path, false)?;
+            let len = file
+                .metadata()
+                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
+                .len();
+            if len > slots * BLOCK_SIZE_U64 {
+                tracing::info!(
+                    "cutting {} back to the {slots} blocks its index vouches for",
+                    path.display()
+                );
+                file.set_len(slots * BLOCK_SIZE_U64)
+                    .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pack_ids(&self) -> StoreResult<Vec<u32>> {
+        pack_ids(&self.dir)
+    }
+
+    fn pack_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("{id:08x}.pack"))
+    }
+
+    fn idx_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("{id:08x}.idx"))
+    }
+
+    /// An open handle on pack `id`, shared by readers and writers.
+    pub fn file(&mut self, id: u32) -> StoreResult<Arc<File>> {
+        if let Some(f) = self.handles.get(&id) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(id);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(self.open.is_some() || self.unsealed.contains_key(&id))
+            .open(&path)
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let file = Arc::new(file);
+        self.handles.insert(id, file.clone());
+        Ok(file)
+    }
+
+    /// The digests an idx file lists, by slot (empty when it has no idx).
+    pub fn idx_digests(&self, id: u32) -> StoreResult<Vec<Digest>> {
+        let path = self.idx_path(id);
+        let raw = match std::fs::read(&path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+        };
+        let corrupt = |m: &str| StoreError::corrupt(path.display().to_string(), m.to_owned());
+        if raw.len() < IDX_HEADER_LEN || &raw[..8] != IDX_MAGIC {
+            return Err(corrupt("not a pack index (bad magic)"));
+        }
+        let slots = u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes")) as usize;
+        if raw.len() != IDX_HEADER_LEN + slots * 32 {
+            return Err(corrupt("slot count does not match the file length"));
+        }
+        Ok(raw[IDX_HEADER_LEN..]
+            .chunks_exact(32)
+            .map(|c| Digest(c.try_into().expect("32 bytes")))
+            .collect())
+    }
+
+    fn write_idx(
+        &self,
+        id: u32,
+        digests: impl ExactSizeIterator<Item = Digest>,
+    ) -> StoreResult<()> {
+        let mut raw = Vec::with_capacity(IDX_HEADER_LEN + digests.len() * 32);
+        raw.extend_from_slice(IDX_MAGIC);
+        raw.extend_from_slice(&(digests.len() as u64).to_le_bytes());
+        for d in digests {
+            raw.extend_from_slice(&d.0);
+        }
+        atomic_write(&self.idx_path(id), &raw)
+    }
+
+    /// Reserves a slot for a new block; the caller writes the data there, then calls
+    /// [`Packs::written`].
+    pub fn reserve(&mut self) -> StoreResult<(Location, Arc<File>)> {
+        let id = match self.open {
+            Some(id) if self.unsealed[&id].len() < SLOTS_PER_PACK as usize => id,
+            _ => self.open_pack()?,
+        };
+        let slots = self.unsealed.get_mut(&id).expect("open pack is unsealed");
+        let slot = slots.len() as u32;
+        slots.push(None);
+        Ok((Location { pack: id, slot }, self.file(id)?))
+    }
+
+    /// Continues the last pack if it has room, else starts a new one.
+    fn open_pack(&mut self) -> StoreResult<u32> {
+        let last = self.next_id - 1;
+        let reusable = self.open.is_none() && last >= 1 && !self.unsealed.contains_key(&last) && {
+            let n = self.idx_digests(last)?.len();
+            n > 0 && n < SLOTS_PER_PACK as usize
+        };
+        let id = if reusable {
+            last
+        } else {
+            let id = self.next_id;
+            self.next_id += 1;
+            open_rw(&self.pack_path(id), true)?;
+            id
+        };
+        let existing: Vec<Option<Digest>> = self.idx_digests(id)?.into_iter().map(Some).collect();
+        self.handles.remove(&id); // reopen for writing
+        self.unsealed.insert(id, existing);
+        self.open = Some(id);
+        Ok(id)
+    }
+
+    /// Records that a reserved slot now holds the block with `digest`.
+    pub fn written(&mut self, location: Location, digest: Digest) {
+        if let Some(slot) = self
+            .unsealed
+            .get_mut(&location.pack)
+            .and_then(|s| s.get_mut(location.slot as usize))
+        {
+            *slot = Some(digest);
+        }
+        if let Some(dedup) = &mut self.dedup {
+            dedup.insert(digest.prefix_u64(), location);
+        }
+    }
+
+    /// An existing, fully written copy of the block with `digest`, if the store has one.
+    pub fn find(&mut self, digest: Digest) -> StoreResult<Option<Location>> {
+        if self.dedup.is_none() {
+            self.dedup = Some(self.build_dedup()?);
+        }
+        let Some(&candidate) = self
+            .dedup
+            .as_ref()
+            .expect("built")
+            .get(&digest.prefix_u64())
+        else {
+            return Ok(None);
+        };
+        // The table is keyed by a prefix: confirm the whole digest.
+        Ok((self.digest_at(candidate)? == Some(digest)).then_some(candidate))
+    }
+
+    fn build_dedup(&self) -> StoreResult<HashMap<u64, Location>> {
+        let mut table = HashMap::new();
+        for id in self.pack_ids()? {
+            let digests: Vec<Option<Digest>> = match self.unsealed.get(&id) {
+                Some(d) => d.clone(),
+                None => self.idx_digests(id)?.into_iter().map(Some).collect(),
+            };
+            for (slot, d) in digests.iter().enumerate() {
+                if let Some(d) = d.filter(|d| *d != NO_DIGEST) {
+                    table.insert(
+                        d.prefix_u64(),
+                        Location {
+                            pack: id,
+                            slot: slot as u32,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// The digest of a written slot, from memory for this session's packs, else its idx.
+    pub fn digest_at(&self, location: Location) -> StoreResult<Option<Digest>> {
+        if let Some(slots) = self.unsealed.get(&location.pack) {
+            return Ok(slots.get(location.slot as usize).copied().flatten());
+        }
+        let path = self.idx_path(location.pack);
+        let mut raw = [0u8; 32];
+        let at = (IDX_HEADER_LEN + location.slot as usize * 32) as u64;
+        match File::open(&path).and_then(|f| f.read_exact_at(&mut raw, at)) {
+            Ok(()) => Ok(Some(Digest(raw)).filter(|d| *d != NO_DIGEST)),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    || e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Makes every block written in this session durable: fsync the data, then write
+    /// each pack's idx. Called before any map may refer to those blocks.
+    pub fn seal(&mut self) -> StoreResult<()> {
+        let ids: Vec<u32> = self.unsealed.keys().copied().collect();
+        for id in ids {
+            let file = self.file(id)?;
+            file.sync_data().map_err(|e| {
+                StoreError::io(format!("syncing {}", self.pack_path(id).display()), e)
+            })?;
+            let digests = &self.unsealed[&id];
+            self.write_idx(id, digests.iter().map(|d| d.unwrap_or(NO_DIGEST)))?;
+            if self.open != Some(id) {
+                self.unsealed.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the block at `location` into `buf`.
+    pub fn read(file: &File, location: Location, buf: &mut [u8]) -> std::io::Result<()> {
+        file.read_exact_at(
+            &mut buf[..BLOCK_SIZE],
+            location.slot as u64 * BLOCK_SIZE_U64,
+        )
+    }
+
+    /// Frees every slot of pack `id` not in `live`: the idx forgets them first (so no
+    /// new block can be deduplicated onto them), then their space is punched out. A
+    /// pack with nothing live is removed.
+    pub fn free_unused(&mut self, id: u32, live: &[bool]) -> StoreResult<u64> {
+        if self.unsealed.contains_key(&id) {
+            return Ok(0); // in use by this session's writes; the next session frees it
+        }
+        let mut digests = self.idx_digests(id)?;
+        let dead: Vec<usize> = (0..digests.len())
+            .filter(|&s| !live.get(s).copied().unwrap_or(false) && digests[s] != NO_DIGEST)
+            .collect();
+        if !live.iter().any(|&l| l) {
+            let freed = digests.iter().filter(|d| **d != NO_DIGEST).count() as u64;
+            self.remove(id)?;
+            return Ok(freed);
+        }
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        for &s in &dead {
+            digests[s] = NO_DIGEST;
+        }
+        self.write_idx(id, digests.into_iter())?;
+        let file = self.file(id)?;
+        for &s in &dead {
+            if let Err(e) = punch_hole(&file, s as u64 * BLOCK_SIZE_U64, BLOCK_SIZE_U64) {
+                tracing::warn!("could not free slot {s} of pack {id:08x}: {e}");
+                break;
+            }
+        }
+        self.dedup = None;
+        Ok(dead.len() as u64)
+    }
+
+    fn remove(&mut self, id: u32) -> StoreResult<()> {
+        self.handles.remove(&id);
+        self.dedup = None;
+        remove_if_present(&self.idx_path(id))?;
+        remove_if_present(&self.pack_path(id))
+    }
+}
+
+fn pack_ids(dir: &Path) -> StoreResult<Vec<u32>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
+            continue;
+        };
+        if let Ok(id) = u32::from_str_radix(stem, 16) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}

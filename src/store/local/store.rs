@@ -1,0 +1,653 @@
+//! Opening the local store, its in-memory state, and the `SnapshotStore` operations.
+
+use super::chain::Chain;
+use super::fsutil::{atomic_write, remove_if_present, sync_dir};
+use super::lock::{self, Access, LockWait, StoreLock};
+use super::map::{Journal, Location, MapFile, MapWriter, Record, ZERO_PACK};
+use super::meta::{now_ms, Meta, META_VERSION};
+use super::pack::Packs;
+use crate::block::{BlockIndex, Digest, HashedBlock, BLOCK_SIZE};
+use crate::store::merge::changed;
+use crate::store::paging::{block_token_expiry, page_len, page_start, take_page};
+use crate::store::rules::{self, DEFAULT_TIMEOUT_MINUTES};
+use crate::store::token::TokenKey;
+use crate::store::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+const FORMAT_FILE: &str = "ebsnap-store.json";
+const FORMAT_NAME: &str = "ebsnap-local-store";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// A snapshot store in a local directory. Cheap to clone; clones share one state.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub root: PathBuf,
+    access: Access,
+    key: TokenKey,
+    pub inner: Mutex<Inner>,
+    _lock: StoreLock,
+}
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    root: PathBuf,
+    pub snapshots: HashMap<SnapshotId, Entry>,
+    pub packs: Packs,
+    maps: HashMap<SnapshotId, Arc<MapFile>>,
+}
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub meta: Meta,
+    pub info: SnapshotInfo,
+    last_activity: SystemTime,
+    pub journal: Option<Arc<Journal>>,
+}
+
+impl LocalStore {
+    /// Opens the store at `root`. A writer creates it on first use and repairs what a
+    /// crash left behind; a reader needs it to exist.
+    pub fn open(root: &Path, access: Access, wait: LockWait) -> StoreResult<LocalStore> {
+        let format_path = root.join(FORMAT_FILE);
+        if access == Access::Write {
+            create_layout(root)?;
+        } else if !format_path.exists() {
+            return Err(StoreError::NotFound {
+                what: format!("ebsnap store at {}", root.display()),
+            });
+        }
+        let lock = lock::acquire(root, access, wait)?;
+        check_format(&format_path)?;
+        let key = read_key(&root.join("key"))?;
+        let mut packs = Packs::new(&root.join("packs"))?;
+        if access == Access::Write {
+            packs.recover()?;
+            remove_temporaries(root)?;
+        }
+        let mut inner = Inner {
+            root: root.to_owned(),
+            snapshots: HashMap::new(),
+            packs,
+            maps: HashMap::new(),
+        };
+        inner.load_snapshots(access)?;
+        let shared = Shared {
+            root: root.to_owned(),
+            access,
+            key,
+            inner: Mutex::new(inner),
+            _lock: lock,
+        };
+        Ok(LocalStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+
+    /// Runs blocking store work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                message: format!("store task failed: {e}"),
+            })?
+    }
+}
+
+fn create_layout(root: &Path) -> StoreResult<()> {
+    for dir in [root.to_owned(), root.join("packs"), root.join("snapshots")] {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+    }
+    let key_path = root.join("key");
+    if !key_path.exists() {
+        atomic_write(&key_path, TokenKey::random().bytes())?;
+    }
+    let format_path = root.join(FORMAT_FILE);
+    if !format_path.exists() {
+        let format = serde_json::json!({ "format": FORMAT_NAME, "version": FORMAT_VERSION });
+        atomic_write(&format_path, format.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
+fn check_format(path: &Path) -> StoreResult<()> {
+    let raw = std::fs::read(path)
+        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+    let corrupt = |m: String| StoreError::corrupt(path.display().to_string(), m);
+    let value: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+    if value["format"] != FORMAT_NAME {
+        return Err(corrupt("not an ebsnap local store".into()));
+    }
+    match value["version"].as_u64() {
+        Some(v) if v == u64::from(FORMAT_VERSION) => Ok(()),
+        v => Err(corrupt(format!(
+            "store format version {v:?} is not supported (this ebsnap reads {FORMAT_VERSION})"
+        ))),
+    }
+}
+
+fn read_key(path: &Path) -> StoreResult<TokenKey> {
+    let raw = std::fs::read(path)
+        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+    let bytes: [u8; 32] = raw
+        .try_into()
+        .map_err(|_| StoreError::corrupt(path.display().to_string(), "the key is not 32 bytes"))?;
+    Ok(TokenKey::from_bytes(bytes))
+}
+
+/// Temporary files are what a crash left half-written: never part of the store.
+fn remove_temporaries(root: &Path) -> StoreResult<()> {
+    for dir in [root.join("snapshots"), root.join("packs")] {
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                remove_if_present(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot_path(&self, id: &SnapshotId, ext: &str) -> PathBuf {
+        self.root.join("snapshots").join(format!("{id}.{ext}"))
+    }
+
+    pub fn writable(&self) -> StoreResult<()> {
+        match self.access {
+            Access::Write => Ok(()),
+            Access::Read => Err(StoreError::AccessDenied {
+                message: format!("store {} was opened read-only", self.root.display()),
+            }),
+        }
+    }
+
+    pub fn save_meta(&self, meta: &Meta) -> StoreResult<()> {
+        let id: SnapshotId = meta.id.parse()?;
+        atomic_write(&self.snapshot_path(&id, "json"), &meta.to_json())
+    }
+
+    fn start(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        self.writable()?;
+        let mut inner = self.lock();
+        if let Some(token) = &req.client_token {
+            if let Some(existing) = inner
+                .snapshots
+                .values()
+                .find(|e| e.meta.client_token.as_ref() == Some(token))
+            {
+                if rules::same_start(&existing.info, existing.meta.timeout_minutes, &req) {
+                    return Ok(existing.info.clone());
+                }
+                return Err(rules::conflict(token, &existing.info.id));
+            }
+        }
+        let parent = match &req.parent {
+            Some(p) => Some(inner.get(p)?),
+            None => None,
+        };
+        rules::check_start(&req, parent.map(|p| &p.info))?;
+        let id = SnapshotId::generate();
+        let meta = Meta {
+            version: META_VERSION,
+            id: id.to_string(),
+            parent: req.parent.as_ref().map(|p| p.to_string()),
+            lineage: parent.map_or_else(|| id.to_string(), |p| p.meta.lineage.clone()),
+            status: SnapshotStatus::Pending.as_str().into(),
+            volume_size_gib: req.volume_size_gib,
+            start_time_ms: now_ms(),
+            description: req.description.clone(),
+            tags: req
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
+            encrypted: req.encrypted || parent.is_some_and(|p| p.meta.encrypted),
+            client_token: req.client_token.clone(),
+            timeout_minutes: req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
+            changed_blocks_count: None,
+            aggregate: None,
+        };
+        let journal = Arc::new(Journal::open(&self.snapshot_path(&id, "journal"))?);
+        self.save_meta(&meta)?;
+        let info = meta.to_info()?;
+        inner.snapshots.insert(
+            id,
+            Entry {
+                info: info.clone(),
+                meta,
+                last_activity: SystemTime::now(),
+                journal: Some(journal),
+            },
+        );
+        Ok(info)
+    }
+
+    fn put(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<()> {
+        self.writable()?;
+        let digest = block.digest();
+        let (journal, location, file) = {
+            let mut inner = self.lock();
+            let entry = inner.get_mut(id)?;
+            rules::check_put(&entry.info, index, &block, checksum)?;
+            entry.last_activity = SystemTime::now();
+            let journal = entry.journal.clone().ok_or_else(|| {
+                StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
+            })?;
+            if block.is_zero() {
+                (
+                    journal,
+                    Location {
+                        pack: ZERO_PACK,
+                        slot: 0,
+                    },
+                    None,
+                )
+            } else if let Some(found) = inner.packs.find(digest)? {
+                (journal, found, None)
+            } else {
+                let (location, file) = inner.packs.reserve()?;
+                (journal, location, Some(file))
+            }
+        };
+        // The data is written without holding the lock, so puts run in parallel.
+        if let Some(file) = file {
+            use std::os::unix::fs::FileExt;
+            let offset = u64::from(location.slot) * crate::block::BLOCK_SIZE_U64;
+            file.write_all_at(block.data(), offset).map_err(|e| {
+                StoreError::io(
+                    format!(
+                        "writing block {index} of {id} to pack {:08x}",
+                        location.pack
+                    ),
+                    e,
+                )
+            })?;
+            self.lock().packs.written(location, digest);
+        }
+        journal.write(&Record {
+            index,
+            location,
+            digest,
+        })
+    }
+
+    fn complete(
+        &self,
+        id: &SnapshotId,
+        count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        self.writable()?;
+        let mut inner = self.lock();
+        let entry = inner.get(id)?;
+        if entry.info.status != SnapshotStatus::Pending {
+            return Ok(entry.info.status);
+        }
+        let journal = entry.journal.clone().ok_or_else(|| {
+            StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
+        })?;
+        // Data before maps: every block the map will name must be durable first.
+        inner.packs.seal()?;
+        let mut writer = MapWriter::create(&self.snapshot_path(id, "map"))?;
+        for record in journal.records() {
+            writer.push(&record?)?;
+        }
+        let (map, written, own) = writer.finish()?;
+        if let Err(e) = rules::check_complete(id, count, aggregate, written, own) {
+            map.discard();
+            return Err(e);
+        }
+        map.commit()?;
+        let entry = inner.get_mut(id)?;
+        entry.meta.status = SnapshotStatus::Completed.as_str().into();
+        entry.meta.changed_blocks_count = Some(written);
+        entry.meta.aggregate = Some(own.to_base64());
+        self.save_meta(&entry.meta)?;
+        entry.info = entry.meta.to_info()?;
+        entry.journal = None;
+        remove_if_present(journal.path())?;
+        Ok(SnapshotStatus::Completed)
+    }
+
+    fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
+        let (info, chain) = self.lock().readable_chain(id)?;
+        let scope = format!("blocks/{id}");
+        let start = page_start(&self.key, &scope, &page)?;
+        let items = chain.iter_from(start).map(|r| {
+            Ok((
+                r.index,
+                BlockRef {
+                    index: r.index,
+                    token: self.key.block_token(id, r.index),
+                },
+            ))
+        });
+        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
+        Ok(BlockPage {
+            blocks,
+            next_token,
+            expiry_time: block_token_expiry(),
+            volume_size_gib: info.volume_size_gib,
+            block_size: info.block_size,
+        })
+    }
+
+    fn list_changed(
+        &self,
+        first: Option<&SnapshotId>,
+        second: &SnapshotId,
+        page: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        let (first_chain, (info, second_chain)) = {
+            let mut inner = self.lock();
+            let first_chain = match first {
+                Some(f) => {
+                    let first_lineage = inner.get(f)?.meta.lineage.clone();
+                    if first_lineage != inner.get(second)?.meta.lineage {
+                        return Err(rules::unrelated(f, second));
+                    }
+                    inner.readable_chain(f)?.1
+                }
+                None => Chain::default(),
+            };
+            (first_chain, inner.readable_chain(second)?)
+        };
+        let scope = format!("changed/{}/{second}", first.map_or("", |f| f.as_str()));
+        let start = page_start(&self.key, &scope, &page)?;
+        let items = changed(
+            first_chain
+                .iter_from(start)
+                .map(|r| Ok::<_, StoreError>((r.index, r.digest, ()))),
+            second_chain
+                .iter_from(start)
+                .map(|r| Ok((r.index, r.digest, ()))),
+        )
+        .map(|r| {
+            r.map(|(index, d)| {
+                let block = ChangedBlock {
+                    index,
+                    first_token: d.first.and(first).map(|f| self.key.block_token(f, index)),
+                    second_token: d.second.map(|_| self.key.block_token(second, index)),
+                };
+                (index, block)
+            })
+        });
+        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
+        Ok(ChangedBlockPage {
+            blocks,
+            next_token,
+            expiry_time: block_token_expiry(),
+            volume_size_gib: info.volume_size_gib,
+            block_size: info.block_size,
+        })
+    }
+
+    fn get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        let (record, file) = {
+            let mut inner = self.lock();
+            let (_, chain) = inner.readable_chain(id)?;
+            self.key.check_block_token(id, index, token)?;
+            let record = chain.get(index).ok_or_else(|| {
+                StoreError::invalid(
+                    ValidationReason::InvalidBlockToken,
+                    format!("snapshot {id} holds no block {index}"),
+                )
+            })?;
+            let file = match record.location.pack {
+                ZERO_PACK => None,
+                pack => Some(inner.packs.file(pack)?),
+            };
+            (record, file)
+        };
+        let Some(file) = file else {
+            return Ok(FetchedBlock {
+                data: HashedBlock::zero().data().clone(),
+                checksum: record.digest,
+            });
+        };
+        let mut buf = vec![0u8; BLOCK_SIZE];
+        Packs::read(&file, record.location, &mut buf).map_err(|e| {
+            StoreError::io(
+                format!(
+                    "reading block {index} of {id} from pack {:08x} slot {}",
+                    record.location.pack, record.location.slot
+                ),
+                e,
+            )
+        })?;
+        Ok(FetchedBlock {
+            data: buf.into(),
+            checksum: record.digest,
+        })
+    }
+}
+
+impl Inner {
+    fn load_snapshots(&mut self, access: Access) -> StoreResult<()> {
+        let dir = self.root.join("snapshots");
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        for file in entries.flatten() {
+            let path = file.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let raw = std::fs::read(&path)
+                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+            let meta = Meta::parse(&raw, &path.display().to_string())?;
+            let info = meta.to_info()?;
+            let journal = if info.status == SnapshotStatus::Pending {
+                let j = Arc::new(Journal::open(&path.with_extension("journal"))?);
+                if access == Access::Write {
+                    self.repair_journal(&j)?;
+                }
+                Some(j)
+            } else {
+                None
+            };
+            let last_activity = journal
+                .as_ref()
+                .and_then(|j| j.modified())
+                .unwrap_or(meta.start_time())
+                .max(meta.start_time());
+            self.snapshots.insert(
+                info.id.clone(),
+                Entry {
+                    meta,
+                    info,
+                    last_activity,
+                    journal,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops journal records whose data did not reach the disk before a crash.
+    fn repair_journal(&mut self, journal: &Journal) -> StoreResult<()> {
+        let records: Vec<Record> = journal.records().collect::<StoreResult<_>>()?;
+        for r in records {
+            let durable =
+                r.location.pack == ZERO_PACK || self.packs.digest_at(r.location)? == Some(r.digest);
+            if !durable {
+                journal.clear(r.index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot's entry, with an idle pending snapshot moved to `error` first.
+    pub fn get_mut(&mut self, id: &SnapshotId) -> StoreResult<&mut Entry> {
+        let entry = self
+            .snapshots
+            .get_mut(id)
+            .ok_or_else(|| StoreError::snapshot_not_found(id))?;
+        if rules::timed_out(
+            entry.info.status,
+            entry.last_activity,
+            entry.meta.timeout_minutes,
+        ) {
+            entry.info.status = SnapshotStatus::Error;
+        }
+        Ok(entry)
+    }
+
+    pub fn get(&mut self, id: &SnapshotId) -> StoreResult<&Entry> {
+        self.get_mut(id).map(|e| &*e)
+    }
+
+    pub fn map(&mut self, id: &SnapshotId) -> StoreResult<Arc<MapFile>> {
+        if let Some(m) = self.maps.get(id) {
+            return Ok(m.clone());
+        }
+        let map = Arc::new(MapFile::open(
+            &self.root.join("snapshots").join(format!("{id}.map")),
+        )?);
+        self.maps.insert(id.clone(), map.clone());
+        Ok(map)
+    }
+
+    pub fn forget_map(&mut self, id: &SnapshotId) {
+        self.maps.remove(id);
+    }
+
+    /// The maps of a completed snapshot and its ancestors, nearest first.
+    pub fn chain(&mut self, id: &SnapshotId) -> StoreResult<Chain> {
+        let mut maps = Vec::new();
+        let mut next = Some(id.clone());
+        while let Some(id) = next {
+            let entry = self.get(&id)?;
+            next = entry.info.parent.clone();
+            maps.push(self.map(&id)?);
+        }
+        Ok(Chain(maps))
+    }
+
+    fn readable_chain(&mut self, id: &SnapshotId) -> StoreResult<(SnapshotInfo, Chain)> {
+        let info = self.get(id)?.info.clone();
+        rules::check_readable(&info)?;
+        Ok((info, self.chain(id)?))
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for LocalStore {
+    async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        self.blocking(move |s| s.start(request)).await
+    }
+
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<()> {
+        let id = id.clone();
+        self.blocking(move |s| s.put(&id, index, block, checksum))
+            .await
+    }
+
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        let id = id.clone();
+        self.blocking(move |s| s.complete(&id, count, aggregate))
+            .await
+    }
+
+    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
+        let id = id.clone();
+        self.blocking(move |s| s.list_blocks(&id, page)).await
+    }
+
+    async fn list_changed_blocks(
+        &self,
+        first: Option<&SnapshotId>,
+        second: &SnapshotId,
+        page: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        let (first, second) = (first.cloned(), second.clone());
+        self.blocking(move |s| s.list_changed(first.as_ref(), &second, page))
+            .await
+    }
+
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        let (id, token) = (id.clone(), token.clone());
+        self.blocking(move |s| s.get_block(&id, index, &token))
+            .await
+    }
+
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
+        let id = id.clone();
+        self.blocking(move |s| Ok(s.lock().get(&id)?.info.clone()))
+            .await
+    }
+
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        self.blocking(|s| {
+            let mut inner = s.lock();
+            let ids: Vec<SnapshotId> = inner.snapshots.keys().cloned().collect();
+            let mut all = ids
+                .iter()
+                .map(|id| inner.get(id).map(|e| e.info.clone()))
+                .collect::<StoreResult<Vec<_>>>()?;
+            all.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
+        let id = id.clone();
+        self.blocking(move |s| s.delete(&id)).await
+    }
+}
+
+pub(super) fn sync_snapshots_dir(root: &Path) -> StoreResult<()> {
+    let dir = root.join("snapshots");
+    sync_dir(&dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))
+}

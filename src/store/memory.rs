@@ -1,0 +1,332 @@
+//! An in-memory store with full EBS semantics, for tests. Nothing persists.
+
+use super::merge::changed;
+use super::paging::{block_token_expiry, page_len, page_start, take_page};
+use super::rules::{self, DEFAULT_TIMEOUT_MINUTES};
+use super::token::TokenKey;
+use super::*;
+use crate::block::{LinearAggregate, BLOCK_SIZE};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+#[derive(Clone)]
+struct Stored {
+    data: Bytes,
+    digest: Digest,
+}
+
+struct Snapshot {
+    info: SnapshotInfo,
+    lineage: SnapshotId,
+    client_token: Option<String>,
+    timeout_minutes: u32,
+    last_activity: SystemTime,
+    /// Every block the snapshot holds, inherited ones included.
+    blocks: BTreeMap<BlockIndex, Stored>,
+    /// The blocks written to this snapshot itself.
+    own: BTreeMap<BlockIndex, Digest>,
+}
+
+#[derive(Default)]
+struct State {
+    snapshots: HashMap<SnapshotId, Snapshot>,
+    /// Creation order, for listing oldest first.
+    order: Vec<SnapshotId>,
+}
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    key: TokenKey,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} snapshots", self.order.len())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            key: TokenKey::random(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// The snapshot, with an idle pending one moved to `error` first.
+    fn get(&mut self, id: &SnapshotId) -> StoreResult<&mut Snapshot> {
+        let snap = self
+            .snapshots
+            .get_mut(id)
+            .ok_or_else(|| StoreError::snapshot_not_found(id))?;
+        if rules::timed_out(snap.info.status, snap.last_activity, snap.timeout_minutes) {
+            snap.info.status = SnapshotStatus::Error;
+        }
+        Ok(snap)
+    }
+
+    fn readable(&mut self, id: &SnapshotId) -> StoreResult<&Snapshot> {
+        let snap = self.get(id)?;
+        rules::check_readable(&snap.info)?;
+        Ok(snap)
+    }
+
+    fn by_client_token(&self, token: &str) -> Option<&Snapshot> {
+        self.snapshots
+            .values()
+            .find(|s| s.client_token.as_deref() == Some(token))
+    }
+}
+
+fn entries(
+    blocks: &BTreeMap<BlockIndex, Stored>,
+    from: BlockIndex,
+) -> impl Iterator<Item = StoreResult<(BlockIndex, Digest, ())>> + '_ {
+    blocks.range(from..).map(|(i, s)| Ok((*i, s.digest, ())))
+}
+
+#[async_trait]
+impl SnapshotStore for MemoryStore {
+    async fn start_snapshot(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        let mut state = self.lock();
+        if let Some(token) = &req.client_token {
+            if let Some(existing) = state.by_client_token(token) {
+                if rules::same_start(&existing.info, existing.timeout_minutes, &req) {
+                    return Ok(existing.info.clone());
+                }
+                return Err(rules::conflict(token, &existing.info.id));
+            }
+        }
+        let parent = match &req.parent {
+            Some(p) => Some(state.get(p)?),
+            None => None,
+        };
+        rules::check_start(&req, parent.as_ref().map(|p| &p.info))?;
+        let id = SnapshotId::generate();
+        let (lineage, blocks, encrypted) = match parent {
+            Some(p) => (p.lineage.clone(), p.blocks.clone(), p.info.encrypted),
+            None => (id.clone(), BTreeMap::new(), req.encrypted),
+        };
+        let info = SnapshotInfo {
+            id: id.clone(),
+            parent: req.parent.clone(),
+            status: SnapshotStatus::Pending,
+            volume_size_gib: req.volume_size_gib,
+            block_size: BLOCK_SIZE as u32,
+            start_time: SystemTime::now(),
+            description: req.description.clone(),
+            tags: req.tags.clone(),
+            encrypted,
+            changed_blocks_count: None,
+            aggregate: None,
+        };
+        let snapshot = Snapshot {
+            info: info.clone(),
+            lineage,
+            client_token: req.client_token.clone(),
+            timeout_minutes: req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
+            last_activity: SystemTime::now(),
+            blocks,
+            own: BTreeMap::new(),
+        };
+        state.snapshots.insert(id.clone(), snapshot);
+        state.order.push(id);
+        Ok(info)
+    }
+
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<()> {
+        let mut state = self.lock();
+        let snap = state.get(id)?;
+        rules::check_put(&snap.info, index, &block, checksum)?;
+        snap.last_activity = SystemTime::now();
+        snap.own.insert(index, block.digest());
+        snap.blocks.insert(
+            index,
+            Stored {
+                digest: block.digest(),
+                data: block.data().clone(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        let mut state = self.lock();
+        let snap = state.get(id)?;
+        if snap.info.status != SnapshotStatus::Pending {
+            return Ok(snap.info.status);
+        }
+        let own = own_aggregate(&snap.own);
+        rules::check_complete(id, count, aggregate, snap.own.len() as u64, own)?;
+        snap.info.status = SnapshotStatus::Completed;
+        snap.info.changed_blocks_count = Some(count);
+        snap.info.aggregate = Some(own);
+        Ok(SnapshotStatus::Completed)
+    }
+
+    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
+        let mut state = self.lock();
+        let snap = state.readable(id)?;
+        let scope = format!("blocks/{id}");
+        let start = page_start(&self.key, &scope, &page)?;
+        let items = entries(&snap.blocks, start).map(|r| {
+            r.map(|(i, _, _)| {
+                (
+                    i,
+                    BlockRef {
+                        index: i,
+                        token: self.key.block_token(id, i),
+                    },
+                )
+            })
+        });
+        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
+        Ok(BlockPage {
+            blocks,
+            next_token,
+            expiry_time: block_token_expiry(),
+            volume_size_gib: snap.info.volume_size_gib,
+            block_size: snap.info.block_size,
+        })
+    }
+
+    async fn list_changed_blocks(
+        &self,
+        first: Option<&SnapshotId>,
+        second: &SnapshotId,
+        page: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        let mut state = self.lock();
+        let empty = BTreeMap::new();
+        let (first_blocks, first_lineage) = match first {
+            Some(f) => {
+                let s = state.readable(f)?;
+                (s.blocks.clone(), Some(s.lineage.clone()))
+            }
+            None => (empty, None),
+        };
+        let snap = state.readable(second)?;
+        if let (Some(f), Some(lineage)) = (first, &first_lineage) {
+            if *lineage != snap.lineage {
+                return Err(rules::unrelated(f, second));
+            }
+        }
+        let scope = format!(
+            "changed/{}/{second}",
+            first.map(|f| f.as_str()).unwrap_or("")
+        );
+        let start = page_start(&self.key, &scope, &page)?;
+        let items = changed(entries(&first_blocks, start), entries(&snap.blocks, start)).map(|r| {
+            r.map(|(index, d)| {
+                let block = ChangedBlock {
+                    index,
+                    first_token: d.first.and(first).map(|f| self.key.block_token(f, index)),
+                    second_token: d.second.map(|_| self.key.block_token(second, index)),
+                };
+                (index, block)
+            })
+        });
+        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
+        Ok(ChangedBlockPage {
+            blocks,
+            next_token,
+            expiry_time: block_token_expiry(),
+            volume_size_gib: snap.info.volume_size_gib,
+            block_size: snap.info.block_size,
+        })
+    }
+
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        let mut state = self.lock();
+        let snap = state.readable(id)?;
+        self.key.check_block_token(id, index, token)?;
+        let stored = snap.blocks.get(&index).ok_or_else(|| {
+            StoreError::invalid(
+                ValidationReason::InvalidBlockToken,
+                format!("snapshot {id} holds no block {index}"),
+            )
+        })?;
+        Ok(FetchedBlock {
+            data: stored.data.clone(),
+            checksum: stored.digest,
+        })
+    }
+
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
+        Ok(self.lock().get(id)?.info.clone())
+    }
+
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        let mut state = self.lock();
+        let order = state.order.clone();
+        order
+            .iter()
+            .map(|id| state.get(id).map(|s| s.info.clone()))
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
+        let mut state = self.lock();
+        let gone = state
+            .snapshots
+            .remove(id)
+            .ok_or_else(|| StoreError::snapshot_not_found(id))?;
+        state.order.retain(|s| s != id);
+        // Children keep their blocks (they hold them all); what the deleted snapshot wrote
+        // becomes theirs, as if they had written it.
+        for child in state
+            .snapshots
+            .values_mut()
+            .filter(|s| s.info.parent.as_ref() == Some(id))
+        {
+            child.info.parent = gone.info.parent.clone();
+            for (index, digest) in &gone.own {
+                child.own.entry(*index).or_insert(*digest);
+            }
+            if child.info.status == SnapshotStatus::Completed {
+                child.info.changed_blocks_count = Some(child.own.len() as u64);
+                child.info.aggregate = Some(own_aggregate(&child.own));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn own_aggregate(own: &BTreeMap<BlockIndex, Digest>) -> Digest {
+    let mut agg = LinearAggregate::new();
+    for (index, digest) in own {
+        agg.push(*index, digest).expect("a BTreeMap ascends");
+    }
+    agg.finish()
+}

@@ -1,0 +1,87 @@
+//! Snapshot stores: one async trait with EBS direct-API semantics, several backends.
+//!
+//! The trait mirrors the six EBS direct-API operations plus the EC2 calls that go with
+//! them (describe, list, delete). Every backend maps its failures into one
+//! meaning-based [`StoreError`], so the engine decides what to do by meaning, not by
+//! backend. [`conformance`] holds the one test suite every backend must pass.
+
+pub mod conformance;
+mod error;
+pub mod local;
+pub mod memory;
+mod merge;
+mod paging;
+mod rules;
+mod token;
+mod types;
+
+pub use error::{StoreError, StoreResult, ValidationReason};
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+pub use types::{
+    BlockPage, BlockRef, BlockToken, ChangedBlock, ChangedBlockPage, FetchedBlock, PageRequest,
+    PageToken, SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, Tag,
+};
+
+use crate::block::{BlockIndex, Digest, HashedBlock};
+use async_trait::async_trait;
+
+/// A place that holds EBS-style snapshots.
+///
+/// Semantics follow the EBS direct APIs: a child inherits its parent's blocks; a put
+/// overwrites one index; only completed snapshots are readable; pages and block tokens
+/// are opaque; checksums are verified on put and on complete.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
+    /// Starts a pending snapshot (StartSnapshot).
+    async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo>;
+
+    /// Writes one block (PutSnapshotBlock). `checksum` is what the client claims; the
+    /// store refuses the block unless it matches the block's own digest.
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<()>;
+
+    /// Seals a snapshot (CompleteSnapshot) after checking the number of blocks written
+    /// and, when given, their LINEAR aggregate checksum.
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        changed_blocks_count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus>;
+
+    /// One page of the blocks that hold data (ListSnapshotBlocks), inherited ones included.
+    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage>;
+
+    /// One page of the indexes whose data differs between `first` and `second`
+    /// (ListChangedBlocks); with no `first`, every block of `second`.
+    async fn list_changed_blocks(
+        &self,
+        first: Option<&SnapshotId>,
+        second: &SnapshotId,
+        page: PageRequest,
+    ) -> StoreResult<ChangedBlockPage>;
+
+    /// Reads one block (GetSnapshotBlock) with a token from a list call.
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock>;
+
+    /// One snapshot's state (DescribeSnapshots with one id).
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo>;
+
+    /// Every snapshot in the store, oldest first.
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>>;
+
+    /// Deletes a snapshot; its children stay whole.
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()>;
+}

@@ -1,0 +1,192 @@
+//! The EBS rules every store enforces, as pure functions, so that all backends refuse
+//! the same requests with the same reasons.
+
+use super::ValidationReason::*;
+use super::{SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, StoreError, StoreResult};
+use crate::block::{volume_blocks, BlockIndex, Digest, HashedBlock, MAX_VOLUME_GIB};
+use std::time::{Duration, SystemTime};
+
+pub(crate) const DEFAULT_TIMEOUT_MINUTES: u32 = 60;
+
+/// Checks StartSnapshot's parameters against the parent (already looked up).
+pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) -> StoreResult<()> {
+    if !(1..=MAX_VOLUME_GIB).contains(&req.volume_size_gib) {
+        return Err(StoreError::invalid(
+            InvalidVolumeSize,
+            format!(
+                "volume size {} GiB is outside 1 to {MAX_VOLUME_GIB}",
+                req.volume_size_gib
+            ),
+        ));
+    }
+    if req
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 255)
+    {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            "description is longer than 255 characters",
+        ));
+    }
+    if let Some(t) = req.timeout_minutes.filter(|t| !(10..=4320).contains(t)) {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            format!("timeout {t} is outside 10 to 4320 minutes"),
+        ));
+    }
+    if req
+        .tags
+        .iter()
+        .any(|t| t.key.is_empty() || t.key.len() > 127 || t.value.len() > 255)
+    {
+        return Err(StoreError::invalid(
+            InvalidTag,
+            "tag keys must be 1 to 127 characters, values at most 255",
+        ));
+    }
+    let Some(parent) = parent else { return Ok(()) };
+    if req.encrypted {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            "Encrypted cannot be given with ParentSnapshotId: a child of an encrypted parent is encrypted",
+        ));
+    }
+    if parent.status != SnapshotStatus::Completed {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            format!(
+                "parent snapshot {} is {}, not completed",
+                parent.id, parent.status
+            ),
+        ));
+    }
+    if req.volume_size_gib < parent.volume_size_gib {
+        return Err(StoreError::invalid(
+            InvalidVolumeSize,
+            format!(
+                "volume size {} GiB is smaller than parent {}'s {} GiB",
+                req.volume_size_gib, parent.id, parent.volume_size_gib
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an existing snapshot was started with the same parameters as `req` (for
+/// ClientToken idempotency).
+pub(crate) fn same_start(existing: &SnapshotInfo, timeout: u32, req: &StartSnapshot) -> bool {
+    existing.volume_size_gib == req.volume_size_gib
+        && existing.parent == req.parent
+        && existing.description == req.description
+        && existing.tags == req.tags
+        && existing.encrypted == req.encrypted
+        && timeout == req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES)
+}
+
+pub(crate) fn conflict(token: &str, id: &SnapshotId) -> StoreError {
+    StoreError::Conflict {
+        message: format!("client token {token:?} was used for {id} with different parameters"),
+    }
+}
+
+/// A pending snapshot idle past its timeout has gone to `error`.
+pub(crate) fn timed_out(
+    status: SnapshotStatus,
+    last_activity: SystemTime,
+    timeout_minutes: u32,
+) -> bool {
+    status == SnapshotStatus::Pending
+        && last_activity + Duration::from_secs(60 * u64::from(timeout_minutes)) < SystemTime::now()
+}
+
+/// Checks that a block may be written to this snapshot at `index` with this checksum.
+pub(crate) fn check_put(
+    info: &SnapshotInfo,
+    index: BlockIndex,
+    block: &HashedBlock,
+    claimed: Digest,
+) -> StoreResult<()> {
+    match info.status {
+        SnapshotStatus::Pending => {}
+        SnapshotStatus::Error => {
+            return Err(StoreError::invalid(
+                WriteRequestTimeout,
+                format!("snapshot {} is in error state", info.id),
+            ))
+        }
+        SnapshotStatus::Completed => {
+            return Err(StoreError::invalid(
+                InvalidParameterValue,
+                format!(
+                    "snapshot {} is completed: blocks can no longer be written",
+                    info.id
+                ),
+            ))
+        }
+    }
+    let blocks = volume_blocks(info.volume_size_gib);
+    if index.0 >= blocks {
+        return Err(StoreError::invalid(
+            InvalidBlock,
+            format!(
+                "block index {index} is outside snapshot {} ({blocks} blocks)",
+                info.id
+            ),
+        ));
+    }
+    if block.digest() != claimed {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            format!(
+                "checksum {claimed} does not match the data of block {index} ({})",
+                block.digest()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks CompleteSnapshot's block count and aggregate against what was written.
+pub(crate) fn check_complete(
+    id: &SnapshotId,
+    claimed_count: u64,
+    claimed_aggregate: Option<Digest>,
+    count: u64,
+    aggregate: Digest,
+) -> StoreResult<()> {
+    if claimed_count != count {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            format!("ChangedBlocksCount {claimed_count} does not match the {count} blocks written to {id}"),
+        ));
+    }
+    if let Some(claimed) = claimed_aggregate.filter(|c| *c != aggregate) {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            format!("aggregate checksum {claimed} does not match the blocks written to {id} ({aggregate})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a snapshot may be read (listed, its blocks fetched).
+pub(crate) fn check_readable(info: &SnapshotInfo) -> StoreResult<()> {
+    if info.status == SnapshotStatus::Completed {
+        return Ok(());
+    }
+    Err(StoreError::invalid(
+        InvalidSnapshotId,
+        format!(
+            "snapshot {} is {}: only completed snapshots can be read",
+            info.id, info.status
+        ),
+    ))
+}
+
+pub(crate) fn unrelated(first: &SnapshotId, second: &SnapshotId) -> StoreError {
+    StoreError::invalid(
+        UnrelatedSnapshots,
+        format!("snapshots {first} and {second} are not of the same lineage"),
+    )
+}
