@@ -5,7 +5,7 @@
 
 mod aggregate;
 mod digest;
-mod source;
+pub(crate) mod source;
 
 pub use aggregate::LinearAggregate;
 pub use digest::{is_zero, Digest, HashedBlock};

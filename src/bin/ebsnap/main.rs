@@ -1,1 +1,271 @@
-fn main() {}
+//! The `ebsnap` command: parse, run, print, exit. All the work is in the library.
+
+mod args;
+mod output;
+mod progress;
+
+use args::{Cli, Command};
+use clap::Parser;
+use ebsnap::engine::{self, BackupOptions, RestoreOptions};
+use ebsnap::store::local::{Access, LockWait};
+use ebsnap::store::{LocalStore, SnapshotStore};
+use indicatif::HumanBytes;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit codes (documented in the README).
+const EXIT_FAILURE: u8 = 1;
+const EXIT_BAD_DATA: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors exit with 2
+    init_logging(&cli.global);
+    let json = cli.global.json;
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = if err.is_bad_data() {
+                EXIT_BAD_DATA
+            } else {
+                EXIT_FAILURE
+            };
+            eprintln!("ebsnap: error: {err}");
+            if json {
+                let _ = output::print_json(&json!({ "error": err.to_string(), "exit_code": code }));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(global: &args::Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EBSNAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ebsnap={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn run(cli: Cli) -> ebsnap::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    runtime.block_on(run_command(cli))
+}
+
+/// The store location: --store, else $EBSNAP_STORE, else the XDG data directory.
+fn store_location(flag: Option<PathBuf>) -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    flag.or_else(|| env("EBSNAP_STORE"))
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("ebsnap/store")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/ebsnap/store")))
+        .unwrap_or_else(|| PathBuf::from("ebsnap-store"))
+}
+
+fn open_store(flag: Option<PathBuf>, access: Access) -> ebsnap::Result<Arc<dyn SnapshotStore>> {
+    let location = store_location(flag);
+    Ok(Arc::new(LocalStore::open(
+        &location,
+        access,
+        LockWait::Wait,
+    )?))
+}
+
+async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
+    let g = cli.global;
+    let workers = usize::from(g.workers);
+    let progress = progress::for_stderr(g.quiet);
+    let say = |text: String, value: serde_json::Value| -> ebsnap::Result<()> {
+        let printed = if g.json {
+            output::print_json(&value)
+        } else if g.quiet {
+            Ok(())
+        } else {
+            output::print(&text)
+        };
+        printed.map_err(|e| ebsnap::Error::Target {
+            what: "writing to",
+            path: "stdout".into(),
+            source: e,
+        })
+    };
+    match cli.command {
+        Command::Backup {
+            source,
+            description,
+            tags,
+        } => {
+            let store = open_store(g.store, Access::Write)?;
+            let options = BackupOptions {
+                description,
+                tags,
+                workers,
+            };
+            let r = engine::backup(store, &source, &options, &*progress).await?;
+            let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
+            let text = format!(
+                "{}: {} blocks written ({}), {} zero, of {} ({} GiB volume) in {:.2}s, {}/s\n",
+                r.snapshot_id,
+                r.blocks_written,
+                HumanBytes(r.bytes_written),
+                r.blocks_zero,
+                source.display(),
+                r.volume_size_gib,
+                r.seconds,
+                HumanBytes(rate as u64)
+            );
+            say(text, serde_json::to_value(&r).expect("serializable"))?;
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            force,
+        } => {
+            let store = open_store(g.store, Access::Read)?;
+            let options = RestoreOptions { force, workers };
+            let r = engine::restore(store, &snapshot.0, &target, &options, &*progress).await?;
+            let text = format!(
+                "restored {} to {}: {} blocks ({}) in {:.2}s\n",
+                r.snapshot_id,
+                r.target,
+                r.blocks_written,
+                HumanBytes(r.bytes_written),
+                r.seconds
+            );
+            say(text, serde_json::to_value(&r).expect("serializable"))?;
+        }
+        Command::Snapshots => {
+            let store = open_store(g.store, Access::Read)?;
+            let all = store.list_snapshots().await?;
+            let value =
+                json!({ "snapshots": all.iter().map(output::snapshot_json).collect::<Vec<_>>() });
+            say(output::snapshot_table(&all), value)?;
+        }
+        Command::Show { snapshot } => {
+            let store = open_store(g.store, Access::Read)?;
+            let info =
+                store
+                    .describe_snapshot(&snapshot.0)
+                    .await
+                    .map_err(|e| ebsnap::Error::Store {
+                        snapshot: snapshot.0.clone(),
+                        source: e,
+                    })?;
+            say(
+                output::snapshot_details(&info),
+                output::snapshot_json(&info),
+            )?;
+        }
+        Command::Diff { first, second } => {
+            let store = open_store(g.store, Access::Read)?;
+            let r = engine::diff(&*store, &first.0, &second.0).await?;
+            let mut text: String = r
+                .changed_block_indexes
+                .iter()
+                .map(|i| format!("{i}\n"))
+                .collect();
+            if !g.json && !g.quiet {
+                eprintln!(
+                    "{} blocks differ between {} and {}",
+                    r.changed_blocks, r.first_snapshot_id, r.second_snapshot_id
+                );
+            }
+            if g.quiet {
+                text.clear();
+            }
+            say(text, serde_json::to_value(&r).expect("serializable"))?;
+        }
+        Command::Verify { snapshot, against } => {
+            let store = open_store(g.store, Access::Read)?;
+            let r =
+                engine::verify(store, &snapshot.0, against.as_deref(), workers, &*progress).await?;
+            let text = verify_text(&r);
+            say(text, serde_json::to_value(&r).expect("serializable"))?;
+            return Ok(if r.ok { 0 } else { EXIT_BAD_DATA });
+        }
+        Command::Delete { snapshots } => return delete(g.store, snapshots, g.json, g.quiet).await,
+    }
+    Ok(0)
+}
+
+fn verify_text(r: &engine::VerifyReport) -> String {
+    let mut text = format!("{}: {} blocks checked", r.snapshot_id, r.blocks_checked);
+    if !r.bad_blocks.is_empty() {
+        text += &format!(", {} bad: blocks {:?}", r.bad_blocks.len(), r.bad_blocks);
+    }
+    match r.aggregate_ok {
+        Some(true) => text += ", aggregate checksum matches",
+        Some(false) => text += ", aggregate checksum DOES NOT match",
+        None => {}
+    }
+    if let Some(against) = &r.against {
+        if r.size_matches == Some(false) {
+            text += &format!(", size differs from {against}");
+        }
+        if r.different_blocks.is_empty() {
+            text += &format!(", identical to {against}");
+        } else {
+            text += &format!(
+                ", {} blocks differ from {against}: {:?}",
+                r.different_blocks.len(),
+                r.different_blocks
+            );
+        }
+    }
+    text + if r.ok { ": OK\n" } else { ": FAILED\n" }
+}
+
+/// Deletes each snapshot named; one failure does not stop the others.
+async fn delete(
+    store: Option<PathBuf>,
+    snapshots: Vec<args::SnapshotArg>,
+    json: bool,
+    quiet: bool,
+) -> ebsnap::Result<u8> {
+    let store = open_store(store, Access::Write)?;
+    let (mut deleted, mut failed) = (Vec::new(), Vec::new());
+    for s in snapshots {
+        match store.delete_snapshot(&s.0).await {
+            Ok(()) => deleted.push(s.0.to_string()),
+            Err(e) => {
+                eprintln!("ebsnap: error: cannot delete {}: {e}", s.0);
+                failed.push(json!({ "snapshot_id": s.0.to_string(), "error": e.to_string() }));
+            }
+        }
+    }
+    let value = json!({ "deleted": deleted, "failed": failed });
+    let printed = if json {
+        output::print_json(&value)
+    } else if quiet {
+        Ok(())
+    } else {
+        output::print(
+            &deleted
+                .iter()
+                .map(|d| format!("deleted {d}\n"))
+                .collect::<String>(),
+        )
+    };
+    printed.map_err(|e| ebsnap::Error::Target {
+        what: "writing to",
+        path: "stdout".into(),
+        source: e,
+    })?;
+    Ok(if failed.is_empty() { 0 } else { EXIT_FAILURE })
+}

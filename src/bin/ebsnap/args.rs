@@ -1,0 +1,105 @@
+//! The command line, as clap sees it.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use ebsnap::store::{SnapshotId, Tag};
+use std::path::PathBuf;
+
+/// Incremental backup of disks and disk images into EBS-style snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "ebsnap", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Store location: a directory (the local store, created on first use).
+    /// Default: $EBSNAP_STORE, else $XDG_DATA_HOME/ebsnap/store.
+    #[arg(long, global = true, value_name = "LOCATION")]
+    pub store: Option<PathBuf>,
+
+    /// Print exactly one JSON object on stdout when the command ends.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No progress and no messages but errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Blocks transferred at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a disk image or block device into a new snapshot.
+    Backup {
+        /// File or block device to back up.
+        source: PathBuf,
+        /// Description stored with the snapshot (at most 255 characters).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// A tag stored with the snapshot; repeat for more.
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<Tag>,
+    },
+    /// Restore a snapshot to a file or block device.
+    Restore {
+        snapshot: SnapshotArg,
+        /// File or block device to write.
+        target: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the store's snapshots.
+    Snapshots,
+    /// Show one snapshot.
+    Show { snapshot: SnapshotArg },
+    /// List the blocks that differ between two snapshots of one lineage.
+    Diff {
+        first: SnapshotArg,
+        second: SnapshotArg,
+    },
+    /// Re-read every block of a snapshot and check it.
+    Verify {
+        snapshot: SnapshotArg,
+        /// Also compare the snapshot with this disk or image.
+        #[arg(long, value_name = "SOURCE")]
+        against: Option<PathBuf>,
+    },
+    /// Delete snapshots; their children stay whole.
+    Delete {
+        #[arg(required = true)]
+        snapshots: Vec<SnapshotArg>,
+    },
+}
+
+/// A snapshot id, checked when the command line is parsed (a typo is a usage error).
+#[derive(Clone, Debug)]
+pub struct SnapshotArg(pub SnapshotId);
+
+impl std::str::FromStr for SnapshotArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map(SnapshotArg)
+            .map_err(|e: ebsnap::store::StoreError| e.to_string())
+    }
+}
+
+fn parse_tag(s: &str) -> Result<Tag, String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok(Tag::new(k, v)),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}

@@ -1,0 +1,206 @@
+//! Backup: a source becomes a completed snapshot.
+//!
+//! Plan (open the source, size the volume), start the snapshot, then stream: the reader
+//! yields ordered batches of hashed blocks, the LINEAR aggregate is fed in that order,
+//! and the puts run concurrently (a semaphore bounds them). Zero blocks of a new lineage
+//! are not sent: absent blocks read as zeros. On any failure the pending snapshot is
+//! deleted, so no half-made snapshot is left behind.
+
+use super::reader::{spawn_reader, ReadBlock};
+use super::{wait_until_completed, Progress, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
+use crate::block::{
+    blocks_for_bytes, volume_size_gib, Digest, LinearAggregate, Source, BLOCK_SIZE_U64, GIB,
+    MAX_VOLUME_GIB,
+};
+use crate::error::{Error, Result};
+use crate::store::{SnapshotId, SnapshotStore, StartSnapshot, Tag};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub description: Option<String>,
+    pub tags: Vec<Tag>,
+    /// Puts in flight at once.
+    pub workers: usize,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            description: None,
+            tags: Vec::new(),
+            workers: 16,
+        }
+    }
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupReport {
+    pub snapshot_id: String,
+    pub parent_snapshot_id: Option<String>,
+    pub volume_size_gib: u64,
+    pub source_bytes: u64,
+    pub blocks_total: u64,
+    pub blocks_written: u64,
+    pub blocks_zero: u64,
+    pub bytes_written: u64,
+    pub checksum: String,
+    pub seconds: f64,
+}
+
+/// Backs up the file or block device at `path` into `store`.
+pub async fn backup(
+    store: Arc<dyn SnapshotStore>,
+    path: &Path,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let source = Arc::new(Source::open(path).map_err(|e| Error::OpenSource {
+        path: path.to_owned(),
+        source: e,
+    })?);
+    let size = source.size();
+    if size > MAX_VOLUME_GIB * GIB {
+        return Err(Error::SourceTooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    let request = start_request(&source, options);
+    let info = store.start_snapshot(request).await?;
+    if !info.block_size_ok() {
+        return Err(Error::BlockSize {
+            got: info.block_size,
+        });
+    }
+    let id = info.id.clone();
+    progress.start(&format!("backup {} -> {id}", path.display()), size);
+    let sent = send_blocks(
+        store.clone(),
+        &id,
+        source.clone(),
+        options.workers,
+        progress,
+    )
+    .await;
+    let outcome = match sent {
+        Ok(sent) => complete(&*store, &id, &sent).await.map(|()| sent),
+        Err(e) => Err(e),
+    };
+    progress.finish();
+    let sent = match outcome {
+        Ok(sent) => sent,
+        Err(e) => {
+            abandon(&*store, &id).await;
+            return Err(e);
+        }
+    };
+    let blocks_total = blocks_for_bytes(size);
+    Ok(BackupReport {
+        snapshot_id: id.to_string(),
+        parent_snapshot_id: None,
+        volume_size_gib: info.volume_size_gib,
+        source_bytes: size,
+        blocks_total,
+        blocks_written: sent.count,
+        blocks_zero: blocks_total - sent.count,
+        bytes_written: sent.count * BLOCK_SIZE_U64,
+        checksum: sent.aggregate.to_base64(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn start_request(source: &Source, options: &BackupOptions) -> StartSnapshot {
+    let mut request = StartSnapshot::new(volume_size_gib(source.size()));
+    request.description = Some(
+        options
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("ebsnap backup of {}", source.path().display())),
+    );
+    request.tags = options.tags.clone();
+    request
+        .tags
+        .push(Tag::new(SOURCE_BYTES_TAG, source.size().to_string()));
+    request.tags.push(Tag::new(
+        SOURCE_PATH_TAG,
+        source.path().display().to_string(),
+    ));
+    request.client_token = Some(SnapshotId::generate().to_string());
+    request
+}
+
+/// What was sent: the count and aggregate CompleteSnapshot needs.
+struct Sent {
+    count: u64,
+    aggregate: Digest,
+}
+
+async fn send_blocks(
+    store: Arc<dyn SnapshotStore>,
+    id: &SnapshotId,
+    source: Arc<Source>,
+    workers: usize,
+    progress: &dyn Progress,
+) -> Result<Sent> {
+    let mut batches = spawn_reader(source.clone());
+    let permits = Arc::new(Semaphore::new(workers.max(1)));
+    let mut puts = JoinSet::new();
+    let mut aggregate = LinearAggregate::new();
+    while let Some(batch) = batches.recv().await {
+        for block in batch? {
+            let done = (block.index().offset() + BLOCK_SIZE_U64).min(source.size());
+            let ReadBlock::Data(index, data) = block else {
+                progress.set(done);
+                continue;
+            };
+            aggregate
+                .push(index, &data.digest())
+                .expect("the reader yields ascending indexes");
+            // Waiting for a permit is what bounds the blocks in flight.
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let (store, id) = (store.clone(), id.clone());
+            puts.spawn(async move {
+                let _permit = permit;
+                let digest = data.digest();
+                store
+                    .put_block(&id, index, data, digest)
+                    .await
+                    .map_err(Error::block(&id, index))
+            });
+            while let Some(finished) = puts.try_join_next() {
+                finished.expect("put task panicked")?;
+            }
+            progress.set(done);
+        }
+    }
+    while let Some(finished) = puts.join_next().await {
+        finished.expect("put task panicked")?;
+    }
+    progress.set(source.size());
+    Ok(Sent {
+        count: aggregate.count(),
+        aggregate: aggregate.finish(),
+    })
+}
+
+async fn complete(store: &dyn SnapshotStore, id: &SnapshotId, sent: &Sent) -> Result<()> {
+    let status = store
+        .complete_snapshot(id, sent.count, Some(sent.aggregate))
+        .await
+        .map_err(Error::store(id))?;
+    wait_until_completed(store, id, status).await
+}
+
+/// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
+async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
+    if let Err(e) = store.delete_snapshot(id).await {
+        tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
+    }
+}

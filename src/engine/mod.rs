@@ -1,0 +1,124 @@
+//! The engine: backup, restore, verify and diff, over any [`SnapshotStore`].
+//!
+//! Each operation plans first (open and size things, check what can be checked before
+//! anything is written), then applies, streaming blocks with bounded memory.
+
+mod backup;
+mod diff;
+mod progress;
+mod reader;
+mod restore;
+mod target;
+mod verify;
+
+pub use backup::{backup, BackupOptions, BackupReport};
+pub use diff::{diff, DiffReport};
+pub use progress::{NoProgress, Progress};
+pub use restore::{restore, RestoreOptions, RestoreReport};
+pub use verify::{verify, VerifyReport};
+
+use crate::error::{Error, Result};
+use crate::store::{
+    BlockRef, PageRequest, SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore,
+};
+use std::time::Duration;
+
+/// Tag holding the source's exact size in bytes, so a restore gets the size back.
+pub const SOURCE_BYTES_TAG: &str = "ebsnap:source-bytes";
+/// Tag holding the path the snapshot was taken from.
+pub const SOURCE_PATH_TAG: &str = "ebsnap:source";
+
+/// The byte size a restore of `info` produces: the source's size when recorded, else the
+/// whole volume.
+pub fn restored_size(info: &SnapshotInfo) -> u64 {
+    info.tag(SOURCE_BYTES_TAG)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(info.volume_size_gib * crate::block::GIB)
+}
+
+/// Waits (polling) until a snapshot whose completion was requested is `completed`.
+/// Stores that seal asynchronously (EBS) answer `pending` for a while.
+pub(crate) async fn wait_until_completed(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    mut status: SnapshotStatus,
+) -> Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match status {
+            SnapshotStatus::Completed => return Ok(()),
+            SnapshotStatus::Error => {
+                return Err(Error::NotCompleted {
+                    snapshot: id.clone(),
+                    status,
+                })
+            }
+            SnapshotStatus::Pending => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                status = store
+                    .describe_snapshot(id)
+                    .await
+                    .map_err(Error::store(id))?
+                    .status;
+            }
+        }
+    }
+}
+
+/// The snapshot's description, refusing one that cannot be read.
+pub(crate) async fn completed_snapshot(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+) -> Result<SnapshotInfo> {
+    let info = store
+        .describe_snapshot(id)
+        .await
+        .map_err(Error::store(id))?;
+    if info.status != SnapshotStatus::Completed {
+        return Err(Error::NotCompleted {
+            snapshot: id.clone(),
+            status: info.status,
+        });
+    }
+    if !info.block_size_ok() {
+        return Err(Error::BlockSize {
+            got: info.block_size,
+        });
+    }
+    Ok(info)
+}
+
+/// Pages through ListSnapshotBlocks, one page at a time (bounded memory).
+pub(crate) struct BlockLister<'a> {
+    store: &'a dyn SnapshotStore,
+    id: &'a SnapshotId,
+    token: Option<crate::store::PageToken>,
+    done: bool,
+}
+
+impl<'a> BlockLister<'a> {
+    pub fn new(store: &'a dyn SnapshotStore, id: &'a SnapshotId) -> Self {
+        BlockLister {
+            store,
+            id,
+            token: None,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` after the last. Pages may be empty.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<BlockRef>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .store
+            .list_blocks(self.id, PageRequest::from_token(self.token.take()))
+            .await
+            .map_err(Error::store(self.id))?;
+        self.token = page.next_token;
+        self.done = self.token.is_none();
+        Ok(Some(page.blocks))
+    }
+}

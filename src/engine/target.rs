@@ -1,0 +1,205 @@
+//! Restore targets: a file (written sparse under a temporary name, renamed into place
+//! only when whole) or a block device (every block written, zeros included).
+
+use crate::block::{source::device_size, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
+use crate::error::{Error, Result};
+use crate::store::SnapshotId;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+enum Kind {
+    /// Written under `partial`, renamed to the target's path at the end.
+    File {
+        partial: PathBuf,
+    },
+    Device,
+}
+
+#[derive(Debug)]
+pub(crate) struct Target {
+    file: File,
+    path: PathBuf,
+    kind: Kind,
+    /// Bytes the restore produces; blocks are cut at this size.
+    size: u64,
+    finished: bool,
+}
+
+impl Target {
+    /// Opens `path` for a restore of `size` bytes, refusing what must not be written.
+    pub fn open(path: &Path, size: u64, force: bool, snapshot: &SnapshotId) -> Result<Target> {
+        let err = |what, e| Error::Target {
+            what,
+            path: path.to_owned(),
+            source: e,
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.file_type().is_block_device() => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| err("cannot open", e))?;
+                let device = device_size(&file).map_err(|e| err("cannot size", e))?;
+                if device < size {
+                    return Err(Error::TargetTooSmall {
+                        path: path.to_owned(),
+                        size: device,
+                        needed: size,
+                        snapshot: snapshot.clone(),
+                    });
+                }
+                return Ok(Target {
+                    file,
+                    path: path.to_owned(),
+                    kind: Kind::Device,
+                    size,
+                    finished: false,
+                });
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(Error::TargetKind {
+                    path: path.to_owned(),
+                })
+            }
+            Ok(_) if !force => {
+                return Err(Error::TargetExists {
+                    path: path.to_owned(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("cannot inspect", e)),
+        }
+        let partial = partial_path(path);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(|e| Error::Target {
+                what: "cannot create",
+                path: partial.clone(),
+                source: e,
+            })?;
+        let target = Target {
+            file,
+            path: path.to_owned(),
+            kind: Kind::File {
+                partial: partial.clone(),
+            },
+            size,
+            finished: false,
+        };
+        // Set the size first: what is never written stays a hole and reads as zeros.
+        target.file.set_len(size).map_err(|e| Error::Target {
+            what: "cannot size",
+            path: partial,
+            source: e,
+        })?;
+        Ok(target)
+    }
+
+    pub fn is_device(&self) -> bool {
+        matches!(self.kind, Kind::Device)
+    }
+
+    /// Blocks the restore covers.
+    pub fn blocks(&self) -> u64 {
+        crate::block::blocks_for_bytes(self.size)
+    }
+
+    fn write_path(&self) -> &Path {
+        match &self.kind {
+            Kind::File { partial } => partial,
+            Kind::Device => &self.path,
+        }
+    }
+
+    /// Writes one block, cut at the target's size. Returns the bytes written.
+    pub fn write_block(&self, index: BlockIndex, data: &[u8]) -> Result<u64> {
+        let len = self.size.saturating_sub(index.offset()).min(BLOCK_SIZE_U64) as usize;
+        self.file
+            .write_all_at(&data[..len], index.offset())
+            .map_err(|e| Error::Target {
+                what: "writing",
+                path: self.write_path().to_owned(),
+                source: e,
+            })?;
+        Ok(len as u64)
+    }
+
+    /// Zeros blocks `from..to` on a device, so a reused disk keeps no old data there.
+    /// (A file needs nothing: its holes read as zeros.) Returns the bytes zeroed.
+    pub fn zero_blocks(&self, from: BlockIndex, to: BlockIndex) -> Result<u64> {
+        if !self.is_device() || from >= to {
+            return Ok(0);
+        }
+        let start = from.offset();
+        let end = to.offset().min(self.size);
+        if zero_out(&self.file, start, end - start).is_ok() {
+            return Ok(end - start);
+        }
+        // No BLKZEROOUT here: write the zeros.
+        let zeros = vec![0u8; BLOCK_SIZE];
+        for i in from.0..to.0 {
+            self.write_block(BlockIndex(i), &zeros)?;
+        }
+        Ok(end - start)
+    }
+
+    /// Makes the restore durable and, for a file, moves it into place.
+    pub fn finish(mut self) -> Result<()> {
+        let err = |what, path: &Path, e| Error::Target {
+            what,
+            path: path.to_owned(),
+            source: e,
+        };
+        self.file
+            .sync_all()
+            .map_err(|e| err("syncing", self.write_path(), e))?;
+        if let Kind::File { partial } = &self.kind {
+            std::fs::rename(partial, &self.path)
+                .map_err(|e| err("renaming into place", &self.path, e))?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| err("syncing the directory of", &self.path, e))?;
+            }
+        }
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Target {
+    /// A restore that did not finish leaves no partial file behind.
+    fn drop(&mut self) {
+        if let (false, Kind::File { partial }) = (self.finished, &self.kind) {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".ebsnap-partial");
+    path.with_file_name(name)
+}
+
+/// BLKZEROOUT: the device zeroes the range itself (fast on thin or SSD storage).
+fn zero_out(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    const BLKZEROOUT: libc::c_ulong = 0x127f;
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKZEROOUT reads two u64s through the pointer.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKZEROOUT as _, range.as_ptr()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

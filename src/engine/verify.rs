@@ -1,0 +1,238 @@
+//! Verify: read every block of a snapshot back and check it, and optionally compare the
+//! snapshot with a disk or image.
+
+use super::{completed_snapshot, restored_size, Progress};
+use crate::block::{is_zero, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE};
+use crate::error::{Error, Result};
+use crate::store::{SnapshotId, SnapshotStore};
+use bytes::Bytes;
+use futures::stream::{self, TryStreamExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifyReport {
+    pub snapshot_id: String,
+    /// Every block matched its checksum, the aggregate matched, and (with `--against`)
+    /// the source matched.
+    pub ok: bool,
+    pub blocks_checked: u64,
+    /// Indexes whose data does not match the store's checksum.
+    pub bad_blocks: Vec<u64>,
+    /// Whether the LINEAR aggregate could be recomputed (a snapshot without a parent
+    /// owns every block it lists), and whether it matched.
+    pub aggregate_ok: Option<bool>,
+    pub against: Option<String>,
+    /// With `--against`: indexes where the source and the snapshot differ.
+    pub different_blocks: Vec<u64>,
+    /// With `--against`: whether the source has the size recorded with the snapshot.
+    pub size_matches: Option<bool>,
+    pub seconds: f64,
+}
+
+/// One block read back: its index, data, the store's checksum and the real one.
+struct Checked {
+    index: BlockIndex,
+    data: Bytes,
+    stored: Digest,
+    actual: Digest,
+}
+
+pub async fn verify(
+    store: Arc<dyn SnapshotStore>,
+    id: &SnapshotId,
+    against: Option<&Path>,
+    workers: usize,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let info = completed_snapshot(&*store, id).await?;
+    let source = match against {
+        Some(p) => Some(Source::open(p).map_err(|e| Error::OpenSource {
+            path: p.to_owned(),
+            source: e,
+        })?),
+        None => None,
+    };
+    let size = restored_size(&info);
+    let mut compare = source.as_ref().map(Comparison::new);
+    let mut report = VerifyReport {
+        snapshot_id: id.to_string(),
+        ok: true,
+        blocks_checked: 0,
+        bad_blocks: Vec::new(),
+        aggregate_ok: None,
+        against: against.map(|p| p.display().to_string()),
+        different_blocks: Vec::new(),
+        size_matches: source.as_ref().map(|s| s.size() == size),
+        seconds: 0.0,
+    };
+    let mut aggregate = info.parent.is_none().then(LinearAggregate::new);
+    progress.start(&format!("verify {id}"), size);
+    let mut checked = Box::pin(fetch_in_order(store.clone(), id.clone(), workers));
+    while let Some(block) = checked.try_next().await? {
+        report.blocks_checked += 1;
+        if block.actual != block.stored {
+            report.bad_blocks.push(block.index.0);
+        }
+        if let Some(agg) = &mut aggregate {
+            agg.push(block.index, &block.stored)
+                .map_err(|e| Error::Inconsistent {
+                    snapshot: id.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        if let Some(c) = &mut compare {
+            c.snapshot_block(block.index, &block.data, &mut report.different_blocks)?;
+        }
+        progress.set(block.index.next().offset().min(size));
+    }
+    if let Some(c) = &mut compare {
+        c.rest(&mut report.different_blocks)?;
+    }
+    progress.set(size);
+    progress.finish();
+    report.aggregate_ok = aggregate.map(|a| Some(a.finish()) == info.aggregate);
+    report.ok = report.bad_blocks.is_empty()
+        && report.aggregate_ok != Some(false)
+        && report.different_blocks.is_empty()
+        && report.size_matches != Some(false);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Every block of the snapshot, fetched `workers` at a time, hashed off the async
+/// threads, and yielded in index order (the aggregate needs that order).
+fn fetch_in_order(
+    store: Arc<dyn SnapshotStore>,
+    id: SnapshotId,
+    workers: usize,
+) -> impl futures::Stream<Item = Result<Checked>> {
+    let refs = stream::try_unfold(
+        (store.clone(), id.clone(), None, false),
+        |(store, id, token, done)| async move {
+            if done {
+                return Ok::<_, Error>(None);
+            }
+            let page = store
+                .list_blocks(&id, crate::store::PageRequest::from_token(token))
+                .await
+                .map_err(Error::store(&id))?;
+            let done = page.next_token.is_none();
+            Ok(Some((
+                stream::iter(page.blocks.into_iter().map(Ok)),
+                (store, id, page.next_token, done),
+            )))
+        },
+    )
+    .try_flatten();
+    refs.map_ok(move |block| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            let fetched = store
+                .get_block(&id, block.index, &block.token)
+                .await
+                .map_err(Error::block(&id, block.index))?;
+            let data = fetched.data.clone();
+            let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
+                .await
+                .expect("hashing panicked");
+            Ok(Checked {
+                index: block.index,
+                data: fetched.data,
+                stored: fetched.checksum,
+                actual,
+            })
+        }
+    })
+    .try_buffered(workers.max(1))
+}
+
+/// Walks the source alongside the snapshot's blocks: a block the snapshot lists must
+/// equal the source's; a source block the snapshot does not list must be zeros.
+struct Comparison<'a> {
+    source: &'a Source,
+    data_blocks: std::iter::Peekable<crate::block::DataBlocks<'a>>,
+    buf: Vec<u8>,
+}
+
+impl<'a> Comparison<'a> {
+    fn new(source: &'a Source) -> Self {
+        Comparison {
+            source,
+            data_blocks: source.data_blocks().peekable(),
+            buf: vec![0; BLOCK_SIZE],
+        }
+    }
+
+    fn read(&mut self, index: BlockIndex) -> Result<&[u8]> {
+        if index.0 >= self.source.block_count() {
+            self.buf.fill(0);
+        } else {
+            self.source
+                .read_block(index, &mut self.buf)
+                .map_err(|e| Error::ReadSource {
+                    path: self.source.path().to_owned(),
+                    index,
+                    source: e,
+                })?;
+        }
+        Ok(&self.buf)
+    }
+
+    /// Source data blocks before `until` that the snapshot does not hold must be zero.
+    fn source_only_until(
+        &mut self,
+        until: Option<BlockIndex>,
+        different: &mut Vec<u64>,
+    ) -> Result<()> {
+        while let Some(next) = self.data_blocks.peek() {
+            let index = match next {
+                Ok(i) => *i,
+                Err(_) => {
+                    let e = self
+                        .data_blocks
+                        .next()
+                        .expect("peeked")
+                        .expect_err("peeked an error");
+                    return Err(Error::ReadSource {
+                        path: self.source.path().to_owned(),
+                        index: until.unwrap_or_default(),
+                        source: e,
+                    });
+                }
+            };
+            if until.is_some_and(|u| index >= u) {
+                return Ok(());
+            }
+            self.data_blocks.next();
+            if !is_zero(self.read(index)?) {
+                different.push(index.0);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_block(
+        &mut self,
+        index: BlockIndex,
+        data: &[u8],
+        different: &mut Vec<u64>,
+    ) -> Result<()> {
+        self.source_only_until(Some(index), different)?;
+        if matches!(self.data_blocks.peek(), Some(Ok(i)) if *i == index) {
+            self.data_blocks.next();
+            if self.read(index)? != data {
+                different.push(index.0);
+            }
+        } else if !is_zero(data) {
+            different.push(index.0); // a hole in the source, data in the snapshot
+        }
+        Ok(())
+    }
+
+    fn rest(&mut self, different: &mut Vec<u64>) -> Result<()> {
+        self.source_only_until(None, different)
+    }
+}
