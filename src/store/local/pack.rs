@@ -299,7 +299,7 @@ impl Packs {
             digests[s] = NO_DIGEST;
         }
         self.write_idx(id, digests.into_iter())?;
-        let file = self.file(id)?;
+        let file = open_rw(&self.pack_path(id), false)?;
         for &s in &dead {
             if let Err(e) = punch_hole(&file, s as u64 * BLOCK_SIZE_U64, BLOCK_SIZE_U64) {
                 tracing::warn!("could not free slot {s} of pack {id:08x}: {e}");

@@ -1,0 +1,151 @@
+//! Helpers shared by the integration tests: images, the binary, sparse-aware comparison.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub const BLOCK: u64 = 524_288;
+
+/// A test directory with a store in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// `ebsnap --store STORE ARGS...`, with no inherited store variables.
+    pub fn ebsnap(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::cargo_bin("ebsnap").unwrap();
+        cmd.env_remove("EBSNAP_STORE")
+            .env("XDG_DATA_HOME", self.path("xdg-data"))
+            .env("XDG_STATE_HOME", self.path("xdg-state"));
+        cmd.arg("--store").arg(self.store()).args(args);
+        cmd
+    }
+
+    /// Runs the command, expects success, returns its JSON output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ebsnap(args).arg("--json").arg("-q").output().unwrap();
+        assert!(
+            out.status.success(),
+            "ebsnap {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not one JSON object ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Backs up `image`; returns the backup's JSON report.
+    pub fn backup(&self, image: &Path) -> serde_json::Value {
+        self.json(&["backup", image.to_str().unwrap()])
+    }
+
+    pub fn restore(&self, id: &str, target: &Path) -> serde_json::Value {
+        self.json(&["restore", id, target.to_str().unwrap()])
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for hundreds of MiB.
+pub fn fill_random(buf: &mut [u8], seed: u64) {
+    let mut x = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03).max(1);
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// Writes an image of `size` bytes: a sparse file with `regions` (offset, length) of
+/// random data.
+pub fn make_image(path: &Path, size: u64, regions: &[(u64, usize)], seed: u64) {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (n, &(offset, len)) in regions.iter().enumerate() {
+        let mut data = vec![0u8; len];
+        fill_random(&mut data, seed + n as u64);
+        f.write_all_at(&data, offset).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// Data extents of a file by SEEK_DATA/SEEK_HOLE (independent of ebsnap's own code).
+pub fn extents(path: &Path) -> Vec<(u64, u64)> {
+    let f = File::open(path).unwrap();
+    let size = f.metadata().unwrap().len();
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = 0i64;
+    while (pos as u64) < size {
+        let start = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if start < 0 {
+            break;
+        }
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        out.push((start as u64, end as u64));
+        pos = end;
+    }
+    out
+}
+
+/// Asserts two files have the same size and the same bytes, reading only where either
+/// holds data (everything else is a hole on both sides and reads as zeros).
+pub fn assert_same_content(a: &Path, b: &Path) {
+    let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+    let size = fa.metadata().unwrap().len();
+    assert_eq!(
+        size,
+        fb.metadata().unwrap().len(),
+        "{} and {} differ in size",
+        a.display(),
+        b.display()
+    );
+    let mut ranges: Vec<(u64, u64)> = extents(a).into_iter().chain(extents(b)).collect();
+    ranges.sort();
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut checked_to = 0;
+    for (start, end) in ranges {
+        let mut pos = start.max(checked_to);
+        while pos < end.min(size) {
+            let n = ((end.min(size) - pos) as usize).min(x.len());
+            fa.read_exact_at(&mut x[..n], pos).unwrap();
+            fb.read_exact_at(&mut y[..n], pos).unwrap();
+            assert!(
+                x[..n] == y[..n],
+                "{} and {} differ within bytes {pos}..{}",
+                a.display(),
+                b.display(),
+                pos + n as u64
+            );
+            pos += n as u64;
+        }
+        checked_to = checked_to.max(end);
+    }
+}
+
+/// Bytes a file occupies on disk.
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
