@@ -31,7 +31,12 @@ impl Env {
 
     /// `ebsnap --store STORE ARGS...`, with no inherited store variables.
     pub fn ebsnap(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("ebsnap").unwrap();
+        Command::from_std(self.process(args))
+    }
+
+    /// The same, as a plain process (to spawn, wait for, or kill).
+    pub fn process(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
         cmd.env_remove("EBSNAP_STORE")
             .env("XDG_DATA_HOME", self.path("xdg-data"))
             .env("XDG_STATE_HOME", self.path("xdg-state"));
