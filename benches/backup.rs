@@ -1,1 +1,195 @@
-fn main() {}
+//! Full backup of a dense 1 GiB image into the local store, and of a 64 GiB sparse image
+//! holding 100 MiB of data, against the machine's SHA-256 limit measured in the same run
+//! (cores x `openssl speed -evp sha256` at 512 KiB). Prints figures and ratios, and the
+//! peak memory (VmHWM) of each backup process.
+//!
+//! Runs the release binary, so a backup is measured as a user runs it:
+//! `cargo bench --bench backup` (builds it first).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const MIB: u64 = 1 << 20;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists benches; nothing to list here
+    }
+    let bin = build_release();
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
+            .unwrap();
+    let limit = sha256_limit_mbps();
+    println!(
+        "machine: {} cores; SHA-256 limit {limit:.0} MB/s (openssl, 512 KiB blocks, all cores)",
+        cores()
+    );
+
+    let dense = dir.path().join("dense-1g.img");
+    write_random(&dense, 1024 * MIB, 0, 1024 * MIB);
+    sync();
+    let (secs, rss) = backup(&bin, dir.path(), &dense, "dense");
+    let mbps = 1024.0 * MIB as f64 / 1e6 / secs;
+    println!("dense 1 GiB backup: {secs:.2} s, {mbps:.0} MB/s = {:.0}% of the SHA-256 limit; peak RSS {:.1} MiB", 100.0 * mbps / limit, rss as f64 / MIB as f64);
+
+    let sparse = dir.path().join("sparse-64g.img");
+    write_random(&sparse, 64 * 1024 * MIB, 17 * 1024 * MIB, 100 * MIB);
+    let small = dir.path().join("data-100m.img");
+    write_random(&small, 100 * MIB, 0, 100 * MIB);
+    sync();
+    let (sparse_secs, sparse_rss) = backup(&bin, dir.path(), &sparse, "sparse");
+    let (small_secs, _) = backup(&bin, dir.path(), &small, "small");
+    println!(
+        "sparse 64 GiB (100 MiB data) backup: {sparse_secs:.2} s; dense 100 MiB backup: {small_secs:.2} s; ratio {:.2}; peak RSS {:.1} MiB",
+        sparse_secs / small_secs,
+        sparse_rss as f64 / MIB as f64
+    );
+    let restore_out = dir.path().join("restored.img");
+    let id = last_snapshot(&bin, &dir.path().join("store-dense"));
+    let t = Instant::now();
+    run(Command::new(&bin)
+        .args(["--store"])
+        .arg(dir.path().join("store-dense"))
+        .args(["restore", &id])
+        .arg(&restore_out)
+        .arg("-q"));
+    let rsecs = t.elapsed().as_secs_f64();
+    println!(
+        "dense 1 GiB restore: {rsecs:.2} s, {:.0} MB/s",
+        1024.0 * MIB as f64 / 1e6 / rsecs
+    );
+}
+
+fn build_release() -> PathBuf {
+    run(Command::new(env!("CARGO")).args(["build", "--release", "--bin", "ebsnap", "--quiet"]));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("release/ebsnap")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// cores x openssl's single-core SHA-256 rate at 512 KiB, in MB/s.
+fn sha256_limit_mbps() -> f64 {
+    let out = Command::new("openssl")
+        .args([
+            "speed", "-evp", "sha256", "-bytes", "524288", "-seconds", "3",
+        ])
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sha256"))
+        .expect("openssl prints a sha256 line");
+    let kbps: f64 = line
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_end_matches('k')
+        .parse()
+        .unwrap();
+    println!(
+        "openssl speed -evp sha256 (512 KiB): {:.0} MB/s per core",
+        kbps / 1000.0
+    );
+    kbps / 1000.0 * cores() as f64
+}
+
+/// A file of `size` bytes with `len` random bytes at `offset` (the rest a hole).
+fn write_random(path: &Path, size: u64, offset: u64, len: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut buf = vec![0u8; 8 * MIB as usize];
+    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ offset;
+    let mut pos = 0;
+    while pos < len {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        f.write_all_at(&buf[..n], offset + pos).unwrap();
+        pos += n as u64;
+    }
+}
+
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
+/// Backs `image` up into a fresh store; returns seconds and peak RSS in bytes.
+fn backup(bin: &Path, dir: &Path, image: &Path, name: &str) -> (f64, u64) {
+    let store = dir.join(format!("store-{name}"));
+    let t = Instant::now();
+    let out = Command::new("/usr/bin/env")
+        .arg(bin)
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "-q", "--json"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (secs, peak_rss(bin, &store, image))
+}
+
+/// Peak RSS of one more backup run, read from /proc (VmHWM) by a watcher thread.
+fn peak_rss(bin: &Path, store: &Path, image: &Path) -> u64 {
+    let mut child = Command::new(bin)
+        .arg("--store")
+        .arg(store)
+        .args(["backup", "-q"])
+        .arg(image)
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(kb * 1024);
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn last_snapshot(bin: &Path, store: &Path) -> String {
+    let out = Command::new(bin)
+        .arg("--store")
+        .arg(store)
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["snapshots"][0]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+}

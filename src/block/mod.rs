@@ -5,10 +5,12 @@
 
 mod aggregate;
 mod digest;
+mod pool;
 pub(crate) mod source;
 
 pub use aggregate::LinearAggregate;
 pub use digest::{is_zero, Digest, HashedBlock};
+pub use pool::{AlignedBuf, BufferPool, BUFFER_ALIGN};
 pub use source::{DataBlocks, Source, SourceKind};
 
 use std::fmt;

@@ -74,6 +74,11 @@ pub async fn backup(
     }
     let request = start_request(&source, options);
     let info = store.start_snapshot(request).await?;
+    tracing::debug!(
+        "{}: started after {:.3}s",
+        info.id,
+        started.elapsed().as_secs_f64()
+    );
     if !info.block_size_ok() {
         return Err(Error::BlockSize {
             got: info.block_size,
@@ -89,6 +94,10 @@ pub async fn backup(
         progress,
     )
     .await;
+    tracing::debug!(
+        "{id}: blocks sent after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
     let outcome = match sent {
         Ok(sent) => complete(&*store, &id, &sent).await.map(|()| sent),
         Err(e) => Err(e),
@@ -149,7 +158,7 @@ async fn send_blocks(
     workers: usize,
     progress: &dyn Progress,
 ) -> Result<Sent> {
-    let mut batches = spawn_reader(source.clone());
+    let mut batches = spawn_reader(source.clone(), workers);
     let permits = Arc::new(Semaphore::new(workers.max(1)));
     let mut puts = JoinSet::new();
     let mut aggregate = LinearAggregate::new();

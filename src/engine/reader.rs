@@ -3,9 +3,8 @@
 //! batches, still in order, to the async side through a bounded channel. Memory is
 //! bounded by the channel: never more than a few batches exist at once.
 
-use crate::block::{is_zero, BlockIndex, HashedBlock, Source, BLOCK_SIZE};
+use crate::block::{is_zero, BlockIndex, BufferPool, HashedBlock, Source};
 use crate::error::{Error, Result};
-use bytes::Bytes;
 use rayon::prelude::*;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -32,8 +31,14 @@ impl ReadBlock {
 }
 
 /// Starts reading `source`; batches arrive in ascending block order.
-pub(crate) fn spawn_reader(source: Arc<Source>) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
+/// `in_flight` is how many blocks the writer may hold at once beyond the batches, so
+/// that the buffer pool can keep enough spares to never allocate in steady state.
+pub(crate) fn spawn_reader(
+    source: Arc<Source>,
+    in_flight: usize,
+) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
+    let pool = BufferPool::new(in_flight + (BATCHES_AHEAD + 2) * BATCH_BLOCKS);
     tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(BATCH_BLOCKS);
         let mut blocks = source.data_blocks();
@@ -58,7 +63,7 @@ pub(crate) fn spawn_reader(source: Arc<Source>) -> mpsc::Receiver<Result<Vec<Rea
             if batch.is_empty() {
                 return;
             }
-            let read = read_batch(&source, &batch);
+            let read = read_batch(&source, &pool, &batch);
             let failed = read.is_err();
             // A closed channel means the writer gave up: stop reading.
             if tx.blocking_send(read).is_err() || failed {
@@ -69,15 +74,19 @@ pub(crate) fn spawn_reader(source: Arc<Source>) -> mpsc::Receiver<Result<Vec<Rea
     rx
 }
 
-fn read_batch(source: &Source, indexes: &[BlockIndex]) -> Result<Vec<ReadBlock>> {
+fn read_batch(
+    source: &Source,
+    pool: &Arc<BufferPool>,
+    indexes: &[BlockIndex],
+) -> Result<Vec<ReadBlock>> {
     indexes
         .par_iter()
-        .map(|&index| read_one(source, index))
+        .map(|&index| read_one(source, pool, index))
         .collect()
 }
 
-fn read_one(source: &Source, index: BlockIndex) -> Result<ReadBlock> {
-    let mut buf = vec![0u8; BLOCK_SIZE];
+fn read_one(source: &Source, pool: &Arc<BufferPool>, index: BlockIndex) -> Result<ReadBlock> {
+    let mut buf = pool.take();
     source
         .read_block(index, &mut buf)
         .map_err(|e| Error::ReadSource {
@@ -86,8 +95,9 @@ fn read_one(source: &Source, index: BlockIndex) -> Result<ReadBlock> {
             source: e,
         })?;
     if is_zero(&buf) {
+        pool.recycle(buf);
         return Ok(ReadBlock::Zero(index));
     }
-    let block = HashedBlock::new(Bytes::from(buf)).expect("a whole block");
+    let block = HashedBlock::new(pool.freeze(buf)).expect("a whole block");
     Ok(ReadBlock::Data(index, block))
 }

@@ -255,7 +255,7 @@ impl Shared {
     ) -> StoreResult<()> {
         self.writable()?;
         let digest = block.digest();
-        let (journal, location, file) = {
+        let (journal, location, writer) = {
             let mut inner = self.lock();
             let entry = inner.get_mut(id)?;
             rules::check_put(&entry.info, index, &block, checksum)?;
@@ -264,33 +264,25 @@ impl Shared {
                 StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
             })?;
             if block.is_zero() {
-                (
-                    journal,
-                    Location {
-                        pack: ZERO_PACK,
-                        slot: 0,
-                    },
-                    None,
-                )
+                let zero = Location {
+                    pack: ZERO_PACK,
+                    slot: 0,
+                };
+                (journal, zero, None)
             } else if let Some(found) = inner.packs.find(digest)? {
                 (journal, found, None)
             } else {
-                let (location, file) = inner.packs.reserve()?;
-                (journal, location, Some(file))
+                let writer = inner.packs.reserve()?;
+                (journal, writer.location, Some(writer))
             }
         };
         // The data is written without holding the lock, so puts run in parallel.
-        if let Some(file) = file {
-            use std::os::unix::fs::FileExt;
-            let offset = u64::from(location.slot) * crate::block::BLOCK_SIZE_U64;
-            file.write_all_at(block.data(), offset).map_err(|e| {
-                StoreError::io(
-                    format!(
-                        "writing block {index} of {id} to pack {:08x}",
-                        location.pack
-                    ),
-                    e,
-                )
+        if let Some(writer) = writer {
+            writer.write(block.data()).map_err(|e| match e {
+                StoreError::Io { context, source } => {
+                    StoreError::io(format!("block {index} of {id}: {context}"), source)
+                }
+                other => other,
             })?;
             self.lock().packs.written(location, digest);
         }

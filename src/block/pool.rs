@@ -1,0 +1,151 @@
+//! Reusable block buffers. A backup reads every block into a 512 KiB buffer; taking a
+//! fresh allocation each time costs a page fault per 4 KiB and a memset, which showed
+//! up as a tenth of a backup's CPU time. Buffers return to the pool when the last
+//! `Bytes` referring to them is dropped (after the store has written them).
+//!
+//! Buffers are aligned to 4 KiB so that a store may hand them to `O_DIRECT` writes,
+//! which skip the page cache copy.
+
+use super::BLOCK_SIZE;
+use bytes::Bytes;
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+/// Alignment of pooled buffers: what `O_DIRECT` asks of memory on common devices.
+pub const BUFFER_ALIGN: usize = 4096;
+
+/// One block-sized, 4 KiB-aligned, zero-initialized heap buffer.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Box<[u8]>.
+unsafe impl Send for AlignedBuf {}
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    fn layout() -> Layout {
+        Layout::from_size_align(BLOCK_SIZE, BUFFER_ALIGN).expect("valid layout")
+    }
+
+    pub fn new() -> Self {
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(Self::layout()) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(Self::layout()));
+        AlignedBuf { ptr }
+    }
+}
+
+impl Default for AlignedBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is a live, initialized allocation of BLOCK_SIZE bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), BLOCK_SIZE) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), BLOCK_SIZE) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with the same layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout()) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlignedBuf")
+    }
+}
+
+/// A bounded stack of spare block buffers.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    spare: Mutex<Vec<AlignedBuf>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps at most `keep` spare buffers.
+    pub fn new(keep: usize) -> Arc<Self> {
+        Arc::new(BufferPool {
+            spare: Mutex::new(Vec::new()),
+            keep,
+        })
+    }
+
+    /// A block-sized buffer (contents unspecified: the caller overwrites it).
+    pub fn take(&self) -> AlignedBuf {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_default()
+    }
+
+    /// Freezes a filled buffer into `Bytes` that give it back to the pool when dropped.
+    pub fn freeze(self: &Arc<Self>, buf: AlignedBuf) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf: Some(buf),
+            pool: self.clone(),
+        })
+    }
+
+    /// Returns a buffer that was never frozen.
+    pub fn recycle(&self, buf: AlignedBuf) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < self.keep {
+            spare.push(buf);
+        }
+    }
+}
+
+struct Pooled {
+    buf: Option<AlignedBuf>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_deref().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.recycle(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_when_the_bytes_are_dropped() {
+        let pool = BufferPool::new(2);
+        let mut buf = pool.take();
+        buf[0] = 42;
+        let ptr = buf.as_ptr();
+        let bytes = pool.freeze(buf);
+        let clone = bytes.clone();
+        drop(bytes);
+        assert_eq!(clone[0], 42);
+        drop(clone);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), ptr, "the same buffer is reused");
+        assert_eq!(again.as_ptr() as usize % BUFFER_ALIGN, 0);
+    }
+}
