@@ -1,3 +1,41 @@
+//! # ebsnap
+//!
+//! Incremental backup of block devices and disk images into EBS-style snapshots, and
+//! restore back to disks.
+//!
+//! The crate is a library with a thin binary (`ebsnap`) on top:
+//!
+//! - [`block`]: pure block logic and source I/O: [`block::BlockIndex`], 512 KiB blocks,
+//!   SHA-256 digests, the LINEAR aggregate checksum, sparse-aware [`block::Source`]s.
+//! - [`store`]: the [`store::SnapshotStore`] trait with EBS direct-API semantics, and
+//!   its backends: the [`store::LocalStore`] (a directory; the default) and the
+//!   [`store::MemoryStore`] (for tests). [`store::conformance`] is the one test suite
+//!   every backend passes.
+//! - [`engine`]: backup, restore, verify and diff over any store, with bounded memory
+//!   and progress reported through the [`engine::Progress`] trait.
+//!
+//! ```
+//! use ebsnap::engine::{self, BackupOptions, NoProgress, RestoreOptions};
+//! use ebsnap::store::{MemoryStore, SnapshotStore};
+//! use std::sync::Arc;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let image = dir.path().join("disk.img");
+//! std::fs::write(&image, b"hello, block storage").unwrap();
+//!
+//! let store: Arc<dyn SnapshotStore> = Arc::new(MemoryStore::new());
+//! let report = engine::backup(store.clone(), &image, &BackupOptions::default(), &NoProgress).await?;
+//! assert_eq!(report.blocks_written, 1);
+//!
+//! let id = report.snapshot_id.parse()?;
+//! let restored = dir.path().join("restored.img");
+//! engine::restore(store, &id, &restored, &RestoreOptions::default(), &NoProgress).await?;
+//! assert_eq!(std::fs::read(&restored).unwrap(), b"hello, block storage");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
 pub mod block;
 pub mod engine;
 mod error;

@@ -120,7 +120,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             let r = engine::backup(store, &source, &options, &*progress).await?;
             let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
             let text = format!(
-                "{}: {} blocks written ({}), {} zero, of {} ({} GiB volume) in {:.2}s, {}/s\n",
+                "{}: {} blocks written ({}), {} zero, of {} ({} GiB volume) in {:.2}s, read at {}/s\n",
                 r.snapshot_id,
                 r.blocks_written,
                 HumanBytes(r.bytes_written),
