@@ -143,7 +143,11 @@ fn backup(bin: &Path, dir: &Path, image: &Path, name: &str) -> (f64, u64) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (secs, peak_rss(bin, &store, image))
+    // Memory is measured on a second backup into a fresh store (so it writes too).
+    (
+        secs,
+        peak_rss(bin, &dir.join(format!("store-{name}-rss")), image),
+    )
 }
 
 /// Peak RSS of one more backup run, read from /proc (VmHWM) by a watcher thread.
