@@ -13,7 +13,7 @@ use crate::block::{
     MAX_VOLUME_GIB,
 };
 use crate::error::{Error, Result};
-use crate::store::{SnapshotId, SnapshotStore, StartSnapshot, Tag};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,12 +79,13 @@ pub async fn backup(
         info.id,
         started.elapsed().as_secs_f64()
     );
+    let id = info.id.clone();
     if !info.block_size_ok() {
+        abandon(&*store, &id).await;
         return Err(Error::BlockSize {
             got: info.block_size,
         });
     }
-    let id = info.id.clone();
     progress.start(&format!("backup {} -> {id}", path.display()), size);
     let sent = send_blocks(
         store.clone(),
@@ -208,7 +209,16 @@ async fn complete(store: &dyn SnapshotStore, id: &SnapshotId, sent: &Sent) -> Re
 }
 
 /// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
+/// A snapshot that did complete (the error came after) is never deleted.
 async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
+    match store.describe_snapshot(id).await {
+        Ok(info) if info.status == SnapshotStatus::Completed => {
+            tracing::warn!("{id} completed although the backup reported an error; it is kept");
+            return;
+        }
+        Err(StoreError::NotFound { .. }) => return,
+        _ => {}
+    }
     if let Err(e) = store.delete_snapshot(id).await {
         tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
     }

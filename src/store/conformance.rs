@@ -432,6 +432,51 @@ pub async fn delete_keeps_children_whole(store: &dyn SnapshotStore) {
     assert!(store.list_snapshots().await.unwrap().is_empty());
 }
 
+pub async fn client_token_retries_match_the_request_as_made(store: &dyn SnapshotStore) {
+    let mut root = StartSnapshot::new(1);
+    root.encrypted = true;
+    let root = store.start_snapshot(root).await.unwrap().id;
+    store.complete_snapshot(&root, 0, None).await.unwrap();
+    let mut child = StartSnapshot::new(1);
+    child.parent = Some(root.clone());
+    child.client_token = Some("retry-me".into());
+    let first = store.start_snapshot(child.clone()).await.unwrap();
+    assert!(
+        first.encrypted,
+        "a child of an encrypted parent is encrypted"
+    );
+    let again = store
+        .start_snapshot(child)
+        .await
+        .expect("the same request again is no conflict");
+    assert_eq!(first.id, again.id);
+}
+
+pub async fn a_parent_with_a_pending_child_is_not_deleted(store: &dyn SnapshotStore) {
+    let parent = snapshot_with(store, None, 1, &[(0, 1)]).await;
+    let mut req = StartSnapshot::new(1);
+    req.parent = Some(parent.clone());
+    let child = store.start_snapshot(req).await.unwrap().id;
+    let err = store.delete_snapshot(&parent).await.unwrap_err();
+    assert_eq!(
+        reason(err),
+        Some(ValidationReason::InvalidDependencyRequest)
+    );
+    let b = block(2);
+    store
+        .put_block(&child, BlockIndex(1), b.clone(), b.digest())
+        .await
+        .unwrap();
+    let mut agg = LinearAggregate::new();
+    agg.push(BlockIndex(1), &b.digest()).unwrap();
+    store
+        .complete_snapshot(&child, 1, Some(agg.finish()))
+        .await
+        .unwrap();
+    store.delete_snapshot(&parent).await.unwrap();
+    assert_eq!(read_all(store, &child).await, digests(&[(0, 1), (1, 2)]));
+}
+
 /// Generates one `#[tokio::test]` per conformance function. `$make` is an expression
 /// giving `(store, guard)`; the guard (a temporary directory, say) lives as long as the test.
 #[macro_export]
@@ -439,7 +484,8 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make; round_trip, metadata_is_kept, pages_are_clamped_and_resume,
             children_inherit_and_override, unrelated_snapshots_are_refused, bad_puts_are_refused,
-            block_tokens_are_checked, start_is_validated_and_idempotent, delete_keeps_children_whole);
+            block_tokens_are_checked, start_is_validated_and_idempotent, delete_keeps_children_whole,
+            client_token_retries_match_the_request_as_made, a_parent_with_a_pending_child_is_not_deleted);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

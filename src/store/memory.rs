@@ -21,6 +21,7 @@ struct Snapshot {
     info: SnapshotInfo,
     lineage: SnapshotId,
     client_token: Option<String>,
+    fingerprint: String,
     timeout_minutes: u32,
     last_activity: SystemTime,
     /// Every block the snapshot holds, inherited ones included.
@@ -106,7 +107,7 @@ impl SnapshotStore for MemoryStore {
         let mut state = self.lock();
         if let Some(token) = &req.client_token {
             if let Some(existing) = state.by_client_token(token) {
-                if rules::same_start(&existing.info, existing.timeout_minutes, &req) {
+                if existing.fingerprint == rules::start_fingerprint(&req) {
                     return Ok(existing.info.clone());
                 }
                 return Err(rules::conflict(token, &existing.info.id));
@@ -139,6 +140,7 @@ impl SnapshotStore for MemoryStore {
             info: info.clone(),
             lineage,
             client_token: req.client_token.clone(),
+            fingerprint: rules::start_fingerprint(&req),
             timeout_minutes: req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
             last_activity: SystemTime::now(),
             blocks,
@@ -298,6 +300,14 @@ impl SnapshotStore for MemoryStore {
 
     async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
         let mut state = self.lock();
+        state.get(id)?;
+        let children: Vec<(SnapshotId, SnapshotStatus)> = state
+            .snapshots
+            .values()
+            .filter(|s| s.info.parent.as_ref() == Some(id))
+            .map(|s| (s.info.id.clone(), s.info.status))
+            .collect();
+        rules::check_delete(id, &children)?;
         let gone = state
             .snapshots
             .remove(id)

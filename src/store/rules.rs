@@ -73,15 +73,22 @@ pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) ->
     Ok(())
 }
 
-/// Whether an existing snapshot was started with the same parameters as `req` (for
-/// ClientToken idempotency).
-pub(crate) fn same_start(existing: &SnapshotInfo, timeout: u32, req: &StartSnapshot) -> bool {
-    existing.volume_size_gib == req.volume_size_gib
-        && existing.parent == req.parent
-        && existing.description == req.description
-        && existing.tags == req.tags
-        && existing.encrypted == req.encrypted
-        && timeout == req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES)
+/// A digest of StartSnapshot's parameters, kept with the snapshot for ClientToken
+/// idempotency: a retry matches the request as it was made, whatever happened to the
+/// snapshot since (an inherited encryption flag, a parent deleted later).
+pub(crate) fn start_fingerprint(req: &StartSnapshot) -> String {
+    let canonical = serde_json::json!([
+        req.volume_size_gib,
+        req.parent.as_ref().map(|p| p.to_string()),
+        req.description,
+        req.tags
+            .iter()
+            .map(|t| [&t.key, &t.value])
+            .collect::<Vec<_>>(),
+        req.encrypted,
+        req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
+    ]);
+    Digest::of(canonical.to_string().as_bytes()).to_base64()
 }
 
 pub(crate) fn conflict(token: &str, id: &SnapshotId) -> StoreError {
@@ -189,4 +196,24 @@ pub(crate) fn unrelated(first: &SnapshotId, second: &SnapshotId) -> StoreError {
         UnrelatedSnapshots,
         format!("snapshots {first} and {second} are not of the same lineage"),
     )
+}
+
+/// A snapshot may be deleted unless a child of it is still being written (the child
+/// would lose the blocks it inherits before it has a map to take them into).
+pub(crate) fn check_delete(
+    id: &SnapshotId,
+    children: &[(SnapshotId, SnapshotStatus)],
+) -> StoreResult<()> {
+    match children
+        .iter()
+        .find(|(_, s)| *s != SnapshotStatus::Completed)
+    {
+        Some((child, status)) => Err(StoreError::invalid(
+            InvalidDependencyRequest,
+            format!(
+                "snapshot {id} has a child {child} that is {status}: complete or delete it first"
+            ),
+        )),
+        None => Ok(()),
+    }
 }

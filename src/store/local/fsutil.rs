@@ -71,3 +71,35 @@ pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<
     }
     Ok(())
 }
+
+/// The byte ranges of a file that hold data (SEEK_DATA/SEEK_HOLE), ascending.
+pub(crate) fn data_extents(file: &File) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::unix::io::AsRawFd;
+    let size = file.metadata()?.len();
+    let fd = file.as_raw_fd();
+    let seek = |pos: u64, whence| {
+        // SAFETY: lseek on our own descriptor; nothing reads through its offset.
+        let r = unsafe { libc::lseek(fd, pos as libc::off_t, whence) };
+        if r >= 0 {
+            Ok(Some(r as u64))
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    };
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let Some(start) = seek(pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size);
+        extents.push((start, end));
+        pos = end;
+    }
+    Ok(extents)
+}

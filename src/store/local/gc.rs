@@ -6,7 +6,8 @@ use super::map::{MapWriter, ZERO_PACK};
 use super::pack::SLOTS_PER_PACK;
 use super::store::{sync_snapshots_dir, Inner, Shared};
 use crate::block::BlockIndex;
-use crate::store::{SnapshotId, SnapshotStatus, StoreError, StoreResult, ValidationReason};
+use crate::store::rules;
+use crate::store::{SnapshotId, SnapshotStatus, StoreResult};
 use std::collections::HashMap;
 
 impl Shared {
@@ -28,15 +29,7 @@ impl Shared {
             .filter(|e| e.info.parent.as_ref() == Some(id))
             .map(|e| (e.info.id.clone(), e.info.status))
             .collect();
-        if let Some((child, _)) = children
-            .iter()
-            .find(|(_, s)| *s != SnapshotStatus::Completed)
-        {
-            return Err(StoreError::invalid(
-                ValidationReason::InvalidDependencyRequest,
-                format!("snapshot {id} has a child {child} that is not completed: complete or delete it first"),
-            ));
-        }
+        rules::check_delete(id, &children)?;
         if completed {
             for (child, _) in &children {
                 self.adopt(&mut inner, child, id, parent.as_ref())?;

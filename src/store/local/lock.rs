@@ -32,10 +32,12 @@ pub(crate) struct StoreLock {
 
 pub(crate) fn acquire(root: &Path, access: Access, wait: LockWait) -> StoreResult<StoreLock> {
     let path = root.join("lock");
+    // A reader needs no write access to the store: flock works on a read-only handle.
+    let writer = access == Access::Write;
     let mut file = OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
+        .write(writer)
+        .create(writer)
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;

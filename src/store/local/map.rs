@@ -6,7 +6,7 @@
 //! of block `i` at byte `48 * i`, so puts in any order need no sorting and no memory, and
 //! completing reads it back in index order, skipping its holes.
 
-use super::fsutil::{open_rw, tmp_path};
+use super::fsutil::{open_rw, sync_dir, tmp_path};
 use crate::block::{BlockIndex, Digest, LinearAggregate};
 use crate::store::{StoreError, StoreResult};
 use memmap2::Mmap;
@@ -194,10 +194,11 @@ pub(crate) struct PendingMap {
 }
 
 impl PendingMap {
-    /// Renames the map into place (the caller syncs the directory).
+    /// Renames the map into place, durably.
     pub fn commit(self) -> StoreResult<()> {
-        std::fs::rename(tmp_path(&self.path), &self.path)
-            .map_err(|e| StoreError::io(format!("renaming {}", self.path.display()), e))
+        let io = |e| StoreError::io(format!("renaming {} into place", self.path.display()), e);
+        std::fs::rename(tmp_path(&self.path), &self.path).map_err(io)?;
+        sync_dir(self.path.parent().expect("maps live in a directory")).map_err(io)
     }
 
     pub fn discard(self) {
@@ -234,10 +235,6 @@ impl Journal {
         self.file
             .write_all_at(&[0u8; RECORD_LEN], index.0 * RECORD_LEN as u64)
             .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
-    }
-
-    pub fn modified(&self) -> Option<std::time::SystemTime> {
-        self.file.metadata().ok()?.modified().ok()
     }
 
     /// Every record, ascending, skipping the holes of the sparse file so that a large

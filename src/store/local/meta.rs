@@ -21,6 +21,9 @@ pub(crate) struct Meta {
     pub tags: Vec<(String, String)>,
     pub encrypted: bool,
     pub client_token: Option<String>,
+    /// Digest of the StartSnapshot parameters, for ClientToken retries.
+    #[serde(default)]
+    pub request_fingerprint: Option<String>,
     pub timeout_minutes: u32,
     pub changed_blocks_count: Option<u64>,
     pub aggregate: Option<String>,

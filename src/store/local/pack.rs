@@ -7,7 +7,7 @@
 //! store. Identical blocks are stored once: a digest index, built from the idx files
 //! the first time a writer needs it, finds an existing copy.
 
-use super::fsutil::{atomic_write, open_rw, punch_hole, remove_if_present};
+use super::fsutil::{atomic_write, data_extents, open_rw, punch_hole, remove_if_present};
 use super::map::Location;
 use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64, BUFFER_ALIGN};
 use crate::store::{StoreError, StoreResult};
@@ -274,7 +274,10 @@ impl Packs {
             })?;
             let digests = &self.unsealed[&id];
             self.write_idx(id, digests.iter().map(|d| d.unwrap_or(NO_DIGEST)))?;
-            if self.open != Some(id) {
+            // A full pack may still have writes under way (another snapshot's puts):
+            // it stays unsealed, to be sealed again, until every slot is written.
+            let settled = digests.iter().all(Option::is_some);
+            if self.open != Some(id) && settled {
                 self.unsealed.remove(&id);
                 self.direct.remove(&id);
             }
@@ -297,31 +300,38 @@ impl Packs {
         if self.unsealed.contains_key(&id) {
             return Ok(0); // in use by this session's writes; the next session frees it
         }
+        let is_live = |s: usize| live.get(s).copied().unwrap_or(false);
         let mut digests = self.idx_digests(id)?;
-        let dead: Vec<usize> = (0..digests.len())
-            .filter(|&s| !live.get(s).copied().unwrap_or(false) && digests[s] != NO_DIGEST)
-            .collect();
-        if !live.iter().any(|&l| l) {
+        if !(0..digests.len()).any(is_live) {
             let freed = digests.iter().filter(|d| **d != NO_DIGEST).count() as u64;
             self.remove(id)?;
             return Ok(freed);
         }
-        if dead.is_empty() {
-            return Ok(0);
+        let newly_dead: Vec<usize> = (0..digests.len())
+            .filter(|&s| !is_live(s) && digests[s] != NO_DIGEST)
+            .collect();
+        if !newly_dead.is_empty() {
+            for &s in &newly_dead {
+                digests[s] = NO_DIGEST;
+            }
+            self.write_idx(id, digests.into_iter())?;
+            self.dedup = None;
         }
-        for &s in &dead {
-            digests[s] = NO_DIGEST;
-        }
-        self.write_idx(id, digests.into_iter())?;
-        let file = open_rw(&self.pack_path(id), false)?;
-        for &s in &dead {
-            if let Err(e) = punch_hole(&file, s as u64 * BLOCK_SIZE_U64, BLOCK_SIZE_U64) {
-                tracing::warn!("could not free slot {s} of pack {id:08x}: {e}");
-                break;
+        // Punch every dead slot that still holds data, not only the newly dead: a crash
+        // or an error after an earlier idx rewrite must not leak the space for good.
+        let path = self.pack_path(id);
+        let file = open_rw(&path, false)?;
+        let extents = data_extents(&file)
+            .map_err(|e| StoreError::io(format!("scanning {}", path.display()), e))?;
+        for (start, end) in extents {
+            let slots = start / BLOCK_SIZE_U64..end.div_ceil(BLOCK_SIZE_U64);
+            for s in slots.filter(|&s| !is_live(s as usize)) {
+                if let Err(e) = punch_hole(&file, s * BLOCK_SIZE_U64, BLOCK_SIZE_U64) {
+                    tracing::warn!("could not free slot {s} of {}: {e}", path.display());
+                }
             }
         }
-        self.dedup = None;
-        Ok(dead.len() as u64)
+        Ok(newly_dead.len() as u64)
     }
 
     fn remove(&mut self, id: u32) -> StoreResult<()> {

@@ -63,13 +63,18 @@ impl LocalStore {
     pub fn open(root: &Path, access: Access, wait: LockWait) -> StoreResult<LocalStore> {
         let format_path = root.join(FORMAT_FILE);
         if access == Access::Write {
-            create_layout(root)?;
+            std::fs::create_dir_all(root)
+                .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
         } else if !format_path.exists() {
             return Err(StoreError::NotFound {
                 what: format!("ebsnap store at {}", root.display()),
             });
         }
+        // The lock comes first: two first backups must not both create the layout.
         let lock = lock::acquire(root, access, wait)?;
+        if access == Access::Write {
+            create_layout(root)?;
+        }
         check_format(&format_path)?;
         let key = read_key(&root.join("key"))?;
         let mut packs = Packs::new(&root.join("packs"))?;
@@ -115,8 +120,21 @@ impl LocalStore {
     }
 }
 
+impl Drop for Shared {
+    /// A clean close makes the blocks put so far durable, so a pending upload can be
+    /// continued by the next process (a crash loses only the puts since the last seal).
+    fn drop(&mut self) {
+        if self.access == Access::Write {
+            let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = inner.packs.seal() {
+                tracing::warn!("closing store {}: {e}", self.root.display());
+            }
+        }
+    }
+}
+
 fn create_layout(root: &Path) -> StoreResult<()> {
-    for dir in [root.to_owned(), root.join("packs"), root.join("snapshots")] {
+    for dir in [root.join("packs"), root.join("snapshots")] {
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
     }
@@ -205,7 +223,9 @@ impl Shared {
                 .values()
                 .find(|e| e.meta.client_token.as_ref() == Some(token))
             {
-                if rules::same_start(&existing.info, existing.meta.timeout_minutes, &req) {
+                if existing.meta.request_fingerprint.as_deref()
+                    == Some(&rules::start_fingerprint(&req))
+                {
                     return Ok(existing.info.clone());
                 }
                 return Err(rules::conflict(token, &existing.info.id));
@@ -233,6 +253,7 @@ impl Shared {
                 .collect(),
             encrypted: req.encrypted || parent.is_some_and(|p| p.meta.encrypted),
             client_token: req.client_token.clone(),
+            request_fingerprint: Some(rules::start_fingerprint(&req)),
             timeout_minutes: req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
             changed_blocks_count: None,
             aggregate: None,
@@ -261,37 +282,46 @@ impl Shared {
     ) -> StoreResult<()> {
         self.writable()?;
         let digest = block.digest();
-        let (journal, location, writer) = {
+        let (location, writer) = {
             let mut inner = self.lock();
             let entry = inner.get_mut(id)?;
             rules::check_put(&entry.info, index, &block, checksum)?;
             entry.last_activity = SystemTime::now();
-            let journal = entry.journal.clone().ok_or_else(|| {
-                StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
-            })?;
             if block.is_zero() {
-                let zero = Location {
-                    pack: ZERO_PACK,
-                    slot: 0,
-                };
-                (journal, zero, None)
+                (
+                    Location {
+                        pack: ZERO_PACK,
+                        slot: 0,
+                    },
+                    None,
+                )
             } else if let Some(found) = inner.packs.find(digest)? {
-                (journal, found, None)
+                (found, None)
             } else {
                 let writer = inner.packs.reserve()?;
-                (journal, writer.location, Some(writer))
+                (writer.location, Some(writer))
             }
         };
         // The data is written without holding the lock, so puts run in parallel.
-        if let Some(writer) = writer {
+        if let Some(writer) = &writer {
             writer.write(block.data()).map_err(|e| match e {
                 StoreError::Io { context, source } => {
                     StoreError::io(format!("block {index} of {id}: {context}"), source)
                 }
                 other => other,
             })?;
-            self.lock().packs.written(location, digest);
         }
+        // Recording the block happens under the lock: a completion or a garbage
+        // collection that ran meanwhile is seen here, never raced.
+        let mut inner = self.lock();
+        if writer.is_some() {
+            inner.packs.written(location, digest);
+        }
+        let entry = inner.get_mut(id)?;
+        rules::check_put(&entry.info, index, &block, checksum)?;
+        let journal = entry.journal.as_ref().ok_or_else(|| {
+            StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
+        })?;
         journal.write(&Record {
             index,
             location,
@@ -333,7 +363,11 @@ impl Shared {
         self.save_meta(&entry.meta)?;
         entry.info = entry.meta.to_info()?;
         entry.journal = None;
-        remove_if_present(journal.path())?;
+        // The snapshot is complete whatever happens now: a journal left behind is
+        // ignored (completed snapshots read their map) and removed by the next delete.
+        if let Err(e) = remove_if_present(journal.path()) {
+            tracing::warn!("{id} is completed, but its journal stays: {e}");
+        }
         Ok(SnapshotStatus::Completed)
     }
 
@@ -469,20 +503,21 @@ impl Inner {
                 .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
             let meta = Meta::parse(&raw, &path.display().to_string())?;
             let info = meta.to_info()?;
-            let journal = if info.status == SnapshotStatus::Pending {
-                let j = Arc::new(Journal::open(&path.with_extension("journal"))?);
-                if access == Access::Write {
-                    self.repair_journal(&j)?;
-                }
+            let journal_path = path.with_extension("journal");
+            // Read before any repair touches the journal: a crash long ago must not
+            // look like recent activity.
+            let last_activity = std::fs::metadata(&journal_path)
+                .and_then(|m| m.modified())
+                .unwrap_or(meta.start_time())
+                .max(meta.start_time());
+            // Only a writer needs (and may repair) the journals of pending snapshots.
+            let journal = if info.status == SnapshotStatus::Pending && access == Access::Write {
+                let j = Arc::new(Journal::open(&journal_path)?);
+                self.repair_journal(&j)?;
                 Some(j)
             } else {
                 None
             };
-            let last_activity = journal
-                .as_ref()
-                .and_then(|j| j.modified())
-                .unwrap_or(meta.start_time())
-                .max(meta.start_time());
             self.snapshots.insert(
                 info.id.clone(),
                 Entry {
@@ -497,9 +532,10 @@ impl Inner {
     }
 
     /// Drops journal records whose data did not reach the disk before a crash.
-    fn repair_journal(&mut self, journal: &Journal) -> StoreResult<()> {
-        let records: Vec<Record> = journal.records().collect::<StoreResult<_>>()?;
-        for r in records {
+    /// Streams the journal (it may describe a 64 TiB volume), clearing as it goes.
+    fn repair_journal(&self, journal: &Journal) -> StoreResult<()> {
+        for record in journal.records() {
+            let r = record?;
             let durable =
                 r.location.pack == ZERO_PACK || self.packs.digest_at(r.location)? == Some(r.digest);
             if !durable {

@@ -1,0 +1,155 @@
+//! The local store across process lifetimes: what it persists, and how a writer opening
+//! it repairs what a crash left behind (per docs/store-format.md).
+
+mod common;
+
+use common::BLOCK;
+use ebsnap::block::{BlockIndex, LinearAggregate};
+use ebsnap::store::conformance::{block, read_all, snapshot_with};
+use ebsnap::store::local::{Access, LockWait};
+use ebsnap::store::{LocalStore, SnapshotStatus, SnapshotStore, StartSnapshot};
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+fn open(root: &Path) -> LocalStore {
+    LocalStore::open(root, Access::Write, LockWait::Fail).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_pending_uploads_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = open(&root);
+    let done = snapshot_with(&store, None, 1, &[(0, 1), (7, 2), (8, 0)]).await;
+    let pending = store
+        .start_snapshot(StartSnapshot::new(1))
+        .await
+        .unwrap()
+        .id;
+    let b = block(3);
+    store
+        .put_block(&pending, BlockIndex(4), b.clone(), b.digest())
+        .await
+        .unwrap();
+    let expected = read_all(&store, &done).await;
+    drop(store);
+
+    let reader = LocalStore::open(&root, Access::Read, LockWait::Fail).unwrap();
+    assert_eq!(read_all(&reader, &done).await, expected);
+    assert_eq!(
+        reader.describe_snapshot(&pending).await.unwrap().status,
+        SnapshotStatus::Pending
+    );
+    assert!(
+        reader.start_snapshot(StartSnapshot::new(1)).await.is_err(),
+        "a reader cannot write"
+    );
+    drop(reader);
+
+    // A new writer continues the pending upload where the last one stopped.
+    let store = open(&root);
+    let c = block(4);
+    store
+        .put_block(&pending, BlockIndex(5), c.clone(), c.digest())
+        .await
+        .unwrap();
+    let mut agg = LinearAggregate::new();
+    agg.push(BlockIndex(4), &b.digest()).unwrap();
+    agg.push(BlockIndex(5), &c.digest()).unwrap();
+    store
+        .complete_snapshot(&pending, 2, Some(agg.finish()))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&store, &pending).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_cuts_crash_debris_and_drops_puts_that_never_became_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = open(&root);
+    let done = snapshot_with(&store, None, 1, &[(0, 1), (1, 2)]).await;
+    let pending = store
+        .start_snapshot(StartSnapshot::new(1))
+        .await
+        .unwrap()
+        .id;
+    let expected = read_all(&store, &done).await;
+    drop(store);
+
+    // What a kill -9 during a put leaves (docs/store-format.md): data in the pack beyond
+    // its index, and a journal record pointing at it; plus a half-written temporary file.
+    let pack = root.join("packs/00000001.pack");
+    assert_eq!(fs::metadata(&pack).unwrap().len(), 2 * BLOCK);
+    let b = block(9);
+    let f = fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    f.write_all_at(&b.data()[..], 2 * BLOCK).unwrap();
+    f.write_all_at(&[0xAA; 1000], 3 * BLOCK).unwrap();
+    let mut record = [0u8; 48];
+    record[..8].copy_from_slice(&3u64.to_le_bytes());
+    record[8..12].copy_from_slice(&1u32.to_le_bytes());
+    record[12..16].copy_from_slice(&2u32.to_le_bytes());
+    record[16..].copy_from_slice(&b.digest().0);
+    let journal = root.join(format!("snapshots/{pending}.journal"));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .write_all_at(&record, 3 * 48)
+        .unwrap();
+    fs::write(
+        root.join(format!("snapshots/{done}.json.tmp")),
+        b"half-written",
+    )
+    .unwrap();
+
+    let store = open(&root);
+    assert_eq!(
+        fs::metadata(&pack).unwrap().len(),
+        2 * BLOCK,
+        "cut back to what the index vouches for"
+    );
+    assert!(!root.join(format!("snapshots/{done}.json.tmp")).exists());
+    assert_eq!(read_all(&store, &done).await, expected);
+    // The put that never became durable is gone: completing with it counted fails.
+    assert!(store.complete_snapshot(&pending, 1, None).await.is_err());
+    assert_eq!(
+        store.complete_snapshot(&pending, 0, None).await.unwrap(),
+        SnapshotStatus::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_frees_space_even_after_an_interrupted_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = open(&root);
+    let keep = snapshot_with(&store, None, 1, &[(0, 1)]).await;
+    let gone = snapshot_with(&store, None, 1, &[(0, 2), (1, 3), (2, 4)]).await;
+    let later = snapshot_with(&store, None, 1, &[(0, 5)]).await;
+    drop(store);
+    let pack = root.join("packs/00000001.pack");
+    let before = common::allocated(&pack);
+    let store = open(&root);
+    store.delete_snapshot(&gone).await.unwrap();
+    let after = common::allocated(&pack);
+    assert!(after <= before - 3 * BLOCK, "freed at once");
+    drop(store);
+    // Data back in a freed slot, as if the punch had been interrupted: it is dead in the
+    // index but still takes space. The next delete frees it too.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .write_all_at(&vec![1u8; BLOCK as usize], 2 * BLOCK)
+        .unwrap();
+    assert!(common::allocated(&pack) > after);
+    let store = open(&root);
+    store.delete_snapshot(&later).await.unwrap();
+    assert!(
+        common::allocated(&pack) <= after - BLOCK,
+        "the leaked slot is freed too"
+    );
+    assert_eq!(read_all(&store, &keep).await.len(), 1);
+}
