@@ -1,7 +1,6 @@
 //! An in-memory store with full EBS semantics, for tests. Nothing persists.
 
-use super::merge::changed;
-use super::paging::{block_token_expiry, page_len, page_start, take_page};
+use super::paging::{block_page, changed_page};
 use super::rules::{self, DEFAULT_TIMEOUT_MINUTES};
 use super::token::TokenKey;
 use super::*;
@@ -94,11 +93,11 @@ impl State {
     }
 }
 
-fn entries(
+fn digests(
     blocks: &BTreeMap<BlockIndex, Stored>,
     from: BlockIndex,
-) -> impl Iterator<Item = StoreResult<(BlockIndex, Digest, ())>> + '_ {
-    blocks.range(from..).map(|(i, s)| Ok((*i, s.digest, ())))
+) -> impl Iterator<Item = (BlockIndex, Digest)> + '_ {
+    blocks.range(from..).map(|(i, s)| (*i, s.digest))
 }
 
 #[async_trait]
@@ -195,26 +194,8 @@ impl SnapshotStore for MemoryStore {
     async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
         let mut state = self.lock();
         let snap = state.readable(id)?;
-        let scope = format!("blocks/{id}");
-        let start = page_start(&self.key, &scope, &page)?;
-        let items = entries(&snap.blocks, start).map(|r| {
-            r.map(|(i, _, _)| {
-                (
-                    i,
-                    BlockRef {
-                        index: i,
-                        token: self.key.block_token(id, i),
-                    },
-                )
-            })
-        });
-        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
-        Ok(BlockPage {
-            blocks,
-            next_token,
-            expiry_time: block_token_expiry(),
-            volume_size_gib: snap.info.volume_size_gib,
-            block_size: snap.info.block_size,
+        block_page(&self.key, &snap.info, &page, |start| {
+            snap.blocks.range(start..).map(|(i, _)| *i)
         })
     }
 
@@ -225,13 +206,12 @@ impl SnapshotStore for MemoryStore {
         page: PageRequest,
     ) -> StoreResult<ChangedBlockPage> {
         let mut state = self.lock();
-        let empty = BTreeMap::new();
         let (first_blocks, first_lineage) = match first {
             Some(f) => {
                 let s = state.readable(f)?;
                 (s.blocks.clone(), Some(s.lineage.clone()))
             }
-            None => (empty, None),
+            None => (BTreeMap::new(), None),
         };
         let snap = state.readable(second)?;
         if let (Some(f), Some(lineage)) = (first, &first_lineage) {
@@ -239,28 +219,8 @@ impl SnapshotStore for MemoryStore {
                 return Err(rules::unrelated(f, second));
             }
         }
-        let scope = format!(
-            "changed/{}/{second}",
-            first.map(|f| f.as_str()).unwrap_or("")
-        );
-        let start = page_start(&self.key, &scope, &page)?;
-        let items = changed(entries(&first_blocks, start), entries(&snap.blocks, start)).map(|r| {
-            r.map(|(index, d)| {
-                let block = ChangedBlock {
-                    index,
-                    first_token: d.first.and(first).map(|f| self.key.block_token(f, index)),
-                    second_token: d.second.map(|_| self.key.block_token(second, index)),
-                };
-                (index, block)
-            })
-        });
-        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
-        Ok(ChangedBlockPage {
-            blocks,
-            next_token,
-            expiry_time: block_token_expiry(),
-            volume_size_gib: snap.info.volume_size_gib,
-            block_size: snap.info.block_size,
+        changed_page(&self.key, first, &snap.info, &page, |start| {
+            (digests(&first_blocks, start), digests(&snap.blocks, start))
         })
     }
 

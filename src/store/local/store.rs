@@ -7,8 +7,7 @@ use super::map::{Journal, Location, MapFile, MapWriter, Record, ZERO_PACK};
 use super::meta::{now_ms, Meta, META_VERSION};
 use super::pack::Packs;
 use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock};
-use crate::store::merge::changed;
-use crate::store::paging::{block_token_expiry, page_len, page_start, take_page};
+use crate::store::paging::{block_page, changed_page};
 use crate::store::rules::{self, DEFAULT_TIMEOUT_MINUTES};
 use crate::store::token::TokenKey;
 use crate::store::*;
@@ -373,24 +372,8 @@ impl Shared {
 
     fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
         let (info, chain) = self.lock().readable_chain(id)?;
-        let scope = format!("blocks/{id}");
-        let start = page_start(&self.key, &scope, &page)?;
-        let items = chain.iter_from(start).map(|r| {
-            Ok((
-                r.index,
-                BlockRef {
-                    index: r.index,
-                    token: self.key.block_token(id, r.index),
-                },
-            ))
-        });
-        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
-        Ok(BlockPage {
-            blocks,
-            next_token,
-            expiry_time: block_token_expiry(),
-            volume_size_gib: info.volume_size_gib,
-            block_size: info.block_size,
+        block_page(&self.key, &info, &page, |start| {
+            chain.iter_from(start).map(|r| r.index)
         })
     }
 
@@ -414,33 +397,11 @@ impl Shared {
             };
             (first_chain, inner.readable_chain(second)?)
         };
-        let scope = format!("changed/{}/{second}", first.map_or("", |f| f.as_str()));
-        let start = page_start(&self.key, &scope, &page)?;
-        let items = changed(
-            first_chain
-                .iter_from(start)
-                .map(|r| Ok::<_, StoreError>((r.index, r.digest, ()))),
-            second_chain
-                .iter_from(start)
-                .map(|r| Ok((r.index, r.digest, ()))),
-        )
-        .map(|r| {
-            r.map(|(index, d)| {
-                let block = ChangedBlock {
-                    index,
-                    first_token: d.first.and(first).map(|f| self.key.block_token(f, index)),
-                    second_token: d.second.map(|_| self.key.block_token(second, index)),
-                };
-                (index, block)
-            })
-        });
-        let (blocks, next_token) = take_page(&self.key, &scope, page_len(&page), items)?;
-        Ok(ChangedBlockPage {
-            blocks,
-            next_token,
-            expiry_time: block_token_expiry(),
-            volume_size_gib: info.volume_size_gib,
-            block_size: info.block_size,
+        changed_page(&self.key, first, &info, &page, |start| {
+            (
+                first_chain.iter_from(start).map(|r| (r.index, r.digest)),
+                second_chain.iter_from(start).map(|r| (r.index, r.digest)),
+            )
         })
     }
 
