@@ -39,6 +39,7 @@
 pub mod block;
 pub mod engine;
 mod error;
+pub mod server;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -17,3 +17,18 @@ mod local {
 
     ebsnap::conformance_tests!(make());
 }
+
+/// The EBS store, with the real aws-sdk-ebs/aws-sdk-ec2 clients, against `ebsnap serve`.
+#[path = "common/server.rs"]
+mod server;
+
+mod ebs {
+    use super::server;
+
+    async fn make() -> (ebsnap::store::EbsStore, server::TestServer) {
+        let server = server::TestServer::start(true).await;
+        (server.client().await, server)
+    }
+
+    ebsnap::conformance_tests!(make().await);
+}

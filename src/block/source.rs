@@ -89,6 +89,14 @@ impl Source {
         }
     }
 
+    /// Every block of the source, holes included, ascending.
+    pub fn every_block(&self) -> DataBlocks<'_> {
+        DataBlocks {
+            seek_supported: false,
+            ..self.data_blocks()
+        }
+    }
+
     /// Next data extent at or after `pos`: `Some((start, end))`, or `None` past the last.
     fn next_extent(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
         let fd = self.file.as_raw_fd();

@@ -9,8 +9,8 @@
 use super::reader::{spawn_reader, ReadBlock};
 use super::{wait_until_completed, Progress, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::{
-    blocks_for_bytes, volume_size_gib, Digest, LinearAggregate, Source, BLOCK_SIZE_U64, GIB,
-    MAX_VOLUME_GIB,
+    blocks_for_bytes, volume_size_gib, Digest, HashedBlock, LinearAggregate, Source,
+    BLOCK_SIZE_U64, GIB, MAX_VOLUME_GIB,
 };
 use crate::error::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag};
@@ -26,6 +26,8 @@ pub struct BackupOptions {
     pub tags: Vec<Tag>,
     /// Puts in flight at once.
     pub workers: usize,
+    pub encrypted: bool,
+    pub kms_key_arn: Option<String>,
 }
 
 impl Default for BackupOptions {
@@ -34,6 +36,8 @@ impl Default for BackupOptions {
             description: None,
             tags: Vec::new(),
             workers: 16,
+            encrypted: false,
+            kms_key_arn: None,
         }
     }
 }
@@ -92,6 +96,7 @@ pub async fn backup(
         &id,
         source.clone(),
         options.workers,
+        info.encrypted,
         progress,
     )
     .await;
@@ -119,7 +124,7 @@ pub async fn backup(
         source_bytes: size,
         blocks_total,
         blocks_written: sent.count,
-        blocks_zero: blocks_total - sent.count,
+        blocks_zero: blocks_total - sent.data_blocks,
         bytes_written: sent.count * BLOCK_SIZE_U64,
         checksum: sent.aggregate.to_base64(),
         seconds: started.elapsed().as_secs_f64(),
@@ -143,6 +148,8 @@ fn start_request(source: &Source, options: &BackupOptions) -> StartSnapshot {
         source.path().display().to_string(),
     ));
     request.client_token = Some(SnapshotId::generate().to_string());
+    request.encrypted = options.encrypted || options.kms_key_arn.is_some();
+    request.kms_key_arn = options.kms_key_arn.clone();
     request
 }
 
@@ -150,6 +157,8 @@ fn start_request(source: &Source, options: &BackupOptions) -> StartSnapshot {
 struct Sent {
     count: u64,
     aggregate: Digest,
+    /// Blocks of the source holding something other than zeros.
+    data_blocks: u64,
 }
 
 async fn send_blocks(
@@ -157,19 +166,28 @@ async fn send_blocks(
     id: &SnapshotId,
     source: Arc<Source>,
     workers: usize,
+    write_zeros: bool,
     progress: &dyn Progress,
 ) -> Result<Sent> {
-    let mut batches = spawn_reader(source.clone(), workers);
+    // Absent blocks of an encrypted snapshot read back as random data, not zeros:
+    // there, every block is written, zeros included.
+    let mut batches = spawn_reader(source.clone(), workers, write_zeros);
     let permits = Arc::new(Semaphore::new(workers.max(1)));
     let mut puts = JoinSet::new();
     let mut aggregate = LinearAggregate::new();
+    let mut data_blocks = 0;
     while let Some(batch) = batches.recv().await {
         for block in batch? {
             let done = (block.index().offset() + BLOCK_SIZE_U64).min(source.size());
-            let ReadBlock::Data(index, data) = block else {
-                progress.set(done);
-                continue;
+            let (index, data) = match block {
+                ReadBlock::Data(index, data) => (index, data),
+                ReadBlock::Zero(index) if write_zeros => (index, HashedBlock::zero()),
+                ReadBlock::Zero(_) => {
+                    progress.set(done);
+                    continue;
+                }
             };
+            data_blocks += u64::from(!data.is_zero());
             aggregate
                 .push(index, &data.digest())
                 .expect("the reader yields ascending indexes");
@@ -197,6 +215,7 @@ async fn send_blocks(
     Ok(Sent {
         count: aggregate.count(),
         aggregate: aggregate.finish(),
+        data_blocks,
     })
 }
 

@@ -33,15 +33,22 @@ impl ReadBlock {
 /// Starts reading `source`; batches arrive in ascending block order.
 /// `in_flight` is how many blocks the writer may hold at once beyond the batches, so
 /// that the buffer pool can keep enough spares to never allocate in steady state.
+/// With `every_block`, holes are yielded too (as zero blocks), for snapshots that must
+/// hold every block.
 pub(crate) fn spawn_reader(
     source: Arc<Source>,
     in_flight: usize,
+    every_block: bool,
 ) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
     let pool = BufferPool::new(in_flight + (BATCHES_AHEAD + 2) * BATCH_BLOCKS);
     tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(BATCH_BLOCKS);
-        let mut blocks = source.data_blocks();
+        let mut blocks = if every_block {
+            source.every_block()
+        } else {
+            source.data_blocks()
+        };
         loop {
             batch.clear();
             for next in blocks.by_ref().take(BATCH_BLOCKS) {

@@ -477,6 +477,46 @@ pub async fn a_parent_with_a_pending_child_is_not_deleted(store: &dyn SnapshotSt
     assert_eq!(read_all(store, &child).await, digests(&[(0, 1), (1, 2)]));
 }
 
+pub async fn tags_are_added_replaced_and_removed(store: &dyn SnapshotStore) {
+    let id = snapshot_with(store, None, 1, &[]).await;
+    store
+        .create_tags(&id, &[Tag::new("a", "1"), Tag::new("b", "2")])
+        .await
+        .unwrap();
+    store.create_tags(&id, &[Tag::new("a", "3")]).await.unwrap();
+    let tags = store.describe_snapshot(&id).await.unwrap().tags;
+    assert_eq!(tags, vec![Tag::new("a", "3"), Tag::new("b", "2")]);
+    let only_if = TagFilter {
+        key: "b".into(),
+        value: Some("other".into()),
+    };
+    store.delete_tags(&id, &[only_if]).await.unwrap();
+    assert_eq!(
+        store.describe_snapshot(&id).await.unwrap().tags.len(),
+        2,
+        "value must match"
+    );
+    store
+        .delete_tags(
+            &id,
+            &[TagFilter {
+                key: "a".into(),
+                value: None,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.describe_snapshot(&id).await.unwrap().tags,
+        vec![Tag::new("b", "2")]
+    );
+    let err = store
+        .create_tags(&id, &[Tag::new("", "x")])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(err), Some(ValidationReason::InvalidTag));
+}
+
 /// Generates one `#[tokio::test]` per conformance function. `$make` is an expression
 /// giving `(store, guard)`; the guard (a temporary directory, say) lives as long as the test.
 #[macro_export]
@@ -485,7 +525,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make; round_trip, metadata_is_kept, pages_are_clamped_and_resume,
             children_inherit_and_override, unrelated_snapshots_are_refused, bad_puts_are_refused,
             block_tokens_are_checked, start_is_validated_and_idempotent, delete_keeps_children_whole,
-            client_token_retries_match_the_request_as_made, a_parent_with_a_pending_child_is_not_deleted);
+            client_token_retries_match_the_request_as_made, a_parent_with_a_pending_child_is_not_deleted,
+            tags_are_added_replaced_and_removed);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

@@ -39,6 +39,30 @@ impl ValidationReason {
     }
 }
 
+impl std::str::FromStr for ValidationReason {
+    type Err = ();
+
+    /// Parses a wire reason; reasons ebsnap has no use for are `Err`.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        use ValidationReason::*;
+        [
+            InvalidPageToken,
+            InvalidBlockToken,
+            InvalidSnapshotId,
+            UnrelatedSnapshots,
+            InvalidBlock,
+            InvalidParameterValue,
+            InvalidVolumeSize,
+            InvalidDependencyRequest,
+            WriteRequestTimeout,
+            InvalidTag,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or(())
+    }
+}
+
 impl fmt::Display for ValidationReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

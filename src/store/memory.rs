@@ -3,6 +3,7 @@
 use super::paging::{block_page, changed_page};
 use super::rules::{self, DEFAULT_TIMEOUT_MINUTES};
 use super::token::TokenKey;
+use super::types::merge_tags;
 use super::*;
 use crate::block::{LinearAggregate, BLOCK_SIZE};
 use bytes::Bytes;
@@ -289,6 +290,23 @@ impl SnapshotStore for MemoryStore {
                 child.info.aggregate = Some(own_aggregate(&child.own));
             }
         }
+        Ok(())
+    }
+
+    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
+        rules::check_tags(tags)?;
+        let mut state = self.lock();
+        merge_tags(&mut state.get(id)?.info.tags, tags);
+        Ok(())
+    }
+
+    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {
+        let mut state = self.lock();
+        state
+            .get(id)?
+            .info
+            .tags
+            .retain(|t| !tags.iter().any(|f| f.matches(t)));
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! backend. [`conformance`] holds the one test suite every backend must pass.
 
 pub mod conformance;
+pub mod ebs;
 mod error;
 pub mod local;
 pub mod memory;
@@ -17,11 +18,12 @@ mod types;
 
 pub use error::{StoreError, StoreResult, ValidationReason};
 
+pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use types::{
     BlockPage, BlockRef, BlockToken, ChangedBlock, ChangedBlockPage, FetchedBlock, PageRequest,
-    PageToken, SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, Tag,
+    PageToken, SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, Tag, TagFilter,
 };
 
 use crate::block::{BlockIndex, Digest, HashedBlock};
@@ -84,4 +86,10 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes a snapshot; its children stay whole.
     async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()>;
+
+    /// Adds tags, replacing the values of keys it already has (EC2 CreateTags).
+    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()>;
+
+    /// Removes tags by key, or by key and value (EC2 DeleteTags).
+    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()>;
 }

@@ -2,7 +2,9 @@
 //! the same requests with the same reasons.
 
 use super::ValidationReason::*;
-use super::{SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, StoreError, StoreResult};
+use super::{
+    SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, StoreError, StoreResult, Tag,
+};
 use crate::block::{volume_blocks, BlockIndex, Digest, HashedBlock, MAX_VOLUME_GIB};
 use std::time::{Duration, SystemTime};
 
@@ -35,16 +37,7 @@ pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) ->
             format!("timeout {t} is outside 10 to 4320 minutes"),
         ));
     }
-    if req
-        .tags
-        .iter()
-        .any(|t| t.key.is_empty() || t.key.len() > 127 || t.value.len() > 255)
-    {
-        return Err(StoreError::invalid(
-            InvalidTag,
-            "tag keys must be 1 to 127 characters, values at most 255",
-        ));
-    }
+    check_tags(&req.tags)?;
     let Some(parent) = parent else { return Ok(()) };
     if req.encrypted {
         return Err(StoreError::invalid(
@@ -87,6 +80,7 @@ pub(crate) fn start_fingerprint(req: &StartSnapshot) -> String {
             .collect::<Vec<_>>(),
         req.encrypted,
         req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
+        req.kms_key_arn,
     ]);
     Digest::of(canonical.to_string().as_bytes()).to_base64()
 }
@@ -216,4 +210,18 @@ pub(crate) fn check_delete(
         )),
         None => Ok(()),
     }
+}
+
+/// Tag keys of 1 to 127 characters, values of at most 255 (EC2's limits).
+pub(crate) fn check_tags(tags: &[Tag]) -> StoreResult<()> {
+    if tags
+        .iter()
+        .any(|t| t.key.is_empty() || t.key.chars().count() > 127 || t.value.chars().count() > 255)
+    {
+        return Err(StoreError::invalid(
+            InvalidTag,
+            "tag keys must be 1 to 127 characters, values at most 255",
+        ));
+    }
+    Ok(())
 }

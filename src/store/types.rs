@@ -93,6 +93,29 @@ impl Tag {
     }
 }
 
+/// A tag to remove: every tag with this key, or only the one with this value too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagFilter {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl TagFilter {
+    pub fn matches(&self, tag: &Tag) -> bool {
+        tag.key == self.key && self.value.as_ref().is_none_or(|v| *v == tag.value)
+    }
+}
+
+/// Applies CreateTags to a tag list: new keys are added, existing keys take the new value.
+pub(crate) fn merge_tags(tags: &mut Vec<Tag>, new: &[Tag]) {
+    for tag in new {
+        match tags.iter_mut().find(|t| t.key == tag.key) {
+            Some(existing) => existing.value = tag.value.clone(),
+            None => tags.push(tag.clone()),
+        }
+    }
+}
+
 /// The parameters of StartSnapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartSnapshot {
@@ -105,6 +128,8 @@ pub struct StartSnapshot {
     /// Minutes a pending snapshot may sit idle before it goes to `error` (10 to 4320).
     pub timeout_minutes: Option<u32>,
     pub encrypted: bool,
+    /// KMS key for an encrypted snapshot (EBS only; other stores ignore it).
+    pub kms_key_arn: Option<String>,
 }
 
 impl StartSnapshot {
@@ -117,6 +142,7 @@ impl StartSnapshot {
             client_token: None,
             timeout_minutes: None,
             encrypted: false,
+            kms_key_arn: None,
         }
     }
 }

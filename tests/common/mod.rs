@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: images, the binary, sparse-aware comparison.
 #![allow(dead_code)]
 
+pub mod server;
+
 use assert_cmd::Command;
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -16,10 +16,24 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Store location: a directory (the local store, created on first use).
+    /// Store location: a directory (the local store, created on first use), or `ebs`
+    /// (Amazon EBS, or any EBS-compatible endpoint such as `ebsnap serve`).
     /// Default: $EBSNAP_STORE, else $XDG_DATA_HOME/ebsnap/store.
     #[arg(long, global = true, value_name = "LOCATION")]
     pub store: Option<PathBuf>,
+
+    /// AWS region for `--store ebs` (default: the AWS configuration's).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile for `--store ebs`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// One endpoint for both the EBS and EC2 APIs, e.g. http://127.0.0.1:9000
+    /// (`ebsnap serve`). Default: AWS_ENDPOINT_URL_EBS / _EC2 / AWS_ENDPOINT_URL, else AWS.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 
     /// Print exactly one JSON object on stdout when the command ends.
     #[arg(long, global = true)]
@@ -50,6 +64,12 @@ pub enum Command {
         /// A tag stored with the snapshot; repeat for more.
         #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
         tags: Vec<Tag>,
+        /// Encrypt the snapshot (EBS).
+        #[arg(long)]
+        encrypted: bool,
+        /// KMS key (id or ARN) for an encrypted snapshot (EBS); implies --encrypted.
+        #[arg(long, value_name = "KEY")]
+        kms_key_id: Option<String>,
     },
     /// Restore a snapshot to a file or block device.
     Restore {
@@ -75,6 +95,15 @@ pub enum Command {
         /// Also compare the snapshot with this disk or image.
         #[arg(long, value_name = "SOURCE")]
         against: Option<PathBuf>,
+    },
+    /// Serve the EBS direct API (and its EC2 calls) over HTTP on a local store.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// Accept unsigned requests (no EBSNAP_ACCESS_KEY_ID / EBSNAP_SECRET_ACCESS_KEY).
+        #[arg(long)]
+        no_auth: bool,
     },
     /// Delete snapshots; their children stay whole.
     Delete {

@@ -3,12 +3,13 @@
 mod args;
 mod output;
 mod progress;
+mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
 use ebsnap::engine::{self, BackupOptions, RestoreOptions};
 use ebsnap::store::local::{Access, LockWait};
-use ebsnap::store::{LocalStore, SnapshotStore};
+use ebsnap::store::{EbsOptions, EbsStore, LocalStore, SnapshotStore};
 use indicatif::HumanBytes;
 use serde_json::json;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Exit codes (documented in the README).
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_DATA: u8 = 3;
 
 fn main() -> ExitCode {
@@ -66,7 +67,7 @@ fn run(cli: Cli) -> ebsnap::Result<u8> {
 }
 
 /// The store location: --store, else $EBSNAP_STORE, else the XDG data directory.
-fn store_location(flag: Option<PathBuf>) -> PathBuf {
+pub(crate) fn store_location(flag: Option<PathBuf>) -> PathBuf {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -78,8 +79,18 @@ fn store_location(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("ebsnap-store"))
 }
 
-fn open_store(flag: Option<PathBuf>, access: Access) -> ebsnap::Result<Arc<dyn SnapshotStore>> {
-    let location = store_location(flag);
+/// Opens the store the global flags name: `ebs`, or a local directory.
+async fn open_store(g: &args::Global, access: Access) -> ebsnap::Result<Arc<dyn SnapshotStore>> {
+    if g.store.as_deref() == Some(std::path::Path::new("ebs")) {
+        let options = EbsOptions {
+            region: g.region.clone(),
+            profile: g.profile.clone(),
+            endpoint_url: g.endpoint_url.clone(),
+            ..EbsOptions::default()
+        };
+        return Ok(Arc::new(EbsStore::connect(&options).await));
+    }
+    let location = store_location(g.store.clone());
     Ok(Arc::new(LocalStore::open(
         &location,
         access,
@@ -110,12 +121,16 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             source,
             description,
             tags,
+            encrypted,
+            kms_key_id,
         } => {
-            let store = open_store(g.store, Access::Write)?;
+            let store = open_store(&g, Access::Write).await?;
             let options = BackupOptions {
                 description,
                 tags,
                 workers,
+                encrypted,
+                kms_key_arn: kms_key_id,
             };
             let r = engine::backup(store, &source, &options, &*progress).await?;
             let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
@@ -137,7 +152,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             target,
             force,
         } => {
-            let store = open_store(g.store, Access::Read)?;
+            let store = open_store(&g, Access::Read).await?;
             let options = RestoreOptions { force, workers };
             let r = engine::restore(store, &snapshot.0, &target, &options, &*progress).await?;
             let text = format!(
@@ -151,14 +166,14 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             say(text, serde_json::to_value(&r).expect("serializable"))?;
         }
         Command::Snapshots => {
-            let store = open_store(g.store, Access::Read)?;
+            let store = open_store(&g, Access::Read).await?;
             let all = store.list_snapshots().await?;
             let value =
                 json!({ "snapshots": all.iter().map(output::snapshot_json).collect::<Vec<_>>() });
             say(output::snapshot_table(&all), value)?;
         }
         Command::Show { snapshot } => {
-            let store = open_store(g.store, Access::Read)?;
+            let store = open_store(&g, Access::Read).await?;
             let info =
                 store
                     .describe_snapshot(&snapshot.0)
@@ -173,7 +188,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             )?;
         }
         Command::Diff { first, second } => {
-            let store = open_store(g.store, Access::Read)?;
+            let store = open_store(&g, Access::Read).await?;
             let r = engine::diff(&*store, &first.0, &second.0).await?;
             let mut text: String = r
                 .changed_block_indexes
@@ -192,14 +207,15 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             say(text, serde_json::to_value(&r).expect("serializable"))?;
         }
         Command::Verify { snapshot, against } => {
-            let store = open_store(g.store, Access::Read)?;
+            let store = open_store(&g, Access::Read).await?;
             let r =
                 engine::verify(store, &snapshot.0, against.as_deref(), workers, &*progress).await?;
             let text = verify_text(&r);
             say(text, serde_json::to_value(&r).expect("serializable"))?;
             return Ok(if r.ok { 0 } else { EXIT_BAD_DATA });
         }
-        Command::Delete { snapshots } => return delete(g.store, snapshots, g.json, g.quiet).await,
+        Command::Delete { snapshots } => return delete(&g, snapshots).await,
+        Command::Serve { listen, no_auth } => return serve::run(&g, listen, no_auth).await,
     }
     Ok(0)
 }
@@ -232,13 +248,9 @@ fn verify_text(r: &engine::VerifyReport) -> String {
 }
 
 /// Deletes each snapshot named; one failure does not stop the others.
-async fn delete(
-    store: Option<PathBuf>,
-    snapshots: Vec<args::SnapshotArg>,
-    json: bool,
-    quiet: bool,
-) -> ebsnap::Result<u8> {
-    let store = open_store(store, Access::Write)?;
+async fn delete(g: &args::Global, snapshots: Vec<args::SnapshotArg>) -> ebsnap::Result<u8> {
+    let (json, quiet) = (g.json, g.quiet);
+    let store = open_store(g, Access::Write).await?;
     let (mut deleted, mut failed) = (Vec::new(), Vec::new());
     for s in snapshots {
         match store.delete_snapshot(&s.0).await {

@@ -10,6 +10,7 @@ use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock};
 use crate::store::paging::{block_page, changed_page};
 use crate::store::rules::{self, DEFAULT_TIMEOUT_MINUTES};
 use crate::store::token::TokenKey;
+use crate::store::types::merge_tags;
 use crate::store::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -211,6 +212,22 @@ impl Shared {
     pub fn save_meta(&self, meta: &Meta) -> StoreResult<()> {
         let id: SnapshotId = meta.id.parse()?;
         atomic_write(&self.snapshot_path(&id, "json"), &meta.to_json())
+    }
+
+    /// Changes a snapshot's tags and saves its metadata.
+    fn edit_tags(&self, id: &SnapshotId, edit: impl FnOnce(&mut Vec<Tag>)) -> StoreResult<()> {
+        self.writable()?;
+        let mut inner = self.lock();
+        let entry = inner.get_mut(id)?;
+        let mut tags = entry.info.tags.clone();
+        edit(&mut tags);
+        entry.meta.tags = tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
+        self.save_meta(&entry.meta)?;
+        entry.info.tags = tags;
+        Ok(())
     }
 
     fn start(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
@@ -639,6 +656,23 @@ impl SnapshotStore for LocalStore {
     async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
         let id = id.clone();
         self.blocking(move |s| s.delete(&id)).await
+    }
+
+    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
+        rules::check_tags(tags)?;
+        let (id, tags) = (id.clone(), tags.to_vec());
+        self.blocking(move |s| s.edit_tags(&id, |all| merge_tags(all, &tags)))
+            .await
+    }
+
+    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {
+        let (id, tags) = (id.clone(), tags.to_vec());
+        self.blocking(move |s| {
+            s.edit_tags(&id, |all| {
+                all.retain(|t| !tags.iter().any(|f| f.matches(t)))
+            })
+        })
+        .await
     }
 }
 

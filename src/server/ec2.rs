@@ -1,0 +1,371 @@
+//! The EC2 Query API subset that goes with the EBS direct APIs: DescribeSnapshots
+//! (ids, filters, paging), DeleteSnapshot, CreateTags, DeleteTags. Form-encoded POST in,
+//! XML out.
+
+use super::error::Ec2Error;
+use super::{request_id, AppState};
+use crate::store::ebs::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, PARENT_TAG};
+use crate::store::{SnapshotId, SnapshotInfo, Tag, TagFilter};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use quick_xml::escape::escape;
+use std::collections::BTreeMap;
+
+const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+type Result<T> = std::result::Result<T, Ec2Error>;
+
+/// The form's parameters, by name.
+struct Params(BTreeMap<String, String>);
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// `Prefix.1`, `Prefix.2`, ... in order, up to the first gap.
+    fn list(&self, prefix: &str) -> Vec<&str> {
+        (1..)
+            .map_while(|n| self.get(&format!("{prefix}.{n}")))
+            .collect()
+    }
+}
+
+pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
+    let params = Params(form_urlencoded::parse(&body).into_owned().collect());
+    let action = params.get("Action").unwrap_or("").to_owned();
+    let result = match action.as_str() {
+        "DescribeSnapshots" => describe_snapshots(&state, &params).await,
+        "DeleteSnapshot" => delete_snapshot(&state, &params).await,
+        "CreateTags" => create_tags(&state, &params).await,
+        "DeleteTags" => delete_tags(&state, &params).await,
+        "" => Err(Ec2Error::new(
+            "MissingAction",
+            "The request must contain the parameter Action",
+        )),
+        other => Err(Ec2Error::new(
+            "InvalidAction",
+            format!("The action {other} is not valid for this web service."),
+        )),
+    };
+    match result {
+        Ok(inner) => xml_response(&action, &inner),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn xml_response(action: &str, inner: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{XMLNS}\"><requestId>{}</requestId>{inner}</{action}Response>",
+        request_id()
+    );
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml;charset=UTF-8"),
+    );
+    response
+}
+
+fn snapshot_id(raw: &str) -> Result<SnapshotId> {
+    raw.parse().map_err(|_| {
+        Ec2Error::new(
+            "InvalidSnapshotID.Malformed",
+            format!("Invalid id: \"{raw}\""),
+        )
+    })
+}
+
+/// One `Filter.N`: a name and the values any of which may match.
+struct Filter {
+    name: String,
+    values: Vec<String>,
+}
+
+fn filters(params: &Params) -> Result<Vec<Filter>> {
+    let mut out = Vec::new();
+    for n in 1.. {
+        let Some(name) = params.get(&format!("Filter.{n}.Name")) else {
+            break;
+        };
+        let values = params
+            .list(&format!("Filter.{n}.Value"))
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let known = matches!(
+            name,
+            "snapshot-id"
+                | "status"
+                | "tag-key"
+                | "owner-id"
+                | "description"
+                | "volume-size"
+                | "encrypted"
+        ) || name.starts_with("tag:");
+        if !known {
+            return Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!("The filter '{name}' is invalid"),
+            ));
+        }
+        out.push(Filter {
+            name: name.to_owned(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// EC2 filter values may use `*` (any run) and `?` (one character).
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(
+        &pattern.chars().collect::<Vec<_>>(),
+        &text.chars().collect::<Vec<_>>(),
+    )
+}
+
+fn matches(filter: &Filter, s: &SnapshotInfo, owner: &str) -> bool {
+    let any = |field: &str| filter.values.iter().any(|v| glob(v, field));
+    match filter.name.as_str() {
+        "snapshot-id" => any(s.id.as_str()),
+        "status" => any(s.status.as_str()),
+        "owner-id" => any(owner),
+        "description" => any(s.description.as_deref().unwrap_or("")),
+        "volume-size" => any(&s.volume_size_gib.to_string()),
+        "encrypted" => any(if s.encrypted { "true" } else { "false" }),
+        "tag-key" => s.tags.iter().any(|t| any(&t.key)),
+        name => {
+            let key = name.strip_prefix("tag:").unwrap_or_default();
+            s.tags.iter().any(|t| t.key == key && any(&t.value))
+        }
+    }
+}
+
+async fn describe_snapshots(state: &AppState, params: &Params) -> Result<String> {
+    let ids: Vec<SnapshotId> = params
+        .list("SnapshotId")
+        .into_iter()
+        .map(snapshot_id)
+        .collect::<Result<_>>()?;
+    let owners = params.list("Owner");
+    if owners.iter().any(|o| *o != "self" && *o != state.owner_id) {
+        return Ok("<snapshotSet/>".into());
+    }
+    let filters = filters(params)?;
+    let mut snapshots = Vec::new();
+    if ids.is_empty() {
+        snapshots = state
+            .store
+            .list_snapshots()
+            .await
+            .map_err(|e| Ec2Error::from_store(e, ""))?;
+    } else {
+        for id in &ids {
+            snapshots.push(
+                state
+                    .store
+                    .describe_snapshot(id)
+                    .await
+                    .map_err(|e| Ec2Error::from_store(e, id.as_str()))?,
+            );
+        }
+    }
+    snapshots.retain(|s| filters.iter().all(|f| matches(f, s, &state.owner_id)));
+    let (start, max) = paging(params, ids.is_empty())?;
+    let page: Vec<&SnapshotInfo> = snapshots.iter().skip(start).take(max).collect();
+    let mut out = String::from("<snapshotSet>");
+    for s in &page {
+        out += &snapshot_xml(s, &state.owner_id);
+    }
+    out += "</snapshotSet>";
+    if start + page.len() < snapshots.len() {
+        out += &format!(
+            "<nextToken>{}</nextToken>",
+            B64.encode((start + page.len()).to_string())
+        );
+    }
+    Ok(out)
+}
+
+/// Where a DescribeSnapshots page starts and how long it is. MaxResults (5 to 1000) may
+/// not be combined with snapshot ids.
+fn paging(params: &Params, listing: bool) -> Result<(usize, usize)> {
+    let max = match params.get("MaxResults") {
+        None => usize::MAX,
+        Some(_) if !listing => {
+            return Err(Ec2Error::new(
+                "InvalidParameterCombination",
+                "The parameter snapshotIdSet cannot be used with the parameter maxResults",
+            ))
+        }
+        Some(m) => match m.parse::<usize>() {
+            Ok(m) if (5..=1000).contains(&m) => m,
+            _ => {
+                return Err(Ec2Error::new(
+                    "InvalidParameterValue",
+                    format!("MaxResults {m} is outside 5 to 1000"),
+                ))
+            }
+        },
+    };
+    let start = match params.get("NextToken") {
+        None | Some("") => 0,
+        Some(t) => B64
+            .decode(t)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                Ec2Error::new("InvalidNextToken", "The specified NextToken is not valid.")
+            })?,
+    };
+    Ok((start, max))
+}
+
+fn snapshot_xml(s: &SnapshotInfo, owner: &str) -> String {
+    let progress = if s.status == crate::store::SnapshotStatus::Completed {
+        "100%"
+    } else {
+        "0%"
+    };
+    let mut out = format!(
+        "<item><snapshotId>{}</snapshotId><volumeId>vol-ffffffff</volumeId><status>{}</status><startTime>{}</startTime><progress>{progress}</progress><ownerId>{owner}</ownerId><volumeSize>{}</volumeSize><description>{}</description><encrypted>{}</encrypted><storageTier>standard</storageTier>",
+        s.id,
+        s.status.as_str(),
+        humantime::format_rfc3339_millis(s.start_time),
+        s.volume_size_gib,
+        escape(s.description.as_deref().unwrap_or("")),
+        s.encrypted,
+    );
+    let tags = reported_tags(s);
+    if !tags.is_empty() {
+        out += "<tagSet>";
+        for t in &tags {
+            out += &format!(
+                "<item><key>{}</key><value>{}</value></item>",
+                escape(&t.key),
+                escape(&t.value)
+            );
+        }
+        out += "</tagSet>";
+    }
+    out + "</item>"
+}
+
+/// The snapshot's tags, with ebsnap's field tags (parent, block count, checksum) taken
+/// from the store's own record rather than from what was tagged at the time: after a
+/// deletion the store has reparented children and recomputed their aggregates, and
+/// clients that read these tags (ebsnap's EBS store) see the truth.
+fn reported_tags(s: &SnapshotInfo) -> Vec<Tag> {
+    let mut tags: Vec<Tag> = s
+        .tags
+        .iter()
+        .filter(|t| !FIELD_TAGS.contains(&t.key.as_str()))
+        .cloned()
+        .collect();
+    if let Some(p) = &s.parent {
+        tags.push(Tag::new(PARENT_TAG, p.as_str()));
+    }
+    if let Some(c) = s.changed_blocks_count {
+        tags.push(Tag::new(COUNT_TAG, c.to_string()));
+    }
+    if let Some(a) = s.aggregate {
+        tags.push(Tag::new(CHECKSUM_TAG, a.to_base64()));
+    }
+    tags
+}
+
+async fn delete_snapshot(state: &AppState, params: &Params) -> Result<String> {
+    let raw = params.get("SnapshotId").ok_or_else(|| {
+        Ec2Error::new(
+            "MissingParameter",
+            "The request must contain the parameter SnapshotId",
+        )
+    })?;
+    let id = snapshot_id(raw)?;
+    state
+        .store
+        .delete_snapshot(&id)
+        .await
+        .map_err(|e| Ec2Error::from_store(e, raw))?;
+    Ok("<return>true</return>".into())
+}
+
+/// `ResourceId.N`, as snapshot ids.
+fn resources(params: &Params) -> Result<Vec<SnapshotId>> {
+    let ids = params.list("ResourceId");
+    if ids.is_empty() {
+        return Err(Ec2Error::new(
+            "MissingParameter",
+            "The request must contain the parameter resourceIdSet",
+        ));
+    }
+    ids.into_iter().map(snapshot_id).collect()
+}
+
+async fn create_tags(state: &AppState, params: &Params) -> Result<String> {
+    let ids = resources(params)?;
+    let tags: Vec<Tag> = (1..)
+        .map_while(|n| {
+            params
+                .get(&format!("Tag.{n}.Key"))
+                .map(|k| Tag::new(k, params.get(&format!("Tag.{n}.Value")).unwrap_or("")))
+        })
+        .collect();
+    for id in &ids {
+        state
+            .store
+            .create_tags(id, &tags)
+            .await
+            .map_err(|e| Ec2Error::from_store(e, id.as_str()))?;
+    }
+    Ok("<return>true</return>".into())
+}
+
+async fn delete_tags(state: &AppState, params: &Params) -> Result<String> {
+    let ids = resources(params)?;
+    let tags: Vec<TagFilter> = (1..)
+        .map_while(|n| {
+            params.get(&format!("Tag.{n}.Key")).map(|k| TagFilter {
+                key: k.to_owned(),
+                value: params.get(&format!("Tag.{n}.Value")).map(str::to_owned),
+            })
+        })
+        .collect();
+    for id in &ids {
+        state
+            .store
+            .delete_tags(id, &tags)
+            .await
+            .map_err(|e| Ec2Error::from_store(e, id.as_str()))?;
+    }
+    Ok("<return>true</return>".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn filter_globs() {
+        assert!(glob("snap-*", "snap-0123"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+        assert!(glob("*", ""));
+        assert!(!glob("ebsnap", "ebsnap:x"));
+    }
+}

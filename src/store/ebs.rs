@@ -1,0 +1,578 @@
+//! The Amazon EBS store: the EBS direct APIs (aws-sdk-ebs) for blocks, EC2
+//! (aws-sdk-ec2) for describing, listing, tagging and deleting snapshots.
+//!
+//! Conversions between ebsnap's domain types (`u64` indexes and sizes) and the SDK's
+//! `i32`/`i64` happen here and nowhere else. What EC2 does not report (the parent, the
+//! block count and aggregate of a completed snapshot) travels as `ebsnap:` tags, which
+//! are hidden again when a snapshot is described.
+
+use super::*;
+use crate::block::{BlockIndex, Digest, HashedBlock, BLOCK_SIZE};
+use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ebs::primitives::ByteStream;
+use aws_sdk_ebs::types as et;
+use aws_sdk_ec2::types as ct;
+use aws_smithy_types::timeout::TimeoutConfig;
+use std::time::{Duration, SystemTime};
+
+/// Marks snapshots made through this store: `snapshots` lists only those.
+pub const MANAGED_TAG: &str = "ebsnap:managed";
+/// The parent snapshot (EC2 does not report it).
+pub const PARENT_TAG: &str = "ebsnap:parent";
+/// Blocks written to the snapshot, set when it completes.
+pub const COUNT_TAG: &str = "ebsnap:blocks-written";
+/// The LINEAR aggregate of those blocks, set when it completes.
+pub const CHECKSUM_TAG: &str = "ebsnap:checksum";
+/// Tags that stand for fields of [`SnapshotInfo`]; never shown as tags.
+pub const FIELD_TAGS: [&str; 3] = [PARENT_TAG, COUNT_TAG, CHECKSUM_TAG];
+const HIDDEN_TAGS: [&str; 4] = [MANAGED_TAG, PARENT_TAG, COUNT_TAG, CHECKSUM_TAG];
+
+/// Where and as whom to reach EBS. Unset fields come from aws-config's standard chain
+/// (environment, profiles, SSO, IMDS; `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_EBS`,
+/// `AWS_ENDPOINT_URL_EC2`).
+#[derive(Clone, Debug, Default)]
+pub struct EbsOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// One endpoint for both EBS and EC2 (`ebsnap serve` answers both on one port).
+    pub endpoint_url: Option<String>,
+    /// A fixed key pair instead of the credential chain (tests).
+    pub static_credentials: Option<(String, String)>,
+    /// Limit for one attempt of one request.
+    pub attempt_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct EbsStore {
+    ebs: aws_sdk_ebs::Client,
+    ec2: aws_sdk_ec2::Client,
+}
+
+impl EbsStore {
+    pub async fn connect(options: &EbsOptions) -> EbsStore {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &options.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some((id, secret)) = &options.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_ebs::config::Credentials::new(
+                id, secret, None, None, "ebsnap",
+            ));
+        }
+        let timeout = options.attempt_timeout.unwrap_or(Duration::from_secs(60));
+        loader = loader.timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(timeout)
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
+        );
+        let mut config = loader.load().await;
+        if config.region().is_none() {
+            // A local endpoint needs no real region, but SigV4 needs one to sign with.
+            config = config
+                .into_builder()
+                .region(aws_config::Region::new("us-east-1"))
+                .build();
+        }
+        EbsStore {
+            ebs: aws_sdk_ebs::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::new(&config),
+        }
+    }
+}
+
+/// Maps an SDK failure into the store's error, by meaning.
+fn sdk_error<E>(
+    context: &str,
+    err: SdkError<E, aws_sdk_ebs::config::http::HttpResponse>,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = |m: Option<&str>| format!("{context}: {}", m.unwrap_or("no message"));
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            let (code, msg) = (ctx.err().code().unwrap_or(""), message(ctx.err().message()));
+            let status = ctx.raw().status().as_u16();
+            let reason = ctx
+                .raw()
+                .body()
+                .bytes()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v["Reason"].as_str().and_then(|r| r.parse().ok()));
+            match code {
+                "ResourceNotFoundException" | "InvalidSnapshot.NotFound" => {
+                    StoreError::NotFound { what: msg }
+                }
+                "ValidationException" => StoreError::Invalid {
+                    reason: reason.unwrap_or(ValidationReason::InvalidParameterValue),
+                    message: msg,
+                },
+                "InvalidSnapshotID.Malformed" => {
+                    StoreError::invalid(ValidationReason::InvalidSnapshotId, msg)
+                }
+                "InvalidParameterValue"
+                | "InvalidParameter"
+                | "InvalidParameterCombination"
+                | "MissingParameter" => {
+                    StoreError::invalid(ValidationReason::InvalidParameterValue, msg)
+                }
+                "InvalidSnapshot.InUse" => {
+                    StoreError::invalid(ValidationReason::InvalidDependencyRequest, msg)
+                }
+                "InvalidTagKey.Malformed" => StoreError::invalid(ValidationReason::InvalidTag, msg),
+                "ConflictException" => StoreError::Conflict { message: msg },
+                "RequestThrottledException"
+                | "ConcurrentLimitExceededException"
+                | "ServiceQuotaExceededException"
+                | "RequestLimitExceeded"
+                | "Throttling" => StoreError::Throttled { message: msg },
+                _ if status == 401 || status == 403 => StoreError::AccessDenied {
+                    message: format!("{msg} ({code})"),
+                },
+                _ if status >= 500 => StoreError::Unavailable {
+                    message: format!("{msg} ({code}, HTTP {status})"),
+                },
+                _ => StoreError::invalid(
+                    ValidationReason::InvalidParameterValue,
+                    format!("{msg} ({code}, HTTP {status})"),
+                ),
+            }
+        }
+        SdkError::ConstructionFailure(_) => StoreError::invalid(
+            ValidationReason::InvalidParameterValue,
+            format!(
+                "{context}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&err)
+            ),
+        ),
+        _ => StoreError::Unavailable {
+            message: format!(
+                "{context}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&err)
+            ),
+        },
+    }
+}
+
+/// Block indexes cross the SDK as `i32`.
+fn sdk_index(index: BlockIndex) -> StoreResult<i32> {
+    i32::try_from(index.0).map_err(|_| {
+        StoreError::invalid(
+            ValidationReason::InvalidBlock,
+            format!("block index {index} is out of range"),
+        )
+    })
+}
+
+fn our_index(raw: Option<i32>) -> StoreResult<BlockIndex> {
+    raw.and_then(|i| u64::try_from(i).ok())
+        .map(BlockIndex)
+        .ok_or_else(|| StoreError::Unavailable {
+            message: "the service listed a block without a valid index".into(),
+        })
+}
+
+fn sdk_count(n: u64, what: &str) -> StoreResult<i32> {
+    i32::try_from(n).map_err(|_| {
+        StoreError::invalid(
+            ValidationReason::InvalidParameterValue,
+            format!("{what} {n} is out of range"),
+        )
+    })
+}
+
+fn status(raw: Option<&str>) -> SnapshotStatus {
+    match raw {
+        Some("completed") => SnapshotStatus::Completed,
+        Some("pending") => SnapshotStatus::Pending,
+        _ => SnapshotStatus::Error,
+    }
+}
+
+fn time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn page_token(token: Option<String>) -> Option<PageToken> {
+    token.filter(|t| !t.is_empty()).map(PageToken)
+}
+
+/// A snapshot as EC2 describes it, with ebsnap's own tags turned back into fields.
+fn from_ec2(s: &ct::Snapshot) -> StoreResult<SnapshotInfo> {
+    let tag = |key: &str| {
+        s.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+    };
+    let id: SnapshotId = s.snapshot_id().unwrap_or_default().parse()?;
+    Ok(SnapshotInfo {
+        id,
+        parent: tag(PARENT_TAG).and_then(|p| p.parse().ok()),
+        status: status(s.state().map(|st| st.as_str())),
+        volume_size_gib: s
+            .volume_size()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0),
+        block_size: BLOCK_SIZE as u32,
+        start_time: time(s.start_time()),
+        description: s.description().filter(|d| !d.is_empty()).map(str::to_owned),
+        tags: s
+            .tags()
+            .iter()
+            .filter(|t| !HIDDEN_TAGS.contains(&t.key().unwrap_or_default()))
+            .map(|t| Tag::new(t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+            .collect(),
+        encrypted: s.encrypted().unwrap_or(false),
+        changed_blocks_count: tag(COUNT_TAG).and_then(|c| c.parse().ok()),
+        aggregate: tag(CHECKSUM_TAG).and_then(Digest::from_base64),
+    })
+}
+
+fn ec2_tag(key: &str, value: &str) -> ct::Tag {
+    ct::Tag::builder().key(key).value(value).build()
+}
+
+#[async_trait]
+impl SnapshotStore for EbsStore {
+    async fn start_snapshot(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        let volume = i64::try_from(req.volume_size_gib).map_err(|_| {
+            StoreError::invalid(
+                ValidationReason::InvalidVolumeSize,
+                "volume size out of range",
+            )
+        })?;
+        let mut tags: Vec<et::Tag> = req
+            .tags
+            .iter()
+            .map(|t| et::Tag::builder().key(&t.key).value(&t.value).build())
+            .collect();
+        tags.push(et::Tag::builder().key(MANAGED_TAG).value("true").build());
+        if let Some(p) = &req.parent {
+            tags.push(et::Tag::builder().key(PARENT_TAG).value(p.as_str()).build());
+        }
+        let out = self
+            .ebs
+            .start_snapshot()
+            .volume_size(volume)
+            .set_parent_snapshot_id(req.parent.as_ref().map(|p| p.to_string()))
+            .set_tags(Some(tags))
+            .set_description(req.description.clone())
+            .set_client_token(req.client_token.clone())
+            .set_timeout(req.timeout_minutes.map(|t| t.min(i32::MAX as u32) as i32))
+            .set_encrypted(req.encrypted.then_some(true))
+            .set_kms_key_arn(req.kms_key_arn.clone())
+            .send()
+            .await
+            .map_err(|e| sdk_error("StartSnapshot", e))?;
+        let block_size = out
+            .block_size()
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(0);
+        Ok(SnapshotInfo {
+            id: out.snapshot_id().unwrap_or_default().parse()?,
+            parent: out.parent_snapshot_id().and_then(|p| p.parse().ok()),
+            status: status(out.status().map(|s| s.as_str())),
+            volume_size_gib: out
+                .volume_size()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(req.volume_size_gib),
+            block_size,
+            start_time: time(out.start_time()),
+            description: out.description().map(str::to_owned),
+            tags: req.tags.clone(),
+            encrypted: out.sse_type().is_some_and(|t| t.as_str() != "none") || req.encrypted,
+            changed_blocks_count: None,
+            aggregate: None,
+        })
+    }
+
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<()> {
+        let out = self
+            .ebs
+            .put_snapshot_block()
+            .snapshot_id(id.as_str())
+            .block_index(sdk_index(index)?)
+            .block_data(ByteStream::from(block.data().clone()))
+            .data_length(BLOCK_SIZE as i32)
+            .checksum(checksum.to_base64())
+            .checksum_algorithm(et::ChecksumAlgorithm::ChecksumAlgorithmSha256)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("PutSnapshotBlock {id} block {index}"), e))?;
+        // The service answers with the checksum it computed: one more check on the way.
+        match out.checksum().map(Digest::from_base64) {
+            Some(Some(d)) if d != block.digest() => Err(StoreError::corrupt(
+                format!("block {index} of {id}"),
+                format!(
+                    "the service computed checksum {d}, ebsnap sent {}",
+                    block.digest()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        let mut call = self
+            .ebs
+            .complete_snapshot()
+            .snapshot_id(id.as_str())
+            .changed_blocks_count(sdk_count(count, "ChangedBlocksCount")?);
+        if let Some(a) = aggregate {
+            call = call
+                .checksum(a.to_base64())
+                .checksum_algorithm(et::ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                .checksum_aggregation_method(
+                    et::ChecksumAggregationMethod::ChecksumAggregationLinear,
+                );
+        }
+        let out = call
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("CompleteSnapshot {id}"), e))?;
+        // Remember what EC2 will not tell: how many blocks this snapshot wrote, and their
+        // aggregate, for `verify`.
+        let mut tags = vec![ec2_tag(COUNT_TAG, &count.to_string())];
+        if let Some(a) = aggregate {
+            tags.push(ec2_tag(CHECKSUM_TAG, &a.to_base64()));
+        }
+        self.ec2
+            .create_tags()
+            .resources(id.as_str())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("CreateTags {id}"), e))?;
+        Ok(status(out.status().map(|s| s.as_str())))
+    }
+
+    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
+        let out = self
+            .ebs
+            .list_snapshot_blocks()
+            .snapshot_id(id.as_str())
+            .set_next_token(page.token.map(|t| t.0))
+            .set_max_results(page.max_results.map(|m| m.min(i32::MAX as u32) as i32))
+            .starting_block_index(sdk_index(page.starting_block)?)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("ListSnapshotBlocks {id}"), e))?;
+        let blocks = out
+            .blocks()
+            .iter()
+            .map(|b| {
+                Ok(BlockRef {
+                    index: our_index(b.block_index())?,
+                    token: BlockToken(b.block_token().unwrap_or_default().to_owned()),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(BlockPage {
+            blocks,
+            next_token: page_token(out.next_token().map(str::to_owned)),
+            expiry_time: time(out.expiry_time()),
+            volume_size_gib: out
+                .volume_size()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+            block_size: out
+                .block_size()
+                .and_then(|b| u32::try_from(b).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    async fn list_changed_blocks(
+        &self,
+        first: Option<&SnapshotId>,
+        second: &SnapshotId,
+        page: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        let out = self
+            .ebs
+            .list_changed_blocks()
+            .set_first_snapshot_id(first.map(|f| f.to_string()))
+            .second_snapshot_id(second.as_str())
+            .set_next_token(page.token.map(|t| t.0))
+            .set_max_results(page.max_results.map(|m| m.min(i32::MAX as u32) as i32))
+            .starting_block_index(sdk_index(page.starting_block)?)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("ListChangedBlocks {second}"), e))?;
+        let token = |t: Option<&str>| {
+            t.filter(|t| !t.is_empty())
+                .map(|t| BlockToken(t.to_owned()))
+        };
+        let blocks = out
+            .changed_blocks()
+            .iter()
+            .map(|b| {
+                Ok(ChangedBlock {
+                    index: our_index(b.block_index())?,
+                    first_token: token(b.first_block_token()),
+                    second_token: token(b.second_block_token()),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(ChangedBlockPage {
+            blocks,
+            next_token: page_token(out.next_token().map(str::to_owned)),
+            expiry_time: time(out.expiry_time()),
+            volume_size_gib: out
+                .volume_size()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+            block_size: out
+                .block_size()
+                .and_then(|b| u32::try_from(b).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        let context = format!("GetSnapshotBlock {id} block {index}");
+        let out = self
+            .ebs
+            .get_snapshot_block()
+            .snapshot_id(id.as_str())
+            .block_index(sdk_index(index)?)
+            .block_token(&token.0)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&context, e))?;
+        let checksum = out
+            .checksum()
+            .and_then(Digest::from_base64)
+            .ok_or_else(|| StoreError::Unavailable {
+                message: format!("{context}: no checksum in the answer"),
+            })?;
+        let data = out
+            .block_data
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                message: format!("{context}: {e}"),
+            })?
+            .into_bytes();
+        if data.len() != BLOCK_SIZE {
+            return Err(StoreError::Unavailable {
+                message: format!("{context}: {} bytes instead of {BLOCK_SIZE}", data.len()),
+            });
+        }
+        Ok(FetchedBlock { data, checksum })
+    }
+
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
+        let out = self
+            .ec2
+            .describe_snapshots()
+            .snapshot_ids(id.as_str())
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("DescribeSnapshots {id}"), e))?;
+        match out.snapshots().first() {
+            Some(s) => from_ec2(s),
+            None => Err(StoreError::snapshot_not_found(id)),
+        }
+    }
+
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        let mut all = Vec::new();
+        let mut token = None;
+        loop {
+            let filter = ct::Filter::builder()
+                .name("tag-key")
+                .values(MANAGED_TAG)
+                .build();
+            let out = self
+                .ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(filter)
+                .max_results(1000)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeSnapshots", e))?;
+            for s in out.snapshots() {
+                all.push(from_ec2(s)?);
+            }
+            token = out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        all.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+        Ok(all)
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
+        self.ec2
+            .delete_snapshot()
+            .snapshot_id(id.as_str())
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("DeleteSnapshot {id}"), e))?;
+        Ok(())
+    }
+
+    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
+        let tags = tags.iter().map(|t| ec2_tag(&t.key, &t.value)).collect();
+        self.ec2
+            .create_tags()
+            .resources(id.as_str())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("CreateTags {id}"), e))?;
+        Ok(())
+    }
+
+    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {
+        let tags = tags
+            .iter()
+            .map(|t| {
+                ct::Tag::builder()
+                    .key(&t.key)
+                    .set_value(t.value.clone())
+                    .build()
+            })
+            .collect();
+        self.ec2
+            .delete_tags()
+            .resources(id.as_str())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("DeleteTags {id}"), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! End to end through the binary: `ebsnap serve` in one process, `ebsnap --store ebs
+//! --endpoint-url ...` in others, real files, SigV4 on every request.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const KEY_ID: &str = "AKIDEBSNAPCLI";
+const SECRET: &str = "cli-test-secret/abcdefghijklmnopqrstuvwxyz";
+
+/// `ebsnap serve` on 127.0.0.1:0; killed when dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(store: &std::path::Path) -> Served {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .arg(store)
+            .env("EBSNAP_ACCESS_KEY_ID", KEY_ID)
+            .env("EBSNAP_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("the first line names the URL")
+            .to_owned();
+        Served { child, url }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ebsnap --store ebs --endpoint-url URL ARGS --json -q`, isolated from any AWS setup
+/// of the machine it runs on.
+fn ebs(served: &Served, env: &Env, args: &[&str]) -> std::process::Output {
+    Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+        .args([
+            "--store",
+            "ebs",
+            "--endpoint-url",
+            &served.url,
+            "--region",
+            "us-east-1",
+            "--json",
+            "-q",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            env.path("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(out: std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_command_works_through_the_server() {
+    let env = Env::new();
+    let served = Served::start(&env.store());
+    let image = env.path("image");
+    let size = 40 * BLOCK + 1234;
+    make_image(
+        &image,
+        size,
+        &[
+            (0, 3 * BLOCK as usize),
+            (20 * BLOCK, 5 * BLOCK as usize),
+            (size - 100, 100),
+        ],
+        11,
+    );
+    let img = image.to_str().unwrap();
+
+    let b = ok_json(ebs(&served, &env, &["backup", img, "--tag", "host=db1"]));
+    let first = b["snapshot_id"].as_str().unwrap().to_owned();
+    assert_eq!(b["source_bytes"], size);
+    assert_eq!(b["blocks_written"], 9);
+
+    let restored = env.path("restored");
+    let r = ok_json(ebs(
+        &served,
+        &env,
+        &["restore", &first, restored.to_str().unwrap()],
+    ));
+    assert_eq!(r["blocks_written"], 9);
+    assert_same_content(&image, &restored);
+
+    let v = ok_json(ebs(&served, &env, &["verify", &first, "--against", img]));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["aggregate_ok"], true);
+
+    let list = ok_json(ebs(&served, &env, &["snapshots"]));
+    let snaps = list["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["tags"]["host"], "db1");
+    assert_eq!(snaps[0]["source_bytes"], size);
+    let show = ok_json(ebs(&served, &env, &["show", &first]));
+    assert_eq!(show["status"], "completed");
+    assert_eq!(show["checksum"], b["checksum"]);
+
+    let second = ok_json(ebs(&served, &env, &["backup", img]))["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = ebs(&served, &env, &["diff", &first, &second]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "two full backups are separate lineages"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNRELATED_SNAPSHOTS"));
+    let same = ok_json(ebs(&served, &env, &["diff", &first, &first]));
+    assert_eq!(same["changed_blocks"], 0);
+
+    let d = ok_json(ebs(&served, &env, &["delete", &first, &second]));
+    assert_eq!(d["deleted"].as_array().unwrap().len(), 2);
+    assert!(ok_json(ebs(&served, &env, &["snapshots"]))["snapshots"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let out = ebs(&served, &env, &["show", &first]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_wrong_secret_is_refused() {
+    let env = Env::new();
+    let served = Served::start(&env.store());
+    let out = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+        .args([
+            "--store",
+            "ebs",
+            "--endpoint-url",
+            &served.url,
+            "--region",
+            "us-east-1",
+            "snapshots",
+        ])
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .env("AWS_CONFIG_FILE", env.path("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", env.path("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("access denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key_pair() {
+    let env = Env::new();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(env.store())
+        .env_remove("EBSNAP_ACCESS_KEY_ID")
+        .env_remove("EBSNAP_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-auth"));
+}
