@@ -17,6 +17,9 @@ fn main() {
         return; // `cargo test --benches` lists benches; nothing to list here
     }
     let bin = build_release();
+    // Manifests and restore records of the benchmark stay in its own directory.
+    let state = tempfile::tempdir().unwrap();
+    std::env::set_var("XDG_STATE_HOME", state.path());
     let dir =
         tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
             .unwrap();
@@ -59,6 +62,57 @@ fn main() {
         "dense 1 GiB restore: {rsecs:.2} s, {:.0} MB/s",
         1024.0 * MIB as f64 / 1e6 / rsecs
     );
+    std::fs::remove_file(&restore_out).unwrap();
+    incremental(&bin, dir.path());
+}
+
+/// A dense 4 GiB image backed up in full, then 1% of its blocks changed and backed up
+/// again: the incremental run should take under half the time of the full one.
+fn incremental(bin: &Path, dir: &Path) {
+    let image = dir.join("dense-4g.img");
+    write_random(&image, 4096 * MIB, 0, 4096 * MIB);
+    sync();
+    let store = dir.join("store-incremental");
+    let timed = |what: &str| {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--store")
+            .arg(&store)
+            .args(["backup", "-q", "--json"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (secs, v["blocks_written"].as_u64().unwrap())
+    };
+    let (full, full_blocks) = timed("full");
+    // Change 1% of the 8192 blocks, spread over the image.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let blocks = 4096 * MIB / 524_288;
+    let changed = blocks / 100;
+    for n in 0..changed {
+        let block = (n * 7919) % blocks;
+        f.write_all_at(&n.to_le_bytes(), block * 524_288 + 100)
+            .unwrap();
+    }
+    drop(f);
+    sync();
+    let (inc, inc_blocks) = timed("incremental");
+    println!(
+        "dense 4 GiB full backup: {full:.2} s ({full_blocks} blocks); after changing {changed} blocks (1%), incremental: {inc:.2} s ({inc_blocks} blocks), {:.0}% of the full time",
+        100.0 * inc / full
+    );
+    std::fs::remove_file(&image).unwrap();
 }
 
 fn build_release() -> PathBuf {

@@ -78,6 +78,18 @@ pub enum Error {
     #[error("the store reports a block size of {got} bytes; ebsnap works with 524288")]
     BlockSize { got: u32 },
 
+    #[error("local state {path}: {source}")]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{message}")]
+    UnfitParent { message: String },
+
+    #[error("{message}")]
+    UnfitTarget { message: String },
+
     #[error("the store's lists of snapshot {snapshot} are inconsistent: {message}")]
     Inconsistent {
         snapshot: SnapshotId,

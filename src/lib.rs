@@ -28,7 +28,7 @@
 //! let report = engine::backup(store.clone(), &image, &BackupOptions::default(), &NoProgress).await?;
 //! assert_eq!(report.blocks_written, 1);
 //!
-//! let id = report.snapshot_id.parse()?;
+//! let id = report.snapshot_id.expect("not a dry run").parse()?;
 //! let restored = dir.path().join("restored.img");
 //! engine::restore(store, &id, &restored, &RestoreOptions::default(), &NoProgress).await?;
 //! assert_eq!(std::fs::read(&restored).unwrap(), b"hello, block storage");

@@ -247,7 +247,16 @@ fn diff_lists_the_blocks_that_differ_and_unrelated_snapshots_fail() {
     let first = env.backup(&a)["snapshot_id"].as_str().unwrap().to_owned();
     let same = env.json(&["diff", &first, &first]);
     assert_eq!(same["changed_blocks"], 0);
-    let b = env.backup(&a)["snapshot_id"].as_str().unwrap().to_owned();
+    let child = env.backup(&a);
+    assert_eq!(child["parent_snapshot_id"].as_str(), Some(first.as_str()));
+    assert_eq!(
+        env.json(&["diff", &first, child["snapshot_id"].as_str().unwrap()])["changed_blocks"],
+        0
+    );
+    let b = env.json(&["backup", a.to_str().unwrap(), "--full"])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = env.ebsnap(&["diff", &first, &b]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNRELATED_SNAPSHOTS"));
@@ -392,4 +401,65 @@ fn identical_blocks_are_stored_once() {
         4 * BLOCK,
         "the second backup reuses the first one's blocks"
     );
+}
+
+#[test]
+fn backups_are_incremental_and_restores_move_a_standby_forward() {
+    let env = Env::new();
+    let image = env.path("image");
+    make_image(&image, 12 * BLOCK, &[(0, 12 * BLOCK as usize)], 21);
+    let img = image.to_str().unwrap();
+    let first = env.json(&["backup", img]);
+    assert_eq!(first["blocks_written"], 12);
+    assert_eq!(first["parent_snapshot_id"], Value::Null);
+    let f = fs::OpenOptions::new().write(true).open(&image).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"changed", 4 * BLOCK).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; BLOCK as usize], 9 * BLOCK).unwrap();
+
+    let dry = env.json(&["backup", img, "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["snapshot_id"], Value::Null);
+    assert_eq!(dry["blocks_written"], 2);
+    assert_eq!(
+        env.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "a dry run starts nothing"
+    );
+
+    let second = env.json(&["backup", img]);
+    assert_eq!(second["parent_snapshot_id"], first["snapshot_id"]);
+    assert_eq!(second["blocks_written"], 2);
+    assert_eq!(second["blocks_unchanged"], 10);
+    let full = env.json(&["backup", img, "--full"]);
+    assert_eq!(full["parent_snapshot_id"], Value::Null);
+    assert_eq!(full["blocks_written"], 11);
+
+    // A standby copy: restored once in full, then moved forward by the changes only.
+    let standby = env.path("standby");
+    let (a, b) = (
+        first["snapshot_id"].as_str().unwrap(),
+        second["snapshot_id"].as_str().unwrap(),
+    );
+    env.json(&["restore", a, standby.to_str().unwrap()]);
+    let r = env.json(&["restore", b, standby.to_str().unwrap()]);
+    assert_eq!(
+        r["from_snapshot_id"], first["snapshot_id"],
+        "remembered what the target holds"
+    );
+    // Block 4 changed; block 9 was written as an explicit zero block: both are fetched,
+    // and the zeros become a hole.
+    assert_eq!(r["blocks_fetched"], 2);
+    assert_eq!(r["blocks_written"], 1);
+    assert_eq!(r["blocks_zeroed"], 1);
+    assert_same_content(&image, &standby);
+    let explicit = env.path("explicit");
+    env.json(&["restore", a, explicit.to_str().unwrap()]);
+    let r = env.json(&["restore", b, explicit.to_str().unwrap(), "--from", a]);
+    assert_eq!(r["blocks_fetched"], 2);
+    assert_same_content(&image, &explicit);
+    let diff = env.json(&["diff", a, b]);
+    assert_eq!(diff["changed_block_indexes"], serde_json::json!([4, 9]));
 }

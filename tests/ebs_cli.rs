@@ -70,6 +70,7 @@ fn ebs(served: &Served, env: &Env, args: &[&str]) -> std::process::Output {
             env.path("no-aws-credentials"),
         )
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("XDG_STATE_HOME", env.path("xdg-state"))
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
         .output()
@@ -130,7 +131,7 @@ fn every_command_works_through_the_server() {
     assert_eq!(show["status"], "completed");
     assert_eq!(show["checksum"], b["checksum"]);
 
-    let second = ok_json(ebs(&served, &env, &["backup", img]))["snapshot_id"]
+    let second = ok_json(ebs(&served, &env, &["backup", img, "--full"]))["snapshot_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -138,14 +139,18 @@ fn every_command_works_through_the_server() {
     assert_eq!(
         out.status.code(),
         Some(1),
-        "two full backups are separate lineages"
+        "a --full backup starts a separate lineage"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNRELATED_SNAPSHOTS"));
+    let third = ok_json(ebs(&served, &env, &["backup", img]));
+    assert_eq!(third["parent_snapshot_id"].as_str(), Some(second.as_str()));
+    assert_eq!(third["blocks_written"], 0, "nothing changed");
+    let third = third["snapshot_id"].as_str().unwrap().to_owned();
     let same = ok_json(ebs(&served, &env, &["diff", &first, &first]));
     assert_eq!(same["changed_blocks"], 0);
 
-    let d = ok_json(ebs(&served, &env, &["delete", &first, &second]));
-    assert_eq!(d["deleted"].as_array().unwrap().len(), 2);
+    let d = ok_json(ebs(&served, &env, &["delete", &first, &third, &second]));
+    assert_eq!(d["deleted"].as_array().unwrap().len(), 3);
     assert!(ok_json(ebs(&served, &env, &["snapshots"]))["snapshots"]
         .as_array()
         .unwrap()
@@ -195,4 +200,55 @@ fn serve_refuses_to_start_without_a_key_pair() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-auth"));
+}
+
+#[test]
+fn encrypted_backups_write_every_block_and_endpoints_come_from_the_environment() {
+    let env = Env::new();
+    let served = Served::start(&env.store());
+    let image = env.path("image");
+    make_image(&image, 6 * BLOCK, &[(2 * BLOCK, 1000)], 12);
+    let b = ok_json(ebs(
+        &served,
+        &env,
+        &["backup", image.to_str().unwrap(), "--encrypted"],
+    ));
+    assert_eq!(b["blocks_total"], 6);
+    assert_eq!(
+        b["blocks_written"], 6,
+        "absent blocks of an encrypted snapshot are not zeros: all are written"
+    );
+    assert_eq!(b["blocks_zero"], 5);
+    let id = b["snapshot_id"].as_str().unwrap();
+    assert_eq!(
+        ok_json(ebs(&served, &env, &["show", id]))["encrypted"],
+        true
+    );
+
+    // No --endpoint-url: the service-specific variables point each client at the server.
+    let out = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+        .args([
+            "--store",
+            "ebs",
+            "--region",
+            "us-east-1",
+            "--json",
+            "-q",
+            "restore",
+            id,
+        ])
+        .arg(env.path("restored"))
+        .env("AWS_ENDPOINT_URL_EBS", &served.url)
+        .env("AWS_ENDPOINT_URL_EC2", &served.url)
+        .env("XDG_STATE_HOME", env.path("xdg-state"))
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_CONFIG_FILE", env.path("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", env.path("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    ok_json(out);
+    assert_same_content(&image, &env.path("restored"));
 }

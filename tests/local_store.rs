@@ -153,3 +153,54 @@ async fn deleting_frees_space_even_after_an_interrupted_free() {
     );
     assert_eq!(read_all(&store, &keep).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pending_snapshot_goes_to_error_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = open(&root);
+    let mut req = StartSnapshot::new(1);
+    req.timeout_minutes = Some(10);
+    let id = store.start_snapshot(req).await.unwrap().id;
+    let b = block(1);
+    store
+        .put_block(&id, BlockIndex(0), b.clone(), b.digest())
+        .await
+        .unwrap();
+    drop(store);
+    // Eleven minutes pass without a put: age the metadata and the journal.
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(11 * 60);
+    let meta_path = root.join(format!("snapshots/{id}.json"));
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    meta["start_time_ms"] = (long_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64)
+        .into();
+    fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(root.join(format!("snapshots/{id}.journal")))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+
+    let store = open(&root);
+    assert_eq!(
+        store.describe_snapshot(&id).await.unwrap().status,
+        SnapshotStatus::Error
+    );
+    let err = store
+        .put_block(&id, BlockIndex(1), b.clone(), b.digest())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reason(),
+        Some(ebsnap::store::ValidationReason::WriteRequestTimeout)
+    );
+    assert_eq!(
+        store.complete_snapshot(&id, 1, None).await.unwrap(),
+        SnapshotStatus::Error
+    );
+}

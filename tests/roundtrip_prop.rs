@@ -41,7 +41,7 @@ proptest! {
             let b = engine::backup(store.clone(), &path, &BackupOptions::default(), &NoProgress).await.unwrap();
             prop_assert_eq!(b.source_bytes, size);
             prop_assert_eq!(b.blocks_written + b.blocks_zero, b.blocks_total);
-            let id = b.snapshot_id.parse().unwrap();
+            let id = b.snapshot_id.as_deref().unwrap().parse().unwrap();
             let out = env.path("restored");
             engine::restore(store.clone(), &id, &out, &RestoreOptions::default(), &NoProgress).await.unwrap();
             prop_assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&out).unwrap());

@@ -4,14 +4,17 @@
 //! anything is written), then applies, streaming blocks with bounded memory.
 
 mod backup;
+mod baseline;
 mod diff;
 mod progress;
 mod reader;
 mod restore;
+pub mod state;
 mod target;
 mod verify;
 
 pub use backup::{backup, BackupOptions, BackupReport};
+pub use baseline::ParentChoice;
 pub use diff::{diff, DiffReport};
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, RestoreOptions, RestoreReport};

@@ -1,11 +1,18 @@
-//! The read side of a backup: a blocking thread walks the source's data blocks in
-//! ascending order, reads and hashes them in parallel batches (rayon), and hands the
+//! The read side of a backup: a blocking thread walks the source in ascending block
+//! order, reads and hashes the blocks in parallel batches (rayon), and hands the
 //! batches, still in order, to the async side through a bounded channel. Memory is
 //! bounded by the channel: never more than a few batches exist at once.
+//!
+//! Each block is classified against the parent ([`Baseline`]): zeros are recognised
+//! without hashing; a data block gets a BLAKE3 digest for change detection, and the
+//! SHA-256 the store needs only when it differs from what the parent holds.
 
-use crate::block::{is_zero, BlockIndex, BufferPool, HashedBlock, Source};
+use super::baseline::{Baseline, ParentBlock};
+use crate::block::manifest::{content_digest, ContentDigest};
+use crate::block::{is_zero, BlockIndex, BufferPool, DataBlocks, HashedBlock, Source};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
+use std::iter::Peekable;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -15,54 +22,51 @@ pub(crate) const BATCH_BLOCKS: usize = 16;
 /// Batches waiting for the writer: reading runs this far ahead of the uploads.
 const BATCHES_AHEAD: usize = 2;
 
-/// One block of the source, as read.
+/// One block of the source, as read and compared with the parent.
 pub(crate) enum ReadBlock {
-    /// All zeros: detected without hashing.
+    /// All zeros (or a hole): detected without hashing.
     Zero(BlockIndex),
-    Data(BlockIndex, HashedBlock),
+    /// The same content as the parent's block.
+    Unchanged(BlockIndex, ContentDigest),
+    /// Content the parent does not hold here.
+    Changed(BlockIndex, HashedBlock, ContentDigest),
 }
 
 impl ReadBlock {
     pub fn index(&self) -> BlockIndex {
         match self {
-            ReadBlock::Zero(i) | ReadBlock::Data(i, _) => *i,
+            ReadBlock::Zero(i) | ReadBlock::Unchanged(i, _) | ReadBlock::Changed(i, _, _) => *i,
         }
     }
 }
 
-/// Starts reading `source`; batches arrive in ascending block order.
-/// `in_flight` is how many blocks the writer may hold at once beyond the batches, so
-/// that the buffer pool can keep enough spares to never allocate in steady state.
-/// With `every_block`, holes are yielded too (as zero blocks), for snapshots that must
-/// hold every block.
+/// Starts reading `source`; batches arrive in ascending block order. `in_flight` is how
+/// many blocks the writer may hold at once beyond the batches, so that the buffer pool
+/// keeps enough spares never to allocate in steady state.
 pub(crate) fn spawn_reader(
     source: Arc<Source>,
+    baseline: Arc<Baseline>,
     in_flight: usize,
-    every_block: bool,
 ) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
     let pool = BufferPool::new(in_flight + (BATCHES_AHEAD + 2) * BATCH_BLOCKS);
     tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(BATCH_BLOCKS);
-        let mut blocks = if every_block {
-            source.every_block()
-        } else {
-            source.data_blocks()
-        };
+        let mut candidates = Candidates::new(&source, &baseline);
         loop {
             batch.clear();
-            for next in blocks.by_ref().take(BATCH_BLOCKS) {
+            for next in candidates.by_ref().take(BATCH_BLOCKS) {
                 match next {
-                    Ok(index) => batch.push(index),
+                    Ok(candidate) => batch.push(candidate),
                     Err(e) => {
-                        let err = Error::ReadSource {
+                        let index = batch
+                            .last()
+                            .map_or(BlockIndex(0), |c: &(BlockIndex, bool)| c.0.next());
+                        let _ = tx.blocking_send(Err(Error::ReadSource {
                             path: source.path().to_owned(),
-                            index: batch
-                                .last()
-                                .map_or(BlockIndex(0), |i: &BlockIndex| i.next()),
+                            index,
                             source: e,
-                        };
-                        let _ = tx.blocking_send(Err(err));
+                        }));
                         return;
                     }
                 }
@@ -70,7 +74,10 @@ pub(crate) fn spawn_reader(
             if batch.is_empty() {
                 return;
             }
-            let read = read_batch(&source, &pool, &batch);
+            let read: Result<Vec<ReadBlock>> = batch
+                .par_iter()
+                .map(|&(index, data)| read_one(&source, &baseline, &pool, index, data))
+                .collect();
             let failed = read.is_err();
             // A closed channel means the writer gave up: stop reading.
             if tx.blocking_send(read).is_err() || failed {
@@ -81,18 +88,70 @@ pub(crate) fn spawn_reader(
     rx
 }
 
-fn read_batch(
-    source: &Source,
-    pool: &Arc<BufferPool>,
-    indexes: &[BlockIndex],
-) -> Result<Vec<ReadBlock>> {
-    indexes
-        .par_iter()
-        .map(|&index| read_one(source, pool, index))
-        .collect()
+/// The blocks a backup looks at, ascending, each with whether it must be read (`true`)
+/// or is a hole of the source (`false`, zeros without reading). A new lineage looks at
+/// the source's data blocks only; a child also visits the holes where the parent holds
+/// data, to zero them.
+struct Candidates<'a> {
+    data: Peekable<DataBlocks<'a>>,
+    baseline: &'a Baseline,
+    next: u64,
+    end: u64,
 }
 
-fn read_one(source: &Source, pool: &Arc<BufferPool>, index: BlockIndex) -> Result<ReadBlock> {
+impl<'a> Candidates<'a> {
+    fn new(source: &'a Source, baseline: &'a Baseline) -> Self {
+        let end = source.block_count().max(baseline.end());
+        let data = if baseline.encrypted() {
+            source.every_block()
+        } else {
+            source.data_blocks()
+        };
+        Candidates {
+            data: data.peekable(),
+            baseline,
+            next: 0,
+            end,
+        }
+    }
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = std::io::Result<(BlockIndex, bool)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.baseline.visits_holes() {
+            return self.data.next().map(|r| r.map(|i| (i, true)));
+        }
+        while self.next < self.end {
+            let index = BlockIndex(self.next);
+            self.next += 1;
+            match self.data.peek() {
+                Some(Ok(d)) if *d == index => {
+                    self.data.next();
+                    return Some(Ok((index, true)));
+                }
+                Some(Err(_)) => return self.data.next().map(|r| r.map(|i| (i, true))),
+                _ => {}
+            }
+            if self.baseline.zero_needs_write(index) {
+                return Some(Ok((index, false)));
+            }
+        }
+        None
+    }
+}
+
+fn read_one(
+    source: &Source,
+    baseline: &Baseline,
+    pool: &Arc<BufferPool>,
+    index: BlockIndex,
+    data: bool,
+) -> Result<ReadBlock> {
+    if !data || index.0 >= source.block_count() {
+        return Ok(ReadBlock::Zero(index));
+    }
     let mut buf = pool.take();
     source
         .read_block(index, &mut buf)
@@ -105,6 +164,11 @@ fn read_one(source: &Source, pool: &Arc<BufferPool>, index: BlockIndex) -> Resul
         pool.recycle(buf);
         return Ok(ReadBlock::Zero(index));
     }
+    let digest = content_digest(&buf);
+    if baseline.block(index) == ParentBlock::Data(digest) {
+        pool.recycle(buf);
+        return Ok(ReadBlock::Unchanged(index, digest));
+    }
     let block = HashedBlock::new(pool.freeze(buf)).expect("a whole block");
-    Ok(ReadBlock::Data(index, block))
+    Ok(ReadBlock::Changed(index, block, digest))
 }

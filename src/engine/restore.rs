@@ -1,15 +1,23 @@
 //! Restore: a completed snapshot becomes a file or a block device again.
 //!
-//! Blocks are listed page by page and fetched concurrently; each is checked against its
-//! checksum before it is written, so a damaged block stops the restore with an error
-//! naming the snapshot and block, and the target (a file) is never put in place.
+//! A full restore lists every block; an incremental one (`--from BASE`, or the
+//! snapshot ebsnap last restored onto the target) lists only the blocks that differ
+//! between BASE and the snapshot, fetches those that hold data and zeros those that no
+//! longer do. Blocks are fetched concurrently; each is checked against its checksum
+//! before it is written, so a damaged block stops the restore with an error naming the
+//! snapshot and block, and a new file is never put in place.
 
+use super::state::{
+    clear_restore_record, read_restore_record, write_restore_record, RestoreRecord,
+};
 use super::target::Target;
 use super::{completed_snapshot, restored_size, BlockLister, Progress};
-use crate::block::{is_zero, BlockIndex, Digest};
+use crate::block::{is_zero, BlockIndex, Digest, BLOCK_SIZE_U64};
 use crate::error::{Error, Result};
-use crate::store::{BlockRef, SnapshotId, SnapshotStore};
-use std::path::Path;
+use crate::store::{
+    BlockRef, BlockToken, PageRequest, SnapshotId, SnapshotStore, StoreError, ValidationReason,
+};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -17,10 +25,16 @@ use tokio::task::JoinSet;
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
-    /// Overwrite an existing file.
+    /// Overwrite an existing file (full restore).
     pub force: bool,
     /// Blocks fetched at once.
     pub workers: usize,
+    /// The target holds this snapshot already: change only what differs.
+    pub from: Option<SnapshotId>,
+    /// Restore in full even if the target is known to hold an earlier snapshot.
+    pub full: bool,
+    /// Where restore records live (`$XDG_STATE_HOME/ebsnap`); `None`: none kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -28,6 +42,9 @@ impl Default for RestoreOptions {
         RestoreOptions {
             force: false,
             workers: 16,
+            from: None,
+            full: false,
+            state_dir: None,
         }
     }
 }
@@ -37,19 +54,34 @@ pub struct RestoreReport {
     pub snapshot_id: String,
     pub target: String,
     pub target_bytes: u64,
-    /// Blocks fetched from the store and written.
+    /// The snapshot the target held before, for an incremental restore.
+    pub from_snapshot_id: Option<String>,
+    /// Blocks fetched from the store.
+    pub blocks_fetched: u64,
+    /// Blocks written to the target (fetched ones; zero blocks of a new file are left
+    /// as holes).
     pub blocks_written: u64,
     pub bytes_written: u64,
-    /// Blocks the snapshot holds no data for, zeroed on a device.
+    /// Blocks made to read as zeros (a hole punched, or zeros written on a device).
     pub blocks_zeroed: u64,
     pub seconds: f64,
 }
 
 #[derive(Default)]
 struct Counts {
-    blocks: u64,
+    fetched: u64,
+    written: u64,
     bytes: u64,
     zeroed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.fetched += other.fetched;
+        self.written += other.written;
+        self.bytes += other.bytes;
+        self.zeroed += other.zeroed;
+    }
 }
 
 pub async fn restore(
@@ -62,26 +94,166 @@ pub async fn restore(
     let started = Instant::now();
     let info = completed_snapshot(&*store, id).await?;
     let size = restored_size(&info);
-    let target = Arc::new(Target::open(path, size, options.force, id)?);
-    progress.start(&format!("restore {id} -> {}", path.display()), size);
-    let result = write_all(store, id, target.clone(), options.workers, progress).await;
-    progress.finish();
-    let counts = result?;
-    let target = Arc::into_inner(target).expect("all writers finished");
-    target.finish()?;
+    let target_name = std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string();
+    let identity = store.identity();
+    let record = options
+        .state_dir
+        .as_ref()
+        .and_then(|d| read_restore_record(d, &identity, &target_name));
+    let base = if options.full {
+        None
+    } else {
+        options
+            .from
+            .clone()
+            .or_else(|| recorded_base(record.as_ref(), path))
+    };
+    let mut from = None;
+    let counts = match base {
+        Some(base) => {
+            match incremental(&store, &base, id, path, size, options, progress).await {
+                Ok(counts) => {
+                    from = Some(base.to_string());
+                    counts
+                }
+                // Only a remembered base may silently give way to a full restore; one the
+                // user named must work or fail.
+                Err(e) if options.from.is_none() && base_unusable(&e) => {
+                    tracing::warn!("{target_name} cannot be brought forward from {base} ({e}): restoring in full");
+                    full(&store, id, path, size, true, options, progress).await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None => {
+            full(
+                &store,
+                id,
+                path,
+                size,
+                options.force || record.is_some(),
+                options,
+                progress,
+            )
+            .await?
+        }
+    };
+    if let Some(dir) = &options.state_dir {
+        let record = RestoreRecord {
+            store: identity,
+            target: target_name.clone(),
+            snapshot_id: id.to_string(),
+            target_bytes: size,
+        };
+        write_restore_record(dir, &record)?;
+    }
     Ok(RestoreReport {
         snapshot_id: id.to_string(),
         target: path.display().to_string(),
         target_bytes: size,
-        blocks_written: counts.blocks,
+        from_snapshot_id: from,
+        blocks_fetched: counts.fetched,
+        blocks_written: counts.written,
         bytes_written: counts.bytes,
         blocks_zeroed: counts.zeroed,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Outcome of one task: blocks written with data, bytes, blocks zeroed.
-type Done = (u64, u64, u64);
+/// The snapshot the record says the target holds, if the target still looks like it.
+fn recorded_base(record: Option<&RestoreRecord>, path: &Path) -> Option<SnapshotId> {
+    let record = record?;
+    let meta = std::fs::metadata(path).ok()?;
+    let plausible = !meta.is_file() || meta.len() == record.target_bytes;
+    plausible.then(|| record.snapshot_id.parse().ok()).flatten()
+}
+
+/// Whether an incremental restore failed because its base cannot serve (deleted, or of
+/// another lineage), before anything was written.
+fn base_unusable(e: &Error) -> bool {
+    let store_error = match e {
+        Error::Store { source, .. }
+        | Error::StoreBlock { source, .. }
+        | Error::StoreOnly(source) => source,
+        _ => return false,
+    };
+    matches!(store_error, StoreError::NotFound { .. })
+        || store_error.reason() == Some(ValidationReason::UnrelatedSnapshots)
+}
+
+async fn full(
+    store: &Arc<dyn SnapshotStore>,
+    id: &SnapshotId,
+    path: &Path,
+    size: u64,
+    force: bool,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<Counts> {
+    let target = Arc::new(Target::open(path, size, force, id)?);
+    forget(options, store, path);
+    progress.start(&format!("restore {id} -> {}", path.display()), size);
+    let result = write_all(store.clone(), id, target.clone(), options.workers, progress).await;
+    progress.finish();
+    let counts = result?;
+    Arc::into_inner(target)
+        .expect("all writers finished")
+        .finish()?;
+    Ok(counts)
+}
+
+async fn incremental(
+    store: &Arc<dyn SnapshotStore>,
+    base: &SnapshotId,
+    id: &SnapshotId,
+    path: &Path,
+    size: u64,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<Counts> {
+    // The first page proves the base usable before the target is touched.
+    let first = store
+        .list_changed_blocks(Some(base), id, PageRequest::default())
+        .await
+        .map_err(Error::store(id))?;
+    let target = Arc::new(Target::open_in_place(path, size, id)?);
+    forget(options, store, path);
+    progress.start(
+        &format!("restore {id} -> {} (from {base})", path.display()),
+        size,
+    );
+    let result = write_changed(
+        store.clone(),
+        base,
+        id,
+        target.clone(),
+        first,
+        options.workers,
+        progress,
+    )
+    .await;
+    progress.finish();
+    let counts = result?;
+    Arc::into_inner(target)
+        .expect("all writers finished")
+        .finish()?;
+    Ok(counts)
+}
+
+/// Before a target changes, its record goes: an interrupted restore must never be
+/// taken for a finished one.
+fn forget(options: &RestoreOptions, store: &Arc<dyn SnapshotStore>, path: &Path) {
+    if let Some(dir) = &options.state_dir {
+        let name = std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string();
+        clear_restore_record(dir, &store.identity(), &name);
+    }
+}
 
 async fn write_all(
     store: Arc<dyn SnapshotStore>,
@@ -91,13 +263,8 @@ async fn write_all(
     progress: &dyn Progress,
 ) -> Result<Counts> {
     let permits = Arc::new(Semaphore::new(workers.max(1)));
-    let mut tasks: JoinSet<Result<Done>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<Counts>> = JoinSet::new();
     let mut counts = Counts::default();
-    let mut add = |done: Done| {
-        counts.blocks += done.0;
-        counts.bytes += done.1;
-        counts.zeroed += done.2;
-    };
     let end = BlockIndex(target.blocks());
     let mut next = BlockIndex(0);
     let mut lister = BlockLister::new(&*store, id);
@@ -115,38 +282,97 @@ async fn write_all(
             next = block.index.next();
             tasks.spawn(async move {
                 let _permit = permit;
-                let zeroed = zero_gap(&task_target, gap).await?;
-                let (blocks, bytes) = fetch_and_write(&*store, &id, block, task_target).await?;
-                Ok((blocks, bytes, zeroed))
+                let mut done = zero_gap(&task_target, gap).await?;
+                done.add(fetch_and_write(&*store, &id, block, task_target).await?);
+                Ok(done)
             });
             while let Some(done) = tasks.try_join_next() {
-                add(done.expect("restore task panicked")?);
+                counts.add(done.expect("restore task panicked")?);
             }
-            progress.set(
-                next.offset()
-                    .min(target.blocks() * crate::block::BLOCK_SIZE_U64),
-            );
+            progress.set(next.offset().min(target.blocks() * BLOCK_SIZE_U64));
         }
     }
-    add((0, 0, zero_gap(&target, next..end).await?));
+    counts.add(zero_gap(&target, next..end).await?);
     while let Some(done) = tasks.join_next().await {
-        add(done.expect("restore task panicked")?);
+        counts.add(done.expect("restore task panicked")?);
     }
-    progress.set(target.blocks() * crate::block::BLOCK_SIZE_U64);
+    progress.set(target.blocks() * BLOCK_SIZE_U64);
     Ok(counts)
 }
 
-/// Zeros blocks the snapshot has no data for (only a device needs it). Returns blocks zeroed.
-async fn zero_gap(target: &Arc<Target>, gap: std::ops::Range<BlockIndex>) -> Result<u64> {
+/// Applies ListChangedBlocks(base, id): blocks with data in `id` are fetched and
+/// written, blocks without are zeroed.
+async fn write_changed(
+    store: Arc<dyn SnapshotStore>,
+    base: &SnapshotId,
+    id: &SnapshotId,
+    target: Arc<Target>,
+    first: crate::store::ChangedBlockPage,
+    workers: usize,
+    progress: &dyn Progress,
+) -> Result<Counts> {
+    let permits = Arc::new(Semaphore::new(workers.max(1)));
+    let mut tasks: JoinSet<Result<Counts>> = JoinSet::new();
+    let mut counts = Counts::default();
+    let end = BlockIndex(target.blocks());
+    let mut page = first;
+    loop {
+        for changed in page.blocks.into_iter().filter(|b| b.index < end) {
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let (store, id, task_target, index) =
+                (store.clone(), id.clone(), target.clone(), changed.index);
+            let token: Option<BlockToken> = changed.second_token;
+            tasks.spawn(async move {
+                let _permit = permit;
+                match token {
+                    Some(token) => {
+                        fetch_and_write(&*store, &id, BlockRef { index, token }, task_target).await
+                    }
+                    None => {
+                        tokio::task::spawn_blocking(move || {
+                            task_target.clear_blocks(index, index.next())
+                        })
+                        .await
+                        .expect("zeroing panicked")?;
+                        Ok(Counts {
+                            zeroed: 1,
+                            ..Counts::default()
+                        })
+                    }
+                }
+            });
+            while let Some(done) = tasks.try_join_next() {
+                counts.add(done.expect("restore task panicked")?);
+            }
+            progress.set(index.next().offset().min(target.blocks() * BLOCK_SIZE_U64));
+        }
+        let Some(token) = page.next_token else { break };
+        page = store
+            .list_changed_blocks(Some(base), id, PageRequest::from_token(Some(token)))
+            .await
+            .map_err(Error::store(id))?;
+    }
+    while let Some(done) = tasks.join_next().await {
+        counts.add(done.expect("restore task panicked")?);
+    }
+    progress.set(target.blocks() * BLOCK_SIZE_U64);
+    Ok(counts)
+}
+
+/// Zeros blocks the snapshot has no data for (only a device needs it).
+async fn zero_gap(target: &Arc<Target>, gap: std::ops::Range<BlockIndex>) -> Result<Counts> {
     if !target.is_device() || gap.is_empty() {
-        return Ok(0);
+        return Ok(Counts::default());
     }
     let target = target.clone();
     let blocks = gap.end.0 - gap.start.0;
     tokio::task::spawn_blocking(move || target.zero_blocks(gap.start, gap.end))
         .await
         .expect("zeroing panicked")?;
-    Ok(blocks)
+    Ok(Counts {
+        zeroed: blocks,
+        ..Counts::default()
+    })
 }
 
 async fn fetch_and_write(
@@ -154,7 +380,7 @@ async fn fetch_and_write(
     id: &SnapshotId,
     block: BlockRef,
     target: Arc<Target>,
-) -> Result<(u64, u64)> {
+) -> Result<Counts> {
     let index = block.index;
     let fetched = store
         .get_block(id, index, &block.token)
@@ -171,11 +397,21 @@ async fn fetch_and_write(
                 actual,
             });
         }
-        // A file's unwritten ranges already read as zeros: leave them sparse.
-        if !target.is_device() && is_zero(&fetched.data) {
-            return Ok((1, 0));
+        let mut done = Counts {
+            fetched: 1,
+            ..Counts::default()
+        };
+        if is_zero(&fetched.data) && !target.is_device() {
+            // A new file reads zeros where nothing is written; an existing one gets a hole.
+            if target.in_place() {
+                target.clear_blocks(index, index.next())?;
+                done.zeroed = 1;
+            }
+            return Ok(done);
         }
-        Ok((1, target.write_block(index, &fetched.data)?))
+        done.written = 1;
+        done.bytes = target.write_block(index, &fetched.data)?;
+        Ok(done)
     })
     .await
     .expect("write task panicked")

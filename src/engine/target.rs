@@ -1,5 +1,6 @@
 //! Restore targets: a file (written sparse under a temporary name, renamed into place
-//! only when whole) or a block device (every block written, zeros included).
+//! only when whole) or a block device (every block written, zeros included); or, for an
+//! incremental restore, an existing file or device changed in place.
 
 use crate::block::{source::device_size, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::error::{Error, Result};
@@ -14,6 +15,8 @@ enum Kind {
     File {
         partial: PathBuf,
     },
+    /// An existing file, changed where the snapshots differ.
+    FileInPlace,
     Device,
 }
 
@@ -101,6 +104,11 @@ impl Target {
         Ok(target)
     }
 
+    /// Whether the target existed before this restore (its old data must be cleared).
+    pub fn in_place(&self) -> bool {
+        matches!(self.kind, Kind::FileInPlace | Kind::Device)
+    }
+
     pub fn is_device(&self) -> bool {
         matches!(self.kind, Kind::Device)
     }
@@ -113,7 +121,7 @@ impl Target {
     fn write_path(&self) -> &Path {
         match &self.kind {
             Kind::File { partial } => partial,
-            Kind::Device => &self.path,
+            Kind::FileInPlace | Kind::Device => &self.path,
         }
     }
 
@@ -131,8 +139,59 @@ impl Target {
         Ok(len as u64)
     }
 
+    /// Opens an existing file or device that holds an earlier snapshot, to bring it to
+    /// one of `size` bytes by changing only what differs.
+    pub fn open_in_place(path: &Path, size: u64, snapshot: &SnapshotId) -> Result<Target> {
+        let err = |what, e| Error::Target {
+            what,
+            path: path.to_owned(),
+            source: e,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err("cannot open", e))?;
+        if meta.file_type().is_block_device() {
+            return Target::open(path, size, false, snapshot);
+        }
+        if !meta.is_file() {
+            return Err(Error::TargetKind {
+                path: path.to_owned(),
+            });
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| err("cannot open", e))?;
+        file.set_len(size).map_err(|e| err("cannot size", e))?;
+        Ok(Target {
+            file,
+            path: path.to_owned(),
+            kind: Kind::FileInPlace,
+            size,
+            finished: false,
+        })
+    }
+
+    /// Makes blocks `from..to` read as zeros: a hole punched in a file, zeros (or a
+    /// zeroing discard) on a device. Returns the bytes zeroed.
+    pub fn clear_blocks(&self, from: BlockIndex, to: BlockIndex) -> Result<u64> {
+        if self.is_device() {
+            return self.zero_blocks(from, to);
+        }
+        let start = from.offset().min(self.size);
+        let end = to.offset().min(self.size);
+        if start < end {
+            crate::block::punch_hole(&self.file, start, end - start).map_err(|e| {
+                Error::Target {
+                    what: "zeroing",
+                    path: self.path.clone(),
+                    source: e,
+                }
+            })?;
+        }
+        Ok(end - start)
+    }
+
     /// Zeros blocks `from..to` on a device, so a reused disk keeps no old data there.
-    /// (A file needs nothing: its holes read as zeros.) Returns the bytes zeroed.
+    /// (A new file needs nothing: its holes read as zeros.) Returns the bytes zeroed.
     pub fn zero_blocks(&self, from: BlockIndex, to: BlockIndex) -> Result<u64> {
         if !self.is_device() || from >= to {
             return Ok(0);

@@ -46,6 +46,7 @@ pub struct EbsOptions {
 pub struct EbsStore {
     ebs: aws_sdk_ebs::Client,
     ec2: aws_sdk_ec2::Client,
+    identity: String,
 }
 
 impl EbsStore {
@@ -80,9 +81,17 @@ impl EbsStore {
                 .region(aws_config::Region::new("us-east-1"))
                 .build();
         }
+        let endpoint = options
+            .endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_EBS").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        let identity = format!("ebs:{region}:{}", endpoint.as_deref().unwrap_or("aws"));
         EbsStore {
             ebs: aws_sdk_ebs::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
+            identity,
         }
     }
 }
@@ -243,6 +252,10 @@ fn ec2_tag(key: &str, value: &str) -> ct::Tag {
 
 #[async_trait]
 impl SnapshotStore for EbsStore {
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
     async fn start_snapshot(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
         let volume = i64::try_from(req.volume_size_gib).map_err(|_| {
             StoreError::invalid(

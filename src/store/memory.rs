@@ -103,6 +103,10 @@ fn digests(
 
 #[async_trait]
 impl SnapshotStore for MemoryStore {
+    fn identity(&self) -> String {
+        format!("memory:{:p}", self)
+    }
+
     async fn start_snapshot(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
         let mut state = self.lock();
         if let Some(token) = &req.client_token {

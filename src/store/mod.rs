@@ -36,6 +36,10 @@ use async_trait::async_trait;
 /// are opaque; checksums are verified on put and on complete.
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
+    /// A stable name for this store (its kind and location), to key local state such
+    /// as manifests by.
+    fn identity(&self) -> String;
+
     /// Starts a pending snapshot (StartSnapshot).
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo>;
 

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! An `ebsnap serve` in the test process, on 127.0.0.1:0 over a fresh local store.
 
 use ebsnap::server::{self, Credentials};
@@ -11,6 +12,7 @@ pub const SECRET: &str = "ebsnap-test-secret/0123456789abcdefghij";
 
 pub struct TestServer {
     pub url: String,
+    store: LocalStore,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -19,9 +21,9 @@ impl TestServer {
     /// Starts a server; with `auth`, every request must be signed with KEY_ID/SECRET.
     pub async fn start(auth: bool) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            LocalStore::open(&dir.path().join("store"), Access::Write, LockWait::Fail).unwrap(),
-        );
+        let local =
+            LocalStore::open(&dir.path().join("store"), Access::Write, LockWait::Fail).unwrap();
+        let store = Arc::new(local.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let credentials = auth.then(|| Credentials {
@@ -34,9 +36,15 @@ impl TestServer {
         }));
         TestServer {
             url,
+            store: local,
             _dir: dir,
             stop: Some(stop),
         }
+    }
+
+    /// The server's own store (shared with the server: the server's view of things).
+    pub fn store(&self) -> &LocalStore {
+        &self.store
     }
 
     /// ebsnap's EBS store, pointed at this server.

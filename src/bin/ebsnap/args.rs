@@ -70,15 +70,30 @@ pub enum Command {
         /// KMS key (id or ARN) for an encrypted snapshot (EBS); implies --encrypted.
         #[arg(long, value_name = "KEY")]
         kms_key_id: Option<String>,
+        /// Parent snapshot (default: the source's last completed snapshot in this store).
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with = "full")]
+        parent: Option<SnapshotArg>,
+        /// Start a new lineage: no parent.
+        #[arg(long)]
+        full: bool,
+        /// Report what would be written, without starting a snapshot.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Restore a snapshot to a file or block device.
     Restore {
         snapshot: SnapshotArg,
         /// File or block device to write.
         target: PathBuf,
-        /// Overwrite an existing file.
+        /// Overwrite an existing file (full restore).
         #[arg(long)]
         force: bool,
+        /// The target already holds this snapshot: fetch and write only what differs.
+        #[arg(long, value_name = "BASE", conflicts_with = "full")]
+        from: Option<SnapshotArg>,
+        /// Restore in full, even onto a target ebsnap knows to hold an earlier snapshot.
+        #[arg(long)]
+        full: bool,
     },
     /// List the store's snapshots.
     Snapshots,

@@ -7,7 +7,7 @@ mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
-use ebsnap::engine::{self, BackupOptions, RestoreOptions};
+use ebsnap::engine::{self, BackupOptions, ParentChoice, RestoreOptions};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::{EbsOptions, EbsStore, LocalStore, SnapshotStore};
 use indicatif::HumanBytes;
@@ -67,6 +67,20 @@ fn run(cli: Cli) -> ebsnap::Result<u8> {
 }
 
 /// The store location: --store, else $EBSNAP_STORE, else the XDG data directory.
+/// Local state (manifests, restore records): $XDG_STATE_HOME/ebsnap, else
+/// ~/.local/state/ebsnap.
+fn state_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_STATE_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from(".ebsnap-state"))
+        .join("ebsnap")
+}
+
 pub(crate) fn store_location(flag: Option<PathBuf>) -> PathBuf {
     let env = |k: &str| {
         std::env::var_os(k)
@@ -123,6 +137,9 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             tags,
             encrypted,
             kms_key_id,
+            parent,
+            full,
+            dry_run,
         } => {
             let store = open_store(&g, Access::Write).await?;
             let options = BackupOptions {
@@ -131,36 +148,47 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
                 workers,
                 encrypted,
                 kms_key_arn: kms_key_id,
+                parent: match (parent, full) {
+                    (Some(p), _) => ParentChoice::Snapshot(p.0),
+                    (None, true) => ParentChoice::Full,
+                    (None, false) => ParentChoice::Auto,
+                },
+                dry_run,
+                state_dir: Some(state_dir()),
             };
             let r = engine::backup(store, &source, &options, &*progress).await?;
             let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
-            let text = format!(
-                "{}: {} blocks written ({}), {} zero, of {} ({} GiB volume) in {:.2}s, read at {}/s\n",
-                r.snapshot_id,
-                r.blocks_written,
-                HumanBytes(r.bytes_written),
-                r.blocks_zero,
-                source.display(),
-                r.volume_size_gib,
-                r.seconds,
-                HumanBytes(rate as u64)
-            );
+            let text = backup_text(&r, &source, rate);
             say(text, serde_json::to_value(&r).expect("serializable"))?;
         }
         Command::Restore {
             snapshot,
             target,
             force,
+            from,
+            full,
         } => {
             let store = open_store(&g, Access::Read).await?;
-            let options = RestoreOptions { force, workers };
+            let options = RestoreOptions {
+                force,
+                workers,
+                from: from.map(|f| f.0),
+                full,
+                state_dir: Some(state_dir()),
+            };
             let r = engine::restore(store, &snapshot.0, &target, &options, &*progress).await?;
+            let from = r
+                .from_snapshot_id
+                .as_ref()
+                .map_or(String::new(), |f| format!(" (from {f})"));
             let text = format!(
-                "restored {} to {}: {} blocks ({}) in {:.2}s\n",
+                "restored {} to {}{from}: {} blocks fetched, {} written ({}), {} zeroed, in {:.2}s\n",
                 r.snapshot_id,
                 r.target,
+                r.blocks_fetched,
                 r.blocks_written,
                 HumanBytes(r.bytes_written),
+                r.blocks_zeroed,
                 r.seconds
             );
             say(text, serde_json::to_value(&r).expect("serializable"))?;
@@ -218,6 +246,29 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
         Command::Serve { listen, no_auth } => return serve::run(&g, listen, no_auth).await,
     }
     Ok(0)
+}
+
+fn backup_text(r: &engine::BackupReport, source: &std::path::Path, rate: f64) -> String {
+    let what = match &r.snapshot_id {
+        Some(id) => id.clone(),
+        None => "dry run".to_owned(),
+    };
+    let parent = r
+        .parent_snapshot_id
+        .as_ref()
+        .map_or("a new lineage".to_owned(), |p| format!("child of {p}"));
+    let verb = if r.dry_run { "would write" } else { "wrote" };
+    format!(
+        "{what} ({parent}): {verb} {} blocks ({}); {} unchanged, {} zero, of {} ({} GiB volume) in {:.2}s, read at {}/s\n",
+        r.blocks_written,
+        HumanBytes(r.bytes_written),
+        r.blocks_unchanged,
+        r.blocks_zero,
+        source.display(),
+        r.volume_size_gib,
+        r.seconds,
+        HumanBytes(rate as u64)
+    )
 }
 
 fn verify_text(r: &engine::VerifyReport) -> String {

@@ -54,23 +54,7 @@ pub(crate) fn remove_if_present(path: &Path) -> StoreResult<()> {
     }
 }
 
-/// Frees the disk space of a byte range, keeping the file's size (a hole reads as zeros).
-pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: fallocate on a descriptor we own; no memory is passed.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
+pub(crate) use crate::block::punch_hole;
 
 /// The byte ranges of a file that hold data (SEEK_DATA/SEEK_HOLE), ascending.
 pub(crate) fn data_extents(file: &File) -> std::io::Result<Vec<(u64, u64)>> {

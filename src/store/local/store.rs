@@ -579,6 +579,12 @@ impl Inner {
 
 #[async_trait]
 impl SnapshotStore for LocalStore {
+    fn identity(&self) -> String {
+        let root =
+            std::fs::canonicalize(&self.shared.root).unwrap_or_else(|_| self.shared.root.clone());
+        format!("local:{}", root.display())
+    }
+
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
         self.blocking(move |s| s.start(request)).await
     }

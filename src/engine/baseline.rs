@@ -1,0 +1,301 @@
+//! What the parent snapshot holds, block by block, as far as a backup needs to know it
+//! to send only what changed.
+//!
+//! The source's manifest (the BLAKE3 digest of every block at its last backup) answers
+//! for each block, provided it describes the parent. Where it cannot be trusted (it
+//! describes another snapshot, or there is none), the store answers which blocks hold
+//! data in the parent (ListChangedBlocks from the manifest's snapshot, or
+//! ListSnapshotBlocks), but not what: those blocks are sent if they hold data here.
+
+use super::SOURCE_PATH_TAG;
+use crate::block::manifest::{ContentDigest, Entry, Manifest};
+use crate::block::BlockIndex;
+use crate::error::{Error, Result};
+use crate::store::{
+    PageRequest, SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError,
+    ValidationReason,
+};
+
+/// One block of the parent, as far as is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ParentBlock {
+    /// The parent reads zeros here.
+    Zero,
+    /// The parent holds this content here.
+    Data(ContentDigest),
+    /// Content unknown; whether the parent holds data here is known.
+    Unknown { has_data: bool },
+}
+
+/// A set of block indexes, one bit each (16 MiB for a 64 TiB volume).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bitmap(Vec<u64>);
+
+impl Bitmap {
+    pub fn set(&mut self, i: BlockIndex) {
+        let (word, bit) = ((i.0 / 64) as usize, i.0 % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    pub fn get(&self, i: BlockIndex) -> bool {
+        self.0
+            .get((i.0 / 64) as usize)
+            .is_some_and(|w| w & (1 << (i.0 % 64)) != 0)
+    }
+
+    /// One past the highest index set.
+    pub fn end(&self) -> u64 {
+        self.0.iter().rposition(|&w| w != 0).map_or(0, |w| {
+            w as u64 * 64 + 64 - u64::from(self.0[w].leading_zeros())
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Baseline {
+    /// The parent, if any.
+    pub parent: Option<SnapshotInfo>,
+    /// A manifest that describes the parent, except at the indexes in `untrusted`.
+    manifest: Option<Manifest>,
+    untrusted: Bitmap,
+    /// Where the manifest cannot answer: the indexes at which the parent holds data.
+    parent_data: Bitmap,
+    /// Whether the parent is encrypted (its absent blocks do not read as zeros).
+    encrypted: bool,
+}
+
+impl Baseline {
+    /// No parent: a new lineage.
+    pub fn none(encrypted: bool) -> Baseline {
+        Baseline {
+            encrypted,
+            ..Baseline::default()
+        }
+    }
+
+    pub fn block(&self, i: BlockIndex) -> ParentBlock {
+        if self.parent.is_none() {
+            return ParentBlock::Unknown { has_data: false };
+        }
+        match &self.manifest {
+            Some(m) if !self.untrusted.get(i) => match m.entry(i.0) {
+                Entry::Zero => ParentBlock::Zero,
+                Entry::Data(d) => ParentBlock::Data(d),
+                // Beyond the manifest: the parent's source ended before; it reads zeros.
+                Entry::Unknown => ParentBlock::Unknown { has_data: false },
+            },
+            _ => ParentBlock::Unknown {
+                has_data: self.parent_data.get(i),
+            },
+        }
+    }
+
+    /// Whether a block of zeros at `i` must be written: where the parent holds (or may
+    /// hold) data, and, in an encrypted snapshot, wherever the parent is not known to
+    /// hold zeros (absent blocks there read as random data).
+    pub fn zero_needs_write(&self, i: BlockIndex) -> bool {
+        match self.block(i) {
+            ParentBlock::Zero => false,
+            ParentBlock::Data(_) => true,
+            ParentBlock::Unknown { has_data } => has_data || self.encrypted,
+        }
+    }
+
+    /// Whether the backup must visit holes of the source (to zero what the parent
+    /// holds there); a new, unencrypted lineage need not.
+    pub fn visits_holes(&self) -> bool {
+        self.parent.is_some() || self.encrypted
+    }
+
+    /// One past the last block the parent may hold data in.
+    pub fn end(&self) -> u64 {
+        let manifest = self.manifest.as_ref().map_or(0, |m| m.header().blocks);
+        manifest.max(self.parent_data.end())
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.encrypted
+    }
+}
+
+/// How the parent is chosen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The source's last completed snapshot in this store.
+    #[default]
+    Auto,
+    /// This snapshot.
+    Snapshot(SnapshotId),
+    /// None: a new lineage.
+    Full,
+}
+
+/// Finds the parent: the manifest's snapshot if it is still there and completed, else
+/// the newest completed snapshot of the same source in the store.
+pub(crate) async fn choose_parent(
+    store: &dyn SnapshotStore,
+    choice: &ParentChoice,
+    manifest: Option<&Manifest>,
+    source: &str,
+) -> Result<Option<SnapshotInfo>> {
+    match choice {
+        ParentChoice::Full => Ok(None),
+        ParentChoice::Snapshot(id) => {
+            let info = store
+                .describe_snapshot(id)
+                .await
+                .map_err(Error::store(id))?;
+            if info.status != SnapshotStatus::Completed {
+                return Err(Error::NotCompleted {
+                    snapshot: id.clone(),
+                    status: info.status,
+                });
+            }
+            Ok(Some(info))
+        }
+        ParentChoice::Auto => {
+            if let Some(id) =
+                manifest.and_then(|m| m.header().snapshot_id.parse::<SnapshotId>().ok())
+            {
+                match store.describe_snapshot(&id).await {
+                    Ok(info) if info.status == SnapshotStatus::Completed => return Ok(Some(info)),
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => {
+                        return Err(Error::Store {
+                            snapshot: id,
+                            source: e,
+                        })
+                    }
+                }
+            }
+            let all = store.list_snapshots().await?;
+            Ok(all.into_iter().rev().find(|s| {
+                s.status == SnapshotStatus::Completed && s.tag(SOURCE_PATH_TAG) == Some(source)
+            }))
+        }
+    }
+}
+
+/// Builds what is known of `parent`, trusting `manifest` where it applies.
+pub(crate) async fn baseline(
+    store: &dyn SnapshotStore,
+    parent: Option<SnapshotInfo>,
+    manifest: Option<Manifest>,
+    encrypted: bool,
+) -> Result<Baseline> {
+    let Some(parent) = parent else {
+        return Ok(Baseline::none(encrypted));
+    };
+    let encrypted = encrypted || parent.encrypted;
+    let described = manifest
+        .as_ref()
+        .and_then(|m| m.header().snapshot_id.parse::<SnapshotId>().ok());
+    if let (Some(m), Some(id)) = (manifest, described) {
+        if id == parent.id {
+            return Ok(Baseline {
+                parent: Some(parent),
+                manifest: Some(m),
+                encrypted,
+                ..Baseline::default()
+            });
+        }
+        // The manifest describes another snapshot M: the blocks that differ between M
+        // and the parent are the ones it cannot answer for.
+        match changed_since(store, &id, &parent.id).await {
+            Ok((untrusted, parent_data)) => {
+                return Ok(Baseline { parent: Some(parent), manifest: Some(m), untrusted, parent_data, encrypted });
+            }
+            Err(e) if unusable(&e) => tracing::info!("the manifest's snapshot {id} cannot be compared with {}: {e}; reading the parent's block list", parent.id),
+            Err(e) => return Err(Error::Store { snapshot: parent.id.clone(), source: e }),
+        }
+    }
+    let parent_data = listed_blocks(store, &parent.id)
+        .await
+        .map_err(Error::store(&parent.id))?;
+    Ok(Baseline {
+        parent: Some(parent),
+        manifest: None,
+        untrusted: Bitmap::default(),
+        parent_data,
+        encrypted,
+    })
+}
+
+/// A manifest's snapshot that is gone, or of another lineage, is no use.
+fn unusable(e: &StoreError) -> bool {
+    matches!(e, StoreError::NotFound { .. })
+        || matches!(
+            e.reason(),
+            Some(ValidationReason::UnrelatedSnapshots | ValidationReason::InvalidSnapshotId)
+        )
+}
+
+/// The indexes that differ between `first` and `second`, and among them those at which
+/// `second` holds data.
+async fn changed_since(
+    store: &dyn SnapshotStore,
+    first: &SnapshotId,
+    second: &SnapshotId,
+) -> Result<(Bitmap, Bitmap), StoreError> {
+    let (mut changed, mut data) = (Bitmap::default(), Bitmap::default());
+    let mut token = None;
+    loop {
+        let page = store
+            .list_changed_blocks(Some(first), second, PageRequest::from_token(token))
+            .await?;
+        for b in &page.blocks {
+            changed.set(b.index);
+            if b.second_token.is_some() {
+                data.set(b.index);
+            }
+        }
+        token = page.next_token;
+        if token.is_none() {
+            return Ok((changed, data));
+        }
+    }
+}
+
+/// The indexes at which a snapshot holds data.
+async fn listed_blocks(store: &dyn SnapshotStore, id: &SnapshotId) -> Result<Bitmap, StoreError> {
+    let mut data = Bitmap::default();
+    let mut token = None;
+    loop {
+        let page = store
+            .list_blocks(id, PageRequest::from_token(token))
+            .await?;
+        for b in &page.blocks {
+            data.set(b.index);
+        }
+        token = page.next_token;
+        if token.is_none() {
+            return Ok(data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_sets_gets_and_knows_its_end() {
+        let mut b = Bitmap::default();
+        assert_eq!(b.end(), 0);
+        b.set(BlockIndex(3));
+        b.set(BlockIndex(130));
+        assert!(b.get(BlockIndex(3)) && b.get(BlockIndex(130)));
+        assert!(!b.get(BlockIndex(4)) && !b.get(BlockIndex(10_000)));
+        assert_eq!(b.end(), 131);
+    }
+
+    #[test]
+    fn without_a_parent_only_encrypted_snapshots_write_zeros() {
+        assert!(!Baseline::none(false).zero_needs_write(BlockIndex(0)));
+        assert!(Baseline::none(true).zero_needs_write(BlockIndex(0)));
+        assert!(!Baseline::none(false).visits_holes());
+    }
+}
