@@ -441,3 +441,46 @@ async fn ec2_errors_use_the_xml_shape() {
     assert_eq!(reply.status, 200);
     assert!(String::from_utf8_lossy(&reply.body).contains("<snapshotSet"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_paths_and_queries_get_the_ebs_error_shape() {
+    let server = TestServer::start(false).await;
+    let reply = http(
+        &server,
+        "GET",
+        "/snapshots/snap-0123456789abcdef0/blocks?maxResults=%ZZ",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.headers.contains_key("x-amzn-errortype"),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let reply = http(
+        &server,
+        "GET",
+        "/snapshots/snap-0123456789abcdef0/blocks?maxResults=abc",
+        &[],
+        b"",
+    )
+    .await;
+    reply.assert_error(400, "ValidationException", Some("INVALID_PARAMETER_VALUE"));
+    let hostile = format!(
+        "Action=DescribeSnapshots&Filter.1.Name=description&Filter.1.Value.1={}",
+        "*a".repeat(600)
+    );
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    let reply = http(&server, "POST", "/", &form, hostile.as_bytes()).await;
+    assert_eq!(
+        reply.status, 400,
+        "an oversized filter is refused, the server stays up"
+    );
+    let reply = http(&server, "POST", "/", &form, b"Action=DescribeSnapshots").await;
+    assert_eq!(reply.status, 200);
+}

@@ -88,7 +88,11 @@ impl Manifest {
             return Err(bad("unknown digest"));
         }
         let len = file.metadata()?.len();
-        if len < HEADER_LEN + header.blocks * RECORD_LEN {
+        let needed = header
+            .blocks
+            .checked_mul(RECORD_LEN)
+            .and_then(|n| n.checked_add(HEADER_LEN));
+        if needed.is_none_or(|n| n > len) {
             return Err(bad("shorter than its records"));
         }
         // SAFETY: manifests are never modified in place (a new one replaces the old by
@@ -136,12 +140,20 @@ impl ManifestWriter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("manifest.tmp");
+        // A name of its own: a second writer (which the caller's lock should prevent)
+        // could never truncate or rename this one's file.
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(
+            "{name}.{}.{}.tmp",
+            std::process::id(),
+            u64::from_le_bytes(nonce)
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&tmp)?;
         Ok(ManifestWriter {
             file,

@@ -10,13 +10,13 @@
 
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
 use super::reader::{spawn_reader, ReadBlock};
-use super::state::manifest_path;
+use super::state::{lock_source, manifest_path};
 use super::{wait_until_completed, Progress, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{
     ContentDigest, Manifest, ManifestHeader, ManifestWriter, PendingManifest,
 };
 use crate::block::{
-    blocks_for_bytes, volume_size_gib, Digest, HashedBlock, LinearAggregate, Source,
+    blocks_for_bytes, volume_blocks, volume_size_gib, Digest, HashedBlock, LinearAggregate, Source,
     BLOCK_SIZE_U64, GIB, MAX_VOLUME_GIB,
 };
 use crate::error::{Error, Result};
@@ -86,6 +86,8 @@ struct Plan {
     baseline: Arc<Baseline>,
     volume_size_gib: u64,
     manifest_path: Option<PathBuf>,
+    /// Held for the whole backup: one backup of a source into a store at a time.
+    _source_lock: Option<std::fs::File>,
 }
 
 /// Backs up the file or block device at `path` into `store`.
@@ -152,6 +154,12 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
         .state_dir
         .as_ref()
         .map(|dir| manifest_path(dir, &store.identity(), &source_name));
+    // Taken before the manifest is read: an overlapping run sees the manifest the
+    // other one leaves, and chooses its parent from it.
+    let source_lock = match &options.state_dir {
+        Some(dir) if !options.dry_run => Some(lock_source(dir, &store.identity(), &source_name)?),
+        _ => None,
+    };
     let manifest = match (&manifest_path, &options.parent) {
         (Some(p), choice) if *choice != ParentChoice::Full => {
             Manifest::open(p).unwrap_or_else(|e| {
@@ -173,6 +181,7 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
         baseline: Arc::new(baseline),
         volume_size_gib,
         manifest_path,
+        _source_lock: source_lock,
     })
 }
 
@@ -243,18 +252,24 @@ async fn upload(
             progress,
         )
         .await?;
-        complete(&**store, &id, &sent).await?;
-        Ok::<_, Error>((sent, manifest))
+        let status = store
+            .complete_snapshot(&id, sent.count, Some(sent.aggregate))
+            .await
+            .map_err(Error::store(&id))?;
+        Ok::<_, Error>((sent, manifest, status))
     }
     .await;
     progress.finish();
-    let (sent, manifest) = match result {
+    let (sent, manifest, status) = match result {
         Ok(done) => done,
         Err(e) => {
             abandon(&**store, &id).await;
             return Err(e);
         }
     };
+    // The store accepted the completion: from here on the snapshot is never deleted,
+    // whatever happens while it seals.
+    wait_until_completed(&**store, &id, status).await?;
     if let (Some(pending), Some(path)) = (manifest, &plan.manifest_path) {
         // The snapshot is complete: a manifest that cannot be saved costs only the next
         // backup's speed, not this one's result.
@@ -312,7 +327,12 @@ async fn send_blocks(
     progress: &dyn Progress,
 ) -> Result<(Sent, Option<PendingManifest>)> {
     let source = &plan.source;
-    let mut batches = spawn_reader(source.clone(), plan.baseline.clone(), workers);
+    let mut batches = spawn_reader(
+        source.clone(),
+        plan.baseline.clone(),
+        volume_blocks(plan.volume_size_gib),
+        workers,
+    );
     let permits = Arc::new(Semaphore::new(workers.max(1)));
     let mut puts = JoinSet::new();
     let mut aggregate = LinearAggregate::new();
@@ -369,23 +389,26 @@ async fn send_blocks(
     progress.set(source.size());
     let pending = match manifest {
         Some(w) => {
-            let header = ManifestHeader {
-                store: String::new(),
-                snapshot_id: target
-                    .as_ref()
-                    .map(|(_, id)| id.to_string())
-                    .unwrap_or_default(),
-                source: plan.source_name.clone(),
-                source_bytes: source.size(),
-                blocks: source.block_count(),
-                digest: "blake3".into(),
+            // An encrypted snapshot holds explicit zeros up to the end of its volume:
+            // the manifest says so, so the next backup need not write them again.
+            let volume_end = if plan.baseline.encrypted() {
+                volume_blocks(plan.volume_size_gib)
+            } else {
+                0
             };
             let header = ManifestHeader {
                 store: target
                     .as_ref()
                     .map(|(s, _)| s.identity())
                     .unwrap_or_default(),
-                ..header
+                snapshot_id: target
+                    .as_ref()
+                    .map(|(_, id)| id.to_string())
+                    .unwrap_or_default(),
+                source: plan.source_name.clone(),
+                source_bytes: source.size(),
+                blocks: source.block_count().max(volume_end),
+                digest: "blake3".into(),
             };
             Some(w.finish(&header).map_err(state_error(plan))?)
         }
@@ -415,14 +438,6 @@ fn state_error(plan: &Plan) -> impl Fn(std::io::Error) -> Error + '_ {
         path: plan.manifest_path.clone().unwrap_or_default(),
         source: e,
     }
-}
-
-async fn complete(store: &dyn SnapshotStore, id: &SnapshotId, sent: &Sent) -> Result<()> {
-    let status = store
-        .complete_snapshot(id, sent.count, Some(sent.aggregate))
-        .await
-        .map_err(Error::store(id))?;
-    wait_until_completed(store, id, status).await
 }
 
 /// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.

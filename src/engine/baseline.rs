@@ -204,7 +204,7 @@ pub(crate) async fn baseline(
         }
         // The manifest describes another snapshot M: the blocks that differ between M
         // and the parent are the ones it cannot answer for.
-        match changed_since(store, &id, &parent.id).await {
+        match changed_since(store, &id, &parent).await {
             Ok((untrusted, parent_data)) => {
                 return Ok(Baseline { parent: Some(parent), manifest: Some(m), untrusted, parent_data, encrypted });
             }
@@ -233,13 +233,23 @@ fn unusable(e: &StoreError) -> bool {
         )
 }
 
-/// The indexes that differ between `first` and `second`, and among them those at which
-/// `second` holds data.
+/// The indexes that differ between the snapshot a manifest describes and the parent,
+/// and among them those at which the parent holds data.
+///
+/// ListChangedBlocks is asked older snapshot first (as the service expects); the
+/// parent's side of each answer says whether it holds data there.
 async fn changed_since(
     store: &dyn SnapshotStore,
-    first: &SnapshotId,
-    second: &SnapshotId,
+    described: &SnapshotId,
+    parent: &SnapshotInfo,
 ) -> Result<(Bitmap, Bitmap), StoreError> {
+    let other = store.describe_snapshot(described).await?;
+    let parent_first = parent.start_time <= other.start_time;
+    let (first, second) = if parent_first {
+        (&parent.id, described)
+    } else {
+        (described, &parent.id)
+    };
     let (mut changed, mut data) = (Bitmap::default(), Bitmap::default());
     let mut token = None;
     loop {
@@ -248,7 +258,12 @@ async fn changed_since(
             .await?;
         for b in &page.blocks {
             changed.set(b.index);
-            if b.second_token.is_some() {
+            let parent_side = if parent_first {
+                &b.first_token
+            } else {
+                &b.second_token
+            };
+            if parent_side.is_some() {
                 data.set(b.index);
             }
         }

@@ -46,13 +46,14 @@ impl ReadBlock {
 pub(crate) fn spawn_reader(
     source: Arc<Source>,
     baseline: Arc<Baseline>,
+    volume_blocks: u64,
     in_flight: usize,
 ) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
     let pool = BufferPool::new(in_flight + (BATCHES_AHEAD + 2) * BATCH_BLOCKS);
     tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(BATCH_BLOCKS);
-        let mut candidates = Candidates::new(&source, &baseline);
+        let mut candidates = Candidates::new(&source, &baseline, volume_blocks);
         loop {
             batch.clear();
             for next in candidates.by_ref().take(BATCH_BLOCKS) {
@@ -100,8 +101,15 @@ struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
-    fn new(source: &'a Source, baseline: &'a Baseline) -> Self {
-        let end = source.block_count().max(baseline.end());
+    /// An encrypted snapshot needs every block of its volume written: past the end of
+    /// the source too, where the volume was rounded up to whole GiB.
+    fn new(source: &'a Source, baseline: &'a Baseline, volume_blocks: u64) -> Self {
+        let volume_end = if baseline.encrypted() {
+            volume_blocks
+        } else {
+            0
+        };
+        let end = source.block_count().max(baseline.end()).max(volume_end);
         let data = if baseline.encrypted() {
             source.every_block()
         } else {

@@ -8,7 +8,7 @@
 //! snapshot and block, and a new file is never put in place.
 
 use super::state::{
-    clear_restore_record, read_restore_record, write_restore_record, RestoreRecord,
+    clear_restore_records, read_restore_record, target_name, write_restore_record, RestoreRecord,
 };
 use super::target::Target;
 use super::{completed_snapshot, restored_size, BlockLister, Progress};
@@ -94,10 +94,7 @@ pub async fn restore(
     let started = Instant::now();
     let info = completed_snapshot(&*store, id).await?;
     let size = restored_size(&info);
-    let target_name = std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .display()
-        .to_string();
+    let target_name = target_name(path);
     let identity = store.identity();
     let record = options
         .state_dir
@@ -194,7 +191,7 @@ async fn full(
     progress: &dyn Progress,
 ) -> Result<Counts> {
     let target = Arc::new(Target::open(path, size, force, id)?);
-    forget(options, store, path);
+    forget(options, path)?;
     progress.start(&format!("restore {id} -> {}", path.display()), size);
     let result = write_all(store.clone(), id, target.clone(), options.workers, progress).await;
     progress.finish();
@@ -219,8 +216,18 @@ async fn incremental(
         .list_changed_blocks(Some(base), id, PageRequest::default())
         .await
         .map_err(Error::store(id))?;
+    let base_size = restored_size(&completed_snapshot(&**store, base).await?);
     let target = Arc::new(Target::open_in_place(path, size, id)?);
-    forget(options, store, path);
+    forget(options, path)?;
+    // A device that held a smaller snapshot keeps old bytes past its end, where neither
+    // snapshot has data and no list names a block: zero them. (A file was extended
+    // with zeros already.)
+    if target.is_device() && size > base_size {
+        let grown = target.clone();
+        tokio::task::spawn_blocking(move || grown.zero_range(base_size, size))
+            .await
+            .expect("zeroing panicked")?;
+    }
     progress.start(
         &format!("restore {id} -> {} (from {base})", path.display()),
         size,
@@ -245,13 +252,10 @@ async fn incremental(
 
 /// Before a target changes, its record goes: an interrupted restore must never be
 /// taken for a finished one.
-fn forget(options: &RestoreOptions, store: &Arc<dyn SnapshotStore>, path: &Path) {
-    if let Some(dir) = &options.state_dir {
-        let name = std::path::absolute(path)
-            .unwrap_or_else(|_| path.to_owned())
-            .display()
-            .to_string();
-        clear_restore_record(dir, &store.identity(), &name);
+fn forget(options: &RestoreOptions, path: &Path) -> Result<()> {
+    match &options.state_dir {
+        Some(dir) => clear_restore_records(dir, &target_name(path)),
+        None => Ok(()),
     }
 }
 

@@ -61,8 +61,78 @@ pub fn write_restore_record(state_dir: &Path, record: &RestoreRecord) -> Result<
     write().map_err(io)
 }
 
-/// Forgets the record (before a restore changes the target, so that an interrupted
-/// restore is never mistaken for a finished one).
-pub fn clear_restore_record(state_dir: &Path, store: &str, target: &str) {
-    let _ = std::fs::remove_file(record_path(state_dir, store, target));
+/// Forgets every record of `target`, whatever the store (before a restore changes the
+/// target, so that an interrupted restore is never taken for a finished one, and a
+/// restore from another store leaves no stale claim behind). A record that cannot be
+/// removed stops the restore.
+pub fn clear_restore_records(state_dir: &Path, target: &str) -> Result<()> {
+    let dir = state_dir.join("restores");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::State {
+                path: dir,
+                source: e,
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let about_target = std::fs::read(&path)
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<RestoreRecord>(&raw).ok())
+            .is_some_and(|r| r.target == target);
+        if about_target {
+            std::fs::remove_file(&path).map_err(|e| Error::State {
+                path: path.clone(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The name a target is known by: its canonical path (symlinks such as
+/// `/dev/disk/by-id/...` resolved), so that two names of one disk share one record.
+pub fn target_name(path: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).or_else(|_| {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(parent).map(|p| p.join(path.file_name().unwrap_or_default()))
+    });
+    canonical
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
+        .display()
+        .to_string()
+}
+
+/// An exclusive lock on one source's backups into one store, held for a whole backup:
+/// two overlapping runs (cron) must not interleave their manifests. A second run waits.
+pub fn lock_source(state_dir: &Path, store: &str, source: &str) -> Result<std::fs::File> {
+    let path = state_dir
+        .join("manifests")
+        .join(format!("{}.lock", key(store, source)));
+    let io = |e| Error::State {
+        path: path.clone(),
+        source: e,
+    };
+    std::fs::create_dir_all(path.parent().expect("a directory")).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::warn!("another backup of {source} into this store is running; waiting for it");
+            file.lock().map_err(io)?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    Ok(file)
 }

@@ -190,6 +190,29 @@ impl Target {
         Ok(end - start)
     }
 
+    /// Zeros the bytes `start..end` of a device: the part of a block before the next
+    /// block boundary by writing, whole blocks as [`Target::zero_blocks`] does.
+    pub fn zero_range(&self, start: u64, end: u64) -> Result<u64> {
+        let end = end.min(self.size);
+        if start >= end {
+            return Ok(0);
+        }
+        let boundary = start.next_multiple_of(BLOCK_SIZE_U64).min(end);
+        if boundary > start {
+            let zeros = vec![0u8; (boundary - start) as usize];
+            self.file
+                .write_all_at(&zeros, start)
+                .map_err(|e| Error::Target {
+                    what: "zeroing",
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+        }
+        let blocks = crate::block::blocks_for_bytes(end);
+        self.zero_blocks(BlockIndex(boundary / BLOCK_SIZE_U64), BlockIndex(blocks))?;
+        Ok(end - start)
+    }
+
     /// Zeros blocks `from..to` on a device, so a reused disk keeps no old data there.
     /// (A new file needs nothing: its holes read as zeros.) Returns the bytes zeroed.
     pub fn zero_blocks(&self, from: BlockIndex, to: BlockIndex) -> Result<u64> {

@@ -8,6 +8,7 @@ use crate::store::{
     BlockToken, PageRequest, PageToken, SnapshotId, SnapshotInfo, StartSnapshot, Tag,
 };
 use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -161,10 +162,11 @@ pub async fn start_snapshot(State(state): State<AppState>, body: Bytes) -> Resul
 
 pub async fn put_block(
     State(state): State<AppState>,
-    Path((id, index)): Path<(String, String)>,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let Path((id, index)) = path?;
     let id = snapshot_id(&id)?;
     let index = BlockIndex(index.parse().map_err(|_| {
         EbsError::validation(InvalidBlock, format!("block index {index:?} is not valid"))
@@ -209,9 +211,10 @@ pub async fn put_block(
 
 pub async fn complete_snapshot(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let Path(id) = path?;
     let id = snapshot_id(&id)?;
     let count = header(&headers, "x-amz-changedblockscount").ok_or_else(|| {
         EbsError::validation(
@@ -261,9 +264,11 @@ fn page_request(query: &HashMap<String, String>) -> Result<PageRequest> {
 
 pub async fn list_blocks(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response> {
+    let Path(id) = path?;
+    let Query(query) = query?;
     let id = snapshot_id(&id)?;
     let page = state.store.list_blocks(&id, page_request(&query)?).await?;
     let mut out = json!({
@@ -280,9 +285,11 @@ pub async fn list_blocks(
 
 pub async fn list_changed_blocks(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response> {
+    let Path(id) = path?;
+    let Query(query) = query?;
     let second = snapshot_id(&id)?;
     let first = query
         .get("firstSnapshotId")
@@ -321,9 +328,11 @@ pub async fn list_changed_blocks(
 
 pub async fn get_block(
     State(state): State<AppState>,
-    Path((id, index)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
+    query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response> {
+    let Path((id, index)) = path?;
+    let Query(query) = query?;
     let id = snapshot_id(&id)?;
     let index = BlockIndex(index.parse().map_err(|_| {
         EbsError::validation(InvalidBlock, format!("block index {index:?} is not valid"))

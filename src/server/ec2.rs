@@ -16,6 +16,8 @@ use quick_xml::escape::escape;
 use std::collections::BTreeMap;
 
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+/// Longest filter value accepted (tag values are at most 255 characters).
+const MAX_FILTER_VALUE: usize = 1024;
 
 type Result<T> = std::result::Result<T, Ec2Error>;
 
@@ -92,11 +94,17 @@ fn filters(params: &Params) -> Result<Vec<Filter>> {
         let Some(name) = params.get(&format!("Filter.{n}.Name")) else {
             break;
         };
-        let values = params
+        let values: Vec<String> = params
             .list(&format!("Filter.{n}.Value"))
             .into_iter()
             .map(str::to_owned)
             .collect();
+        if values.iter().any(|v| v.chars().count() > MAX_FILTER_VALUE) {
+            return Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!("filter values are at most {MAX_FILTER_VALUE} characters"),
+            ));
+        }
         let known = matches!(
             name,
             "snapshot-id"
@@ -121,21 +129,29 @@ fn filters(params: &Params) -> Result<Vec<Filter>> {
     Ok(out)
 }
 
-/// EC2 filter values may use `*` (any run) and `?` (one character).
+/// EC2 filter values may use `*` (any run) and `?` (one character). Iterative, with
+/// backtracking only to the last `*`: linear in practice, and no recursion for a
+/// hostile pattern to overflow.
 fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
         }
     }
-    go(
-        &pattern.chars().collect::<Vec<_>>(),
-        &text.chars().collect::<Vec<_>>(),
-    )
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 fn matches(filter: &Filter, s: &SnapshotInfo, owner: &str) -> bool {
@@ -367,5 +383,13 @@ mod tests {
         assert!(!glob("a?c", "ac"));
         assert!(glob("*", ""));
         assert!(!glob("ebsnap", "ebsnap:x"));
+        assert!(glob("*a*b", "xxaxxb"));
+        assert!(!glob("*a*b", "xxaxxc"));
+        assert!(glob("a*", "a"));
+        let hostile = "*a".repeat(2000) + "b";
+        assert!(
+            !glob(&hostile, &"a".repeat(255)),
+            "no stack overflow, no blow-up"
+        );
     }
 }

@@ -81,6 +81,25 @@ impl From<StoreError> for EbsError {
     }
 }
 
+/// Axum's own refusals of a path or query it cannot parse, in the EBS error shape.
+impl From<axum::extract::rejection::PathRejection> for EbsError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        EbsError::validation(
+            ValidationReason::InvalidParameterValue,
+            format!("invalid path: {e}"),
+        )
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for EbsError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        EbsError::validation(
+            ValidationReason::InvalidParameterValue,
+            format!("invalid query string: {e}"),
+        )
+    }
+}
+
 impl IntoResponse for EbsError {
     fn into_response(self) -> Response {
         let mut body = serde_json::json!({ "message": self.message });

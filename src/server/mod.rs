@@ -16,7 +16,7 @@ use crate::block::BLOCK_SIZE;
 use crate::store::SnapshotStore;
 use axum::body::{to_bytes, Body};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -35,6 +35,8 @@ pub const OWNER_ID: &str = "000000000000";
 /// the server's memory whatever the number of clients: about 64 MiB of bodies. Further
 /// requests wait for a turn (their bytes wait in the socket buffers).
 const MAX_IN_FLIGHT: usize = 128;
+/// Time a client has to send a request's body once it has its turn.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -66,11 +68,7 @@ pub fn router(store: Arc<dyn SnapshotStore>, credentials: Option<Credentials>) -
         )
         .route("/", post(ec2::query))
         .fallback(unknown_operation)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit_in_flight,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -96,62 +94,90 @@ async fn unknown_operation(request: Request) -> Response {
     EbsError::new(StatusCode::NOT_FOUND, "UnknownOperationException", message).into_response()
 }
 
-/// Holds a permit for the whole of each request (body read included).
-async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let _permit = state.in_flight.acquire().await.expect("never closed");
-    next.run(request).await
-}
-
 /// Whether a request is an EC2 Query call (errors then take EC2's XML shape).
 fn is_ec2(request: &Request) -> bool {
     request.uri().path() == "/"
 }
 
-/// Verifies the request's SigV4 signature; the body is read (bounded) to hash it.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(credentials) = state.credentials.clone() else {
-        return next.run(request).await;
-    };
+/// Admits a request. The cheap checks of its signature come first (key, scope, date:
+/// nothing is read for a request that cannot be genuine); then it waits for a turn
+/// among the requests in flight; then its body is read, bounded in size and in time
+/// (a slow client cannot hold a turn for long); then the signature itself is checked.
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let ec2 = is_ec2(&request);
+    let service = if ec2 { "ec2" } else { "ebs" };
+    // PutSnapshotBlock alone sends an unsigned body (its checksum header is signed).
+    let put_block = request.method() == Method::PUT && request.uri().path().contains("/blocks/");
+    if let Some(credentials) = &state.credentials {
+        if let Err(e) = sigv4::precheck(request.headers(), credentials, SystemTime::now(), service)
+        {
+            return refusal(ec2, &request, e);
+        }
+    }
+    let _turn = state.in_flight.acquire().await.expect("never closed");
     let (parts, body) = request.into_parts();
-    let body = match to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(e) => {
-            let message = format!("request body unreadable or larger than {MAX_BODY} bytes: {e}");
-            return if ec2 {
-                Ec2Error::new("InvalidRequest", message).into_response()
-            } else {
-                EbsError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "ValidationException",
-                    message,
-                )
-                .into_response()
-            };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return body_error(
+                ec2,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body unreadable or larger than {MAX_BODY} bytes: {e}"),
+            )
+        }
+        Err(_) => {
+            return body_error(
+                ec2,
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
         }
     };
-    let signed = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body: &body,
-    };
-    let service = if ec2 { "ec2" } else { "ebs" };
-    if let Err(e) = sigv4::verify(&signed, &credentials, SystemTime::now(), service) {
-        tracing::info!("refused {} {}: {e}", parts.method, parts.uri.path());
-        return if ec2 {
-            Ec2Error {
-                status: StatusCode::UNAUTHORIZED,
-                code: "AuthFailure".into(),
-                message: e.to_string(),
-            }
-            .into_response()
-        } else {
-            EbsError::new(StatusCode::FORBIDDEN, e.error_type(), e.to_string()).into_response()
+    if let Some(credentials) = &state.credentials {
+        let signed = sigv4::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body: &body,
+            unsigned_payload_allowed: put_block,
         };
+        if let Err(e) = sigv4::verify(&signed, credentials, SystemTime::now(), service) {
+            let request = Request::from_parts(parts, Body::empty());
+            return refusal(ec2, &request, e);
+        }
     }
     next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+fn refusal(ec2: bool, request: &Request, e: sigv4::AuthError) -> Response {
+    tracing::info!("refused {} {}: {e}", request.method(), request.uri().path());
+    if ec2 {
+        Ec2Error {
+            status: StatusCode::UNAUTHORIZED,
+            code: "AuthFailure".into(),
+            message: e.to_string(),
+        }
+        .into_response()
+    } else {
+        EbsError::new(StatusCode::FORBIDDEN, e.error_type(), e.to_string()).into_response()
+    }
+}
+
+fn body_error(ec2: bool, status: StatusCode, message: String) -> Response {
+    if ec2 {
+        Ec2Error {
+            status,
+            code: "InvalidRequest".into(),
+            message,
+        }
+        .into_response()
+    } else {
+        EbsError::new(status, "ValidationException", message).into_response()
+    }
 }
 
 /// Seconds since the epoch, as the JSON number EBS uses for timestamps.

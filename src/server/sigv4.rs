@@ -44,6 +44,9 @@ pub struct Request<'a> {
     pub query: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// Whether the body may go unsigned (`UNSIGNED-PAYLOAD`): PutSnapshotBlock only,
+    /// and then its `x-amz-checksum` header must be signed.
+    pub unsigned_payload_allowed: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -123,14 +126,25 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> {
     })
 }
 
-/// Checks a request's signature; `service` is the signing name the endpoint expects.
-pub fn verify(
-    req: &Request<'_>,
+/// The checks that need no body: a signature from the right key, for the right
+/// service, made recently, covering the Host header. Passing them costs the server
+/// nothing; a request that fails them is refused before its body is read.
+pub fn precheck(
+    headers: &HeaderMap,
     creds: &Credentials,
     now: SystemTime,
     service: &str,
 ) -> Result<(), AuthError> {
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    checked_authorization(headers, creds, now, service).map(|_| ())
+}
+
+fn checked_authorization<'h>(
+    headers: &'h HeaderMap,
+    creds: &Credentials,
+    now: SystemTime,
+    service: &str,
+) -> Result<Authorization<'h>, AuthError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let auth = parse_authorization(header("authorization").ok_or(AuthError::Missing)?)?;
     if auth.access_key_id != creds.access_key_id {
         return Err(AuthError::UnknownKey);
@@ -151,7 +165,32 @@ pub fn verify(
             "'Host' must be a signed header".into(),
         ));
     }
+    Ok(auth)
+}
+
+/// Checks a request's signature; `service` is the signing name the endpoint expects.
+pub fn verify(
+    req: &Request<'_>,
+    creds: &Credentials,
+    now: SystemTime,
+    service: &str,
+) -> Result<(), AuthError> {
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let auth = checked_authorization(req.headers, creds, now, service)?;
+    let amz_date = header("x-amz-date").expect("checked");
     let payload_hash = payload_hash(req.body, header("x-amz-content-sha256"))?;
+    if payload_hash == UNSIGNED_PAYLOAD {
+        if !req.unsigned_payload_allowed {
+            return Err(AuthError::Malformed(
+                "UNSIGNED-PAYLOAD is accepted only for PutSnapshotBlock".into(),
+            ));
+        }
+        if !auth.signed_headers.contains(&"x-amz-checksum") {
+            return Err(AuthError::Malformed(
+                "with UNSIGNED-PAYLOAD, x-amz-checksum must be a signed header".into(),
+            ));
+        }
+    }
     let canonical = canonical_request(req, &auth.signed_headers, &payload_hash);
     let scope = format!(
         "{}/{}/{}/aws4_request",
@@ -313,6 +352,7 @@ mod tests {
             query: "",
             headers: &headers,
             body: b"",
+            unsigned_payload_allowed: false,
         };
         assert_eq!(
             verify(&req, &creds(), at("2015-08-30T12:40:00Z"), "service"),
@@ -330,6 +370,7 @@ mod tests {
             query: "",
             headers: &headers,
             body: b"",
+            unsigned_payload_allowed: false,
         };
         let now = at("2015-08-30T12:40:00Z");
         assert_eq!(
@@ -343,6 +384,7 @@ mod tests {
             query: "",
             headers: &headers,
             body: b"",
+            unsigned_payload_allowed: false,
         };
         assert_eq!(
             verify(&req, &creds(), now, "ebs"),
@@ -375,10 +417,39 @@ mod tests {
             query: "",
             headers: &empty,
             body: b"",
+            unsigned_payload_allowed: false,
         };
         assert_eq!(
             verify(&unsigned, &creds(), now, "service"),
             Err(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn unsigned_payloads_only_where_allowed_and_with_a_signed_checksum() {
+        let mut headers = vanilla(VANILLA);
+        headers.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static(UNSIGNED_PAYLOAD),
+        );
+        let now = at("2015-08-30T12:40:00Z");
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"x",
+            unsigned_payload_allowed: false,
+        };
+        assert!(
+            matches!(verify(&req, &creds(), now, "service"), Err(AuthError::Malformed(m)) if m.contains("PutSnapshotBlock"))
+        );
+        let put = Request {
+            unsigned_payload_allowed: true,
+            ..req
+        };
+        assert!(
+            matches!(verify(&put, &creds(), now, "service"), Err(AuthError::Malformed(m)) if m.contains("x-amz-checksum"))
         );
     }
 

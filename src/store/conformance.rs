@@ -515,6 +515,15 @@ pub async fn tags_are_added_replaced_and_removed(store: &dyn SnapshotStore) {
         .await
         .unwrap_err();
     assert_eq!(reason(err), Some(ValidationReason::InvalidTag));
+    let err = store
+        .create_tags(&id, &[Tag::new("k", "bell\u{7}")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(err),
+        Some(ValidationReason::InvalidTag),
+        "no control characters"
+    );
 }
 
 /// Generates one `#[tokio::test]` per conformance function. `$make` is an expression

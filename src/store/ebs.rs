@@ -346,6 +346,20 @@ impl SnapshotStore for EbsStore {
         count: u64,
         aggregate: Option<Digest>,
     ) -> StoreResult<SnapshotStatus> {
+        // Remember what EC2 will not tell: how many blocks this snapshot wrote, and their
+        // aggregate, for `verify`. Tagged before completing, so that a failure here can
+        // never follow a completion the caller would then take for a failed backup.
+        let mut tags = vec![ec2_tag(COUNT_TAG, &count.to_string())];
+        if let Some(a) = aggregate {
+            tags.push(ec2_tag(CHECKSUM_TAG, &a.to_base64()));
+        }
+        self.ec2
+            .create_tags()
+            .resources(id.as_str())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("CreateTags {id}"), e))?;
         let mut call = self
             .ebs
             .complete_snapshot()
@@ -363,19 +377,6 @@ impl SnapshotStore for EbsStore {
             .send()
             .await
             .map_err(|e| sdk_error(&format!("CompleteSnapshot {id}"), e))?;
-        // Remember what EC2 will not tell: how many blocks this snapshot wrote, and their
-        // aggregate, for `verify`.
-        let mut tags = vec![ec2_tag(COUNT_TAG, &count.to_string())];
-        if let Some(a) = aggregate {
-            tags.push(ec2_tag(CHECKSUM_TAG, &a.to_base64()));
-        }
-        self.ec2
-            .create_tags()
-            .resources(id.as_str())
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("CreateTags {id}"), e))?;
         Ok(status(out.status().map(|s| s.as_str())))
     }
 

@@ -21,6 +21,12 @@ pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) ->
             ),
         ));
     }
+    if req.description.as_deref().is_some_and(|d| !printable(d)) {
+        return Err(StoreError::invalid(
+            InvalidParameterValue,
+            "the description may not hold control characters",
+        ));
+    }
     if req
         .description
         .as_ref()
@@ -212,8 +218,25 @@ pub(crate) fn check_delete(
     }
 }
 
-/// Tag keys of 1 to 127 characters, values of at most 255 (EC2's limits).
+/// Whether a text can travel in EC2's XML answers (XML 1.0 has no other control
+/// characters).
+fn printable(text: &str) -> bool {
+    text.chars()
+        .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// Tag keys of 1 to 127 characters, values of at most 255 (EC2's limits), no control
+/// characters.
 pub(crate) fn check_tags(tags: &[Tag]) -> StoreResult<()> {
+    if tags
+        .iter()
+        .any(|t| !printable(&t.key) || !printable(&t.value))
+    {
+        return Err(StoreError::invalid(
+            InvalidTag,
+            "tags may not hold control characters",
+        ));
+    }
     if tags
         .iter()
         .any(|t| t.key.is_empty() || t.key.chars().count() > 127 || t.value.chars().count() > 255)
