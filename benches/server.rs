@@ -73,7 +73,14 @@ fn main() {
     for workers in [16, 64] {
         let t = Instant::now();
         let out = ebs(&bin, &url, dir.path())
-            .args(["--workers", &workers.to_string(), "backup", "--json", "-q"])
+            .args([
+                "--workers",
+                &workers.to_string(),
+                "backup",
+                "--full",
+                "--json",
+                "-q",
+            ])
             .arg(&image)
             .output()
             .unwrap();
