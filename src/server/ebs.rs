@@ -271,16 +271,40 @@ pub async fn list_blocks(
     let Query(query) = query?;
     let id = snapshot_id(&id)?;
     let page = state.store.list_blocks(&id, page_request(&query)?).await?;
+    let blocks = page
+        .blocks
+        .iter()
+        .map(|b| json!({"BlockIndex": b.index.0, "BlockToken": b.token.0}))
+        .collect();
+    Ok(page_json(
+        "Blocks",
+        blocks,
+        page.expiry_time,
+        page.volume_size_gib,
+        page.block_size,
+        page.next_token,
+    ))
+}
+
+/// The body of a list call's answer: its items, then what every page carries.
+fn page_json(
+    key: &str,
+    items: Vec<Value>,
+    expiry: std::time::SystemTime,
+    volume_size_gib: u64,
+    block_size: u32,
+    next: Option<PageToken>,
+) -> Response {
     let mut out = json!({
-        "Blocks": page.blocks.iter().map(|b| json!({"BlockIndex": b.index.0, "BlockToken": b.token.0})).collect::<Vec<_>>(),
-        "ExpiryTime": epoch_secs(page.expiry_time),
-        "VolumeSize": page.volume_size_gib,
-        "BlockSize": page.block_size,
+        key: items,
+        "ExpiryTime": epoch_secs(expiry),
+        "VolumeSize": volume_size_gib,
+        "BlockSize": block_size,
     });
-    if let Some(next) = page.next_token {
+    if let Some(next) = next {
         out["NextToken"] = next.0.into();
     }
-    Ok(Json(out).into_response())
+    Json(out).into_response()
 }
 
 pub async fn list_changed_blocks(
@@ -314,16 +338,14 @@ pub async fn list_changed_blocks(
             v
         })
         .collect();
-    let mut out = json!({
-        "ChangedBlocks": blocks,
-        "ExpiryTime": epoch_secs(page.expiry_time),
-        "VolumeSize": page.volume_size_gib,
-        "BlockSize": page.block_size,
-    });
-    if let Some(next) = page.next_token {
-        out["NextToken"] = next.0.into();
-    }
-    Ok(Json(out).into_response())
+    Ok(page_json(
+        "ChangedBlocks",
+        blocks,
+        page.expiry_time,
+        page.volume_size_gib,
+        page.block_size,
+        page.next_token,
+    ))
 }
 
 pub async fn get_block(

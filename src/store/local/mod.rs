@@ -15,6 +15,8 @@
 mod chain;
 mod fsutil;
 mod gc;
+mod inner;
+mod layout;
 mod lock;
 mod map;
 mod meta;

@@ -1,7 +1,8 @@
-//! Opening the local store, its in-memory state, and the `SnapshotStore` operations.
+//! The local store: opening it, and the `SnapshotStore` operations.
 
 use super::chain::Chain;
 use super::fsutil::{atomic_write, remove_if_present, sync_dir};
+use super::layout::{check_format, create_layout, read_key, remove_temporaries, FORMAT_FILE};
 use super::lock::{self, Access, LockWait, StoreLock};
 use super::map::{Journal, Location, MapFile, MapWriter, Record, ZERO_PACK};
 use super::meta::{now_ms, Meta, META_VERSION};
@@ -19,9 +20,6 @@ use std::time::SystemTime;
 
 /// Spare read buffers kept (32 MiB): enough for the blocks a restore has in flight.
 const READ_BUFFERS_KEPT: usize = 64;
-const FORMAT_FILE: &str = "ebsnap-store.json";
-const FORMAT_NAME: &str = "ebsnap-local-store";
-pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// A snapshot store in a local directory. Cheap to clone; clones share one state.
 #[derive(Clone, Debug)]
@@ -43,17 +41,17 @@ pub(super) struct Shared {
 
 #[derive(Debug)]
 pub(super) struct Inner {
-    root: PathBuf,
+    pub root: PathBuf,
     pub snapshots: HashMap<SnapshotId, Entry>,
     pub packs: Packs,
-    maps: HashMap<SnapshotId, Arc<MapFile>>,
+    pub maps: HashMap<SnapshotId, Arc<MapFile>>,
 }
 
 #[derive(Debug)]
 pub(super) struct Entry {
     pub meta: Meta,
     pub info: SnapshotInfo,
-    last_activity: SystemTime,
+    pub last_activity: SystemTime,
     pub journal: Option<Arc<Journal>>,
 }
 
@@ -131,64 +129,6 @@ impl Drop for Shared {
             }
         }
     }
-}
-
-fn create_layout(root: &Path) -> StoreResult<()> {
-    for dir in [root.join("packs"), root.join("snapshots")] {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-    }
-    let key_path = root.join("key");
-    if !key_path.exists() {
-        atomic_write(&key_path, TokenKey::random().bytes())?;
-    }
-    let format_path = root.join(FORMAT_FILE);
-    if !format_path.exists() {
-        let format = serde_json::json!({ "format": FORMAT_NAME, "version": FORMAT_VERSION });
-        atomic_write(&format_path, format.to_string().as_bytes())?;
-    }
-    Ok(())
-}
-
-fn check_format(path: &Path) -> StoreResult<()> {
-    let raw = std::fs::read(path)
-        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
-    let corrupt = |m: String| StoreError::corrupt(path.display().to_string(), m);
-    let value: serde_json::Value =
-        serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
-    if value["format"] != FORMAT_NAME {
-        return Err(corrupt("not an ebsnap local store".into()));
-    }
-    match value["version"].as_u64() {
-        Some(v) if v == u64::from(FORMAT_VERSION) => Ok(()),
-        v => Err(corrupt(format!(
-            "store format version {v:?} is not supported (this ebsnap reads {FORMAT_VERSION})"
-        ))),
-    }
-}
-
-fn read_key(path: &Path) -> StoreResult<TokenKey> {
-    let raw = std::fs::read(path)
-        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
-    let bytes: [u8; 32] = raw
-        .try_into()
-        .map_err(|_| StoreError::corrupt(path.display().to_string(), "the key is not 32 bytes"))?;
-    Ok(TokenKey::from_bytes(bytes))
-}
-
-/// Temporary files are what a crash left half-written: never part of the store.
-fn remove_temporaries(root: &Path) -> StoreResult<()> {
-    for dir in [root.join("snapshots"), root.join("packs")] {
-        for entry in std::fs::read_dir(&dir)
-            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().ends_with(".tmp") {
-                remove_if_present(&entry.path())?;
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Shared {
@@ -464,116 +404,6 @@ impl Shared {
             data: self.read_buffers.freeze(buf),
             checksum: record.digest,
         })
-    }
-}
-
-impl Inner {
-    fn load_snapshots(&mut self, access: Access) -> StoreResult<()> {
-        let dir = self.root.join("snapshots");
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-        for file in entries.flatten() {
-            let path = file.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let raw = std::fs::read(&path)
-                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
-            let meta = Meta::parse(&raw, &path.display().to_string())?;
-            let info = meta.to_info()?;
-            let journal_path = path.with_extension("journal");
-            // Read before any repair touches the journal: a crash long ago must not
-            // look like recent activity.
-            let last_activity = std::fs::metadata(&journal_path)
-                .and_then(|m| m.modified())
-                .unwrap_or(meta.start_time())
-                .max(meta.start_time());
-            // Only a writer needs (and may repair) the journals of pending snapshots.
-            let journal = if info.status == SnapshotStatus::Pending && access == Access::Write {
-                let j = Arc::new(Journal::open(&journal_path)?);
-                self.repair_journal(&j)?;
-                Some(j)
-            } else {
-                None
-            };
-            self.snapshots.insert(
-                info.id.clone(),
-                Entry {
-                    meta,
-                    info,
-                    last_activity,
-                    journal,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// Drops journal records whose data did not reach the disk before a crash.
-    /// Streams the journal (it may describe a 64 TiB volume), clearing as it goes.
-    fn repair_journal(&self, journal: &Journal) -> StoreResult<()> {
-        for record in journal.records() {
-            let r = record?;
-            let durable =
-                r.location.pack == ZERO_PACK || self.packs.digest_at(r.location)? == Some(r.digest);
-            if !durable {
-                journal.clear(r.index)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The snapshot's entry, with an idle pending snapshot moved to `error` first.
-    pub fn get_mut(&mut self, id: &SnapshotId) -> StoreResult<&mut Entry> {
-        let entry = self
-            .snapshots
-            .get_mut(id)
-            .ok_or_else(|| StoreError::snapshot_not_found(id))?;
-        if rules::timed_out(
-            entry.info.status,
-            entry.last_activity,
-            entry.meta.timeout_minutes,
-        ) {
-            entry.info.status = SnapshotStatus::Error;
-        }
-        Ok(entry)
-    }
-
-    pub fn get(&mut self, id: &SnapshotId) -> StoreResult<&Entry> {
-        self.get_mut(id).map(|e| &*e)
-    }
-
-    pub fn map(&mut self, id: &SnapshotId) -> StoreResult<Arc<MapFile>> {
-        if let Some(m) = self.maps.get(id) {
-            return Ok(m.clone());
-        }
-        let map = Arc::new(MapFile::open(
-            &self.root.join("snapshots").join(format!("{id}.map")),
-        )?);
-        self.maps.insert(id.clone(), map.clone());
-        Ok(map)
-    }
-
-    pub fn forget_map(&mut self, id: &SnapshotId) {
-        self.maps.remove(id);
-    }
-
-    /// The maps of a completed snapshot and its ancestors, nearest first.
-    pub fn chain(&mut self, id: &SnapshotId) -> StoreResult<Chain> {
-        let mut maps = Vec::new();
-        let mut next = Some(id.clone());
-        while let Some(id) = next {
-            let entry = self.get(&id)?;
-            next = entry.info.parent.clone();
-            maps.push(self.map(&id)?);
-        }
-        Ok(Chain(maps))
-    }
-
-    fn readable_chain(&mut self, id: &SnapshotId) -> StoreResult<(SnapshotInfo, Chain)> {
-        let info = self.get(id)?.info.clone();
-        rules::check_readable(&info)?;
-        Ok((info, self.chain(id)?))
     }
 }
 
