@@ -12,6 +12,7 @@ pub mod local;
 pub mod memory;
 mod merge;
 mod paging;
+pub mod retry;
 mod rules;
 mod token;
 mod types;
@@ -21,6 +22,7 @@ pub use error::{StoreError, StoreResult, ValidationReason};
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
 pub use types::{
     BlockPage, BlockRef, BlockToken, ChangedBlock, ChangedBlockPage, FetchedBlock, PageRequest,
     PageToken, SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, Tag, TagFilter,

@@ -9,7 +9,7 @@ use args::{Cli, Command};
 use clap::Parser;
 use ebsnap::engine::{self, BackupOptions, ParentChoice, RestoreOptions};
 use ebsnap::store::local::{Access, LockWait};
-use ebsnap::store::{EbsOptions, EbsStore, LocalStore, SnapshotStore};
+use ebsnap::store::{EbsOptions, EbsStore, LocalStore, RetryPolicy, RetryStore, SnapshotStore};
 use indicatif::HumanBytes;
 use serde_json::json;
 use std::path::PathBuf;
@@ -102,7 +102,10 @@ async fn open_store(g: &args::Global, access: Access) -> ebsnap::Result<Arc<dyn 
             endpoint_url: g.endpoint_url.clone(),
             ..EbsOptions::default()
         };
-        return Ok(Arc::new(EbsStore::connect(&options).await));
+        // Throttling, service errors and the service's short memory lapses right after a
+        // start or completion are retried, with backoff.
+        let store = EbsStore::connect(&options).await;
+        return Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())));
     }
     let location = store_location(g.store.clone());
     Ok(Arc::new(LocalStore::open(
