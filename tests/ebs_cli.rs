@@ -19,9 +19,14 @@ struct Served {
 
 impl Served {
     fn start(store: &std::path::Path) -> Served {
+        Served::start_with(store, &[])
+    }
+
+    fn start_with(store: &std::path::Path, extra: &[&str]) -> Served {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(store)
+            .args(extra)
             .env("EBSNAP_ACCESS_KEY_ID", KEY_ID)
             .env("EBSNAP_SECRET_ACCESS_KEY", SECRET)
             .stdout(Stdio::piped())
@@ -251,4 +256,25 @@ fn encrypted_backups_write_every_block_and_endpoints_come_from_the_environment()
         .unwrap();
     ok_json(out);
     assert_same_content(&image, &env.path("restored"));
+}
+
+#[test]
+fn backup_and_restore_survive_a_faulty_server() {
+    let env = Env::new();
+    let faults = "throttle=0.2,error=0.05,reset=0.02,latency-ms=1";
+    let served = Served::start_with(&env.store(), &["--faults", faults, "--seed", "7"]);
+    let image = env.path("image");
+    let size = 64 * BLOCK * 2;
+    make_image(&image, size, &[(0, size as usize)], 13);
+    let b = ok_json(ebs(&served, &env, &["backup", image.to_str().unwrap()]));
+    assert_eq!(b["blocks_written"], 128);
+    let restored = env.path("restored");
+    let id = b["snapshot_id"].as_str().unwrap();
+    ok_json(ebs(
+        &served,
+        &env,
+        &["restore", id, restored.to_str().unwrap()],
+    ));
+    assert_same_content(&image, &restored);
+    assert_eq!(ok_json(ebs(&served, &env, &["verify", id]))["ok"], true);
 }

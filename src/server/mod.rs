@@ -8,6 +8,7 @@
 mod ebs;
 mod ec2;
 mod error;
+pub mod faults;
 pub mod sigv4;
 
 pub use sigv4::Credentials;
@@ -80,9 +81,23 @@ pub async fn serve(
     credentials: Option<Credentials>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, credentials))
+    serve_router(listener, router(store, credentials), shutdown).await
+}
+
+/// Serves an application made by [`router`] (with layers added, such as faults).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Adds fault injection in front of an application made by [`router`].
+pub fn with_faults(app: Router, faults: Arc<faults::Faults>) -> Router {
+    app.layer(middleware::from_fn_with_state(faults, faults::inject))
 }
 
 async fn unknown_operation(request: Request) -> Response {

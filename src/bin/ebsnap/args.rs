@@ -119,6 +119,13 @@ pub enum Command {
         /// Accept unsigned requests (no EBSNAP_ACCESS_KEY_ID / EBSNAP_SECRET_ACCESS_KEY).
         #[arg(long)]
         no_auth: bool,
+        /// Inject faults for testing clients, e.g.
+        /// throttle=0.2,error=0.05,reset=0.02,latency-ms=20
+        #[arg(long, value_name = "SPEC")]
+        faults: Option<ebsnap::server::faults::FaultSpec>,
+        /// Seed of the fault sequence (the same seed, the same faults).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        seed: u64,
     },
     /// Delete snapshots; their children stay whole.
     Delete {

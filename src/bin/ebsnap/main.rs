@@ -246,7 +246,12 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             return Ok(if r.ok { 0 } else { EXIT_BAD_DATA });
         }
         Command::Delete { snapshots } => return delete(&g, snapshots).await,
-        Command::Serve { listen, no_auth } => return serve::run(&g, listen, no_auth).await,
+        Command::Serve {
+            listen,
+            no_auth,
+            faults,
+            seed,
+        } => return serve::run(&g, listen, no_auth, faults.map(|f| (f, seed))).await,
     }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 
 use crate::args::Global;
 use crate::{store_location, EXIT_FAILURE};
+use ebsnap::server::faults::{FaultSpec, Faults};
 use ebsnap::server::{self, Credentials};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::LocalStore;
@@ -9,7 +10,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub async fn run(g: &Global, listen: SocketAddr, no_auth: bool) -> ebsnap::Result<u8> {
+pub async fn run(
+    g: &Global,
+    listen: SocketAddr,
+    no_auth: bool,
+    faults: Option<(FaultSpec, u64)>,
+) -> ebsnap::Result<u8> {
     if g.store.as_deref() == Some(std::path::Path::new("ebs")) {
         eprintln!("ebsnap: error: serve needs a local store directory, not `ebs`");
         return Ok(2);
@@ -54,7 +60,12 @@ pub async fn run(g: &Global, listen: SocketAddr, no_auth: bool) -> ebsnap::Resul
         }
     );
     let _ = std::io::stdout().flush();
-    server::serve(listener, store, credentials, shutdown_signal())
+    let mut app = server::router(store, credentials);
+    if let Some((spec, seed)) = faults {
+        eprintln!("ebsnap serve: injecting faults {spec:?} (seed {seed})");
+        app = server::with_faults(app, Faults::new(spec, seed));
+    }
+    server::serve_router(listener, app, shutdown_signal())
         .await
         .map_err(|e| ebsnap::Error::Target {
             what: "serving on",
