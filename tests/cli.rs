@@ -338,6 +338,17 @@ fn a_damaged_block_is_reported_by_verify_and_refused_by_restore() {
     let bad = v["bad_blocks"].as_array().unwrap();
     assert_eq!(bad.len(), 1, "exactly one block is damaged: {v}");
     let bad = bad[0].as_u64().unwrap();
+    // The structure is intact: only reading the data finds the damage.
+    assert_eq!(env.json(&["check"])["ok"], true);
+    let out = env
+        .ebsnap(&["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["damaged"].as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c["damaged"][0]["snapshot_id"].as_str(), Some(id.as_str()));
+    assert_eq!(c["damaged"][0]["block"].as_u64(), Some(bad));
     let target = env.path("target");
     let out = env
         .ebsnap(&["restore", &id, target.to_str().unwrap()])

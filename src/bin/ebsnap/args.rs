@@ -111,6 +111,12 @@ pub enum Command {
         #[arg(long, value_name = "SOURCE")]
         against: Option<PathBuf>,
     },
+    /// Check the local store's structure, and with --read-data every block's data.
+    Check {
+        /// Read every block and check it against its checksum.
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Serve the EBS direct API (and its EC2 calls) over HTTP on a local store.
     Serve {
         /// Address to listen on.

@@ -246,6 +246,33 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             return Ok(if r.ok { 0 } else { EXIT_BAD_DATA });
         }
         Command::Delete { snapshots } => return delete(&g, snapshots).await,
+        Command::Check { read_data } => {
+            if g.store.as_deref() == Some(std::path::Path::new("ebs")) {
+                eprintln!("ebsnap: error: check works on a local store (EBS checks its own)");
+                return Ok(2);
+            }
+            let store = LocalStore::open(
+                &store_location(g.store.clone()),
+                Access::Read,
+                LockWait::Wait,
+            )?;
+            let r = tokio::task::spawn_blocking(move || store.check(read_data))
+                .await
+                .expect("check panicked")?;
+            let mut text = format!(
+                "{} snapshots, {} blocks checked{}: {}\n",
+                r.snapshots_checked,
+                r.blocks_checked,
+                if r.data_read { " (data read)" } else { "" },
+                if r.ok { "OK" } else { "DAMAGED" }
+            );
+            for d in &r.damaged {
+                let block = d.block.map_or(String::new(), |b| format!(" block {b}"));
+                text += &format!("  {}{block}: {}\n", d.snapshot_id, d.problem);
+            }
+            say(text, serde_json::to_value(&r).expect("serializable"))?;
+            return Ok(if r.ok { 0 } else { EXIT_BAD_DATA });
+        }
         Command::Serve {
             listen,
             no_auth,

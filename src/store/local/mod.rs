@@ -13,6 +13,7 @@
 //! ```
 
 mod chain;
+mod check;
 mod fsutil;
 mod gc;
 mod inner;
@@ -23,5 +24,6 @@ mod meta;
 mod pack;
 mod store;
 
+pub use check::{CheckReport, Damage};
 pub use lock::{Access, LockWait};
 pub use store::LocalStore;

@@ -100,6 +100,10 @@ impl LocalStore {
         })
     }
 
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     pub fn root(&self) -> &Path {
         &self.shared.root
     }
