@@ -197,6 +197,16 @@ fn sdk_count(n: u64, what: &str) -> StoreResult<i32> {
     })
 }
 
+/// A volume size from the SDK (GiB, `i64`); a missing or negative one reads as 0.
+fn gib(raw: Option<i64>) -> u64 {
+    raw.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+}
+
+/// A block size from the SDK (`i32`); checked against 524288 by the engine.
+fn block_size(raw: Option<i32>) -> u32 {
+    raw.and_then(|b| u32::try_from(b).ok()).unwrap_or(0)
+}
+
 fn status(raw: Option<&str>) -> SnapshotStatus {
     match raw {
         Some("completed") => SnapshotStatus::Completed,
@@ -227,10 +237,7 @@ fn from_ec2(s: &ct::Snapshot) -> StoreResult<SnapshotInfo> {
         id,
         parent: tag(PARENT_TAG).and_then(|p| p.parse().ok()),
         status: status(s.state().map(|st| st.as_str())),
-        volume_size_gib: s
-            .volume_size()
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0),
+        volume_size_gib: gib(s.volume_size().map(i64::from)),
         block_size: BLOCK_SIZE as u32,
         start_time: time(s.start_time()),
         description: s.description().filter(|d| !d.is_empty()).map(str::to_owned),
@@ -286,10 +293,7 @@ impl SnapshotStore for EbsStore {
             .send()
             .await
             .map_err(|e| sdk_error("StartSnapshot", e))?;
-        let block_size = out
-            .block_size()
-            .and_then(|b| u32::try_from(b).ok())
-            .unwrap_or(0);
+        let block_size = block_size(out.block_size());
         Ok(SnapshotInfo {
             id: out.snapshot_id().unwrap_or_default().parse()?,
             parent: out.parent_snapshot_id().and_then(|p| p.parse().ok()),
@@ -405,14 +409,8 @@ impl SnapshotStore for EbsStore {
             blocks,
             next_token: page_token(out.next_token().map(str::to_owned)),
             expiry_time: time(out.expiry_time()),
-            volume_size_gib: out
-                .volume_size()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0),
-            block_size: out
-                .block_size()
-                .and_then(|b| u32::try_from(b).ok())
-                .unwrap_or(0),
+            volume_size_gib: gib(out.volume_size()),
+            block_size: block_size(out.block_size()),
         })
     }
 
@@ -452,14 +450,8 @@ impl SnapshotStore for EbsStore {
             blocks,
             next_token: page_token(out.next_token().map(str::to_owned)),
             expiry_time: time(out.expiry_time()),
-            volume_size_gib: out
-                .volume_size()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0),
-            block_size: out
-                .block_size()
-                .and_then(|b| u32::try_from(b).ok())
-                .unwrap_or(0),
+            volume_size_gib: gib(out.volume_size()),
+            block_size: block_size(out.block_size()),
         })
     }
 
