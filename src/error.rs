@@ -87,6 +87,9 @@ pub enum Error {
     #[error("{message}")]
     UnfitParent { message: String },
 
+    #[error("{what}")]
+    Busy { what: String },
+
     #[error("{message}")]
     UnfitTarget { message: String },
 

@@ -388,9 +388,11 @@ fn delete_removes_snapshots_and_frees_their_space() {
     let before = pack_bytes();
     let d = env.json(&["delete", &first]);
     assert_eq!(d["deleted"], serde_json::json!([first]));
+    let after = pack_bytes();
+    // A few KiB of slack: the rewritten pack index may take a page more or less.
     assert!(
-        pack_bytes() <= before - 8 * BLOCK,
-        "the deleted snapshot's blocks are freed"
+        after <= before - 8 * BLOCK + 16 * 1024,
+        "the deleted snapshot's blocks are freed: {before} bytes before, {after} after"
     );
     let restored = env.path("restored");
     env.restore(&second, &restored);

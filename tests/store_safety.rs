@@ -106,3 +106,29 @@ fn kill_9_during_backup_leaves_a_working_store() {
     env.restore(b["snapshot_id"].as_str().unwrap(), &restored);
     assert_same_content(&big, &restored);
 }
+
+#[test]
+fn lock_wait_gives_up_clearly() {
+    let env = Env::new();
+    let image = env.path("image");
+    make_image(&image, BLOCK, &[(0, 1000)], 1);
+    env.backup(&image);
+    let holder = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+    for wait in ["0", "1"] {
+        let started = std::time::Instant::now();
+        let out = env
+            .process(&["snapshots", "--lock-wait", wait])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "--lock-wait {wait}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("locked by another ebsnap process"), "{err}");
+        assert!(started.elapsed() >= Duration::from_secs(wait.parse().unwrap()));
+    }
+    drop(holder);
+    let out = env
+        .process(&["snapshots", "--lock-wait", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

@@ -20,6 +20,7 @@ use crate::block::{
     BLOCK_SIZE_U64, GIB, MAX_VOLUME_GIB,
 };
 use crate::error::{Error, Result};
+use crate::store::local::LockWait;
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
 };
@@ -42,6 +43,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Where manifests live (`$XDG_STATE_HOME/ebsnap`); `None`: no manifests.
     pub state_dir: Option<PathBuf>,
+    /// What to do when another backup of the same source into the same store runs.
+    pub lock_wait: LockWait,
 }
 
 impl Default for BackupOptions {
@@ -55,6 +58,7 @@ impl Default for BackupOptions {
             parent: ParentChoice::Auto,
             dry_run: false,
             state_dir: None,
+            lock_wait: LockWait::Wait,
         }
     }
 }
@@ -157,7 +161,12 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
     // Taken before the manifest is read: an overlapping run sees the manifest the
     // other one leaves, and chooses its parent from it.
     let source_lock = match &options.state_dir {
-        Some(dir) if !options.dry_run => Some(lock_source(dir, &store.identity(), &source_name)?),
+        Some(dir) if !options.dry_run => Some(lock_source(
+            dir,
+            &store.identity(),
+            &source_name,
+            options.lock_wait,
+        )?),
         _ => None,
     };
     let manifest = match (&manifest_path, &options.parent) {

@@ -2,6 +2,8 @@
 //! records of the snapshot last restored onto each target.
 
 use crate::error::{Error, Result};
+use crate::store::local::lock::take;
+use crate::store::local::LockWait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -111,7 +113,12 @@ pub fn target_name(path: &Path) -> String {
 
 /// An exclusive lock on one source's backups into one store, held for a whole backup:
 /// two overlapping runs (cron) must not interleave their manifests. A second run waits.
-pub fn lock_source(state_dir: &Path, store: &str, source: &str) -> Result<std::fs::File> {
+pub fn lock_source(
+    state_dir: &Path,
+    store: &str,
+    source: &str,
+    wait: LockWait,
+) -> Result<std::fs::File> {
     let path = state_dir
         .join("manifests")
         .join(format!("{}.lock", key(store, source)));
@@ -126,13 +133,12 @@ pub fn lock_source(state_dir: &Path, store: &str, source: &str) -> Result<std::f
         .write(true)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            tracing::warn!("another backup of {source} into this store is running; waiting for it");
-            file.lock().map_err(io)?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    let on_wait =
+        || tracing::warn!("another backup of {source} into this store is running; waiting for it");
+    if !take(&file, false, wait, on_wait).map_err(io)? {
+        return Err(Error::Busy {
+            what: format!("another backup of {source} into this store is running"),
+        });
     }
     Ok(file)
 }

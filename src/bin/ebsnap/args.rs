@@ -47,6 +47,11 @@ pub struct Global {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// When another ebsnap process holds the store (or backs up the same source): wait
+    /// at most this many seconds, then fail (0: fail at once). Default: wait.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+
     /// Blocks transferred at once.
     #[arg(long, global = true, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,

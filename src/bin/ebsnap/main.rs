@@ -67,6 +67,15 @@ fn run(cli: Cli) -> ebsnap::Result<u8> {
 }
 
 /// The store location: --store, else $EBSNAP_STORE, else the XDG data directory.
+/// What `--lock-wait` asks for.
+fn lock_wait(g: &args::Global) -> LockWait {
+    match g.lock_wait {
+        None => LockWait::Wait,
+        Some(0) => LockWait::Fail,
+        Some(secs) => LockWait::Up(std::time::Duration::from_secs(secs)),
+    }
+}
+
 /// Local state (manifests, restore records): $XDG_STATE_HOME/ebsnap, else
 /// ~/.local/state/ebsnap.
 fn state_dir() -> PathBuf {
@@ -108,11 +117,7 @@ async fn open_store(g: &args::Global, access: Access) -> ebsnap::Result<Arc<dyn 
         return Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())));
     }
     let location = store_location(g.store.clone());
-    Ok(Arc::new(LocalStore::open(
-        &location,
-        access,
-        LockWait::Wait,
-    )?))
+    Ok(Arc::new(LocalStore::open(&location, access, lock_wait(g))?))
 }
 
 async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
@@ -158,6 +163,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
                 },
                 dry_run,
                 state_dir: Some(state_dir()),
+                lock_wait: lock_wait(&g),
             };
             let r = engine::backup(store, &source, &options, &*progress).await?;
             let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
@@ -254,7 +260,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             let store = LocalStore::open(
                 &store_location(g.store.clone()),
                 Access::Read,
-                LockWait::Wait,
+                lock_wait(&g),
             )?;
             let r = tokio::task::spawn_blocking(move || store.check(read_data))
                 .await

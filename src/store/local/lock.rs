@@ -21,6 +21,54 @@ pub enum LockWait {
     Fail,
     /// Wait until the other process is done.
     Wait,
+    /// Wait at most this long, then fail.
+    Up(std::time::Duration),
+}
+
+/// Takes an flock on `file` (shared or exclusive), waiting as `wait` says; `on_wait`
+/// runs once if the lock is busy and will be waited for. `Ok(false)`: not taken.
+pub(crate) fn take(
+    file: &File,
+    shared: bool,
+    wait: LockWait,
+    on_wait: impl FnOnce(),
+) -> std::io::Result<bool> {
+    let attempt = || {
+        if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        }
+    };
+    match attempt() {
+        Ok(()) => return Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+    }
+    let deadline = match wait {
+        LockWait::Fail => return Ok(false),
+        LockWait::Wait => {
+            on_wait();
+            if shared {
+                file.lock_shared()?
+            } else {
+                file.lock()?
+            }
+            return Ok(true);
+        }
+        LockWait::Up(limit) => std::time::Instant::now() + limit,
+    };
+    on_wait();
+    // flock has no timeout: poll.
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        match attempt() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+    }
+    Ok(false)
 }
 
 /// A held lock; released when dropped (or when the process dies: the kernel drops
@@ -41,33 +89,20 @@ pub(crate) fn acquire(root: &Path, access: Access, wait: LockWait) -> StoreResul
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
-    let tried = match access {
-        Access::Read => file.try_lock_shared(),
-        Access::Write => file.try_lock(),
+    let holder = holder_of(&mut file);
+    let on_wait = || {
+        tracing::warn!(
+            "store {} is in use by another ebsnap process{holder}; waiting",
+            root.display()
+        )
     };
-    match tried {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = holder_of(&mut file);
-            if wait == LockWait::Fail {
-                return Err(StoreError::Locked {
-                    path: root.to_owned(),
-                    holder,
-                });
-            }
-            tracing::warn!(
-                "store {} is in use by another ebsnap process{holder}; waiting",
-                root.display()
-            );
-            let locked = match access {
-                Access::Read => file.lock_shared(),
-                Access::Write => file.lock(),
-            };
-            locked.map_err(|e| StoreError::io(format!("locking {}", path.display()), e))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(StoreError::io(format!("locking {}", path.display()), e))
-        }
+    let taken = take(&file, access == Access::Read, wait, on_wait)
+        .map_err(|e| StoreError::io(format!("locking {}", path.display()), e))?;
+    if !taken {
+        return Err(StoreError::Locked {
+            path: root.to_owned(),
+            holder: holder_of(&mut file),
+        });
     }
     if access == Access::Write {
         // Say who holds it, for the error message another process will print.

@@ -18,7 +18,7 @@ mod fsutil;
 mod gc;
 mod inner;
 mod layout;
-mod lock;
+pub(crate) mod lock;
 mod map;
 mod meta;
 mod pack;
