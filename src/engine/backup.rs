@@ -341,6 +341,9 @@ async fn send_blocks(
         plan.baseline.clone(),
         volume_blocks(plan.volume_size_gib),
         workers,
+        // A manifest to write or compare with: only then are content digests needed (a
+        // manifest the baseline uses comes from the same state directory).
+        plan.manifest_path.is_some(),
     );
     let permits = Arc::new(Semaphore::new(workers.max(1)));
     let mut puts = JoinSet::new();
@@ -353,7 +356,7 @@ async fn send_blocks(
             let data = match block {
                 ReadBlock::Changed(_, data, digest) => {
                     data_blocks += 1;
-                    record(&mut manifest, index.0, Some(&digest)).map_err(state_error(plan))?;
+                    record(&mut manifest, index.0, digest.as_ref()).map_err(state_error(plan))?;
                     data
                 }
                 ReadBlock::Unchanged(_, digest) => {

@@ -7,13 +7,13 @@
 //! data in the parent (ListChangedBlocks from the manifest's snapshot, or
 //! ListSnapshotBlocks), but not what: those blocks are sent if they hold data here.
 
+use super::pages::{BlockLister, ChangedLister};
 use super::SOURCE_PATH_TAG;
 use crate::block::manifest::{ContentDigest, Entry, Manifest};
 use crate::block::BlockIndex;
 use crate::error::{Error, Result};
 use crate::store::{
-    PageRequest, SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError,
-    ValidationReason,
+    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError, ValidationReason,
 };
 
 /// One block of the parent, as far as is known.
@@ -251,12 +251,9 @@ async fn changed_since(
         (described, &parent.id)
     };
     let (mut changed, mut data) = (Bitmap::default(), Bitmap::default());
-    let mut token = None;
-    loop {
-        let page = store
-            .list_changed_blocks(Some(first), second, PageRequest::from_token(token))
-            .await?;
-        for b in &page.blocks {
+    let mut pages = ChangedLister::new(store, Some(first), second);
+    while let Some(page) = pages.next_page().await? {
+        for b in &page {
             changed.set(b.index);
             let parent_side = if parent_first {
                 &b.first_token
@@ -267,29 +264,20 @@ async fn changed_since(
                 data.set(b.index);
             }
         }
-        token = page.next_token;
-        if token.is_none() {
-            return Ok((changed, data));
-        }
     }
+    Ok((changed, data))
 }
 
 /// The indexes at which a snapshot holds data.
 async fn listed_blocks(store: &dyn SnapshotStore, id: &SnapshotId) -> Result<Bitmap, StoreError> {
     let mut data = Bitmap::default();
-    let mut token = None;
-    loop {
-        let page = store
-            .list_blocks(id, PageRequest::from_token(token))
-            .await?;
-        for b in &page.blocks {
+    let mut pages = BlockLister::new(store, id);
+    while let Some(page) = pages.next_page().await? {
+        for b in &page {
             data.set(b.index);
         }
-        token = page.next_token;
-        if token.is_none() {
-            return Ok(data);
-        }
     }
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Diff: the blocks that differ between two snapshots (ListChangedBlocks).
 
+use super::pages::ChangedLister;
 use crate::error::{Error, Result};
-use crate::store::{PageRequest, SnapshotId, SnapshotStore};
+use crate::store::{SnapshotId, SnapshotStore};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DiffReport {
@@ -19,17 +20,9 @@ pub async fn diff(
     second: &SnapshotId,
 ) -> Result<DiffReport> {
     let mut indexes = Vec::new();
-    let mut token = None;
-    loop {
-        let page = store
-            .list_changed_blocks(Some(first), second, PageRequest::from_token(token))
-            .await
-            .map_err(Error::store(second))?;
-        indexes.extend(page.blocks.iter().map(|b| b.index.0));
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+    let mut pages = ChangedLister::new(store, Some(first), second);
+    while let Some(page) = pages.next_page().await.map_err(Error::store(second))? {
+        indexes.extend(page.iter().map(|b| b.index.0));
     }
     Ok(DiffReport {
         first_snapshot_id: first.to_string(),

@@ -6,6 +6,7 @@
 mod backup;
 mod baseline;
 mod diff;
+mod pages;
 mod progress;
 mod reader;
 mod restore;
@@ -21,9 +22,7 @@ pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use verify::{verify, VerifyReport};
 
 use crate::error::{Error, Result};
-use crate::store::{
-    BlockRef, PageRequest, SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore,
-};
+use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore};
 use std::time::Duration;
 
 /// Tag holding the source's exact size in bytes, so a restore gets the size back.
@@ -90,38 +89,4 @@ pub(crate) async fn completed_snapshot(
         });
     }
     Ok(info)
-}
-
-/// Pages through ListSnapshotBlocks, one page at a time (bounded memory).
-pub(crate) struct BlockLister<'a> {
-    store: &'a dyn SnapshotStore,
-    id: &'a SnapshotId,
-    token: Option<crate::store::PageToken>,
-    done: bool,
-}
-
-impl<'a> BlockLister<'a> {
-    pub fn new(store: &'a dyn SnapshotStore, id: &'a SnapshotId) -> Self {
-        BlockLister {
-            store,
-            id,
-            token: None,
-            done: false,
-        }
-    }
-
-    /// The next page; `None` after the last. Pages may be empty.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<BlockRef>>> {
-        if self.done {
-            return Ok(None);
-        }
-        let page = self
-            .store
-            .list_blocks(self.id, PageRequest::from_token(self.token.take()))
-            .await
-            .map_err(Error::store(self.id))?;
-        self.token = page.next_token;
-        self.done = self.token.is_none();
-        Ok(Some(page.blocks))
-    }
 }

@@ -28,8 +28,9 @@ pub(crate) enum ReadBlock {
     Zero(BlockIndex),
     /// The same content as the parent's block.
     Unchanged(BlockIndex, ContentDigest),
-    /// Content the parent does not hold here.
-    Changed(BlockIndex, HashedBlock, ContentDigest),
+    /// Content the parent does not hold here (its change-detection digest, when the
+    /// backup keeps a manifest).
+    Changed(BlockIndex, HashedBlock, Option<ContentDigest>),
 }
 
 impl ReadBlock {
@@ -42,12 +43,15 @@ impl ReadBlock {
 
 /// Starts reading `source`; batches arrive in ascending block order. `in_flight` is how
 /// many blocks the writer may hold at once beyond the batches, so that the buffer pool
-/// keeps enough spares never to allocate in steady state.
+/// keeps enough spares never to allocate in steady state. With `content_digests`,
+/// data blocks get their BLAKE3 digest (for a manifest, and to compare with one);
+/// without, that hashing is skipped.
 pub(crate) fn spawn_reader(
     source: Arc<Source>,
     baseline: Arc<Baseline>,
     volume_blocks: u64,
     in_flight: usize,
+    content_digests: bool,
 ) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
     let pool = BufferPool::new(in_flight + (BATCHES_AHEAD + 2) * BATCH_BLOCKS);
@@ -77,7 +81,14 @@ pub(crate) fn spawn_reader(
             }
             let read: Result<Vec<ReadBlock>> = batch
                 .par_iter()
-                .map(|&(index, data)| read_one(&source, &baseline, &pool, index, data))
+                .map(|&(index, data)| {
+                    let read = if data {
+                        Read::Data { content_digests }
+                    } else {
+                        Read::Hole
+                    };
+                    read_one(&source, &baseline, &pool, index, read)
+                })
                 .collect();
             let failed = read.is_err();
             // A closed channel means the writer gave up: stop reading.
@@ -150,16 +161,27 @@ impl Iterator for Candidates<'_> {
     }
 }
 
+/// What to do with one candidate block.
+#[derive(Clone, Copy)]
+enum Read {
+    /// A hole of the source: zeros, without reading.
+    Hole,
+    Data {
+        content_digests: bool,
+    },
+}
+
 fn read_one(
     source: &Source,
     baseline: &Baseline,
     pool: &Arc<BufferPool>,
     index: BlockIndex,
-    data: bool,
+    read: Read,
 ) -> Result<ReadBlock> {
-    if !data || index.0 >= source.block_count() {
-        return Ok(ReadBlock::Zero(index));
-    }
+    let content_digests = match read {
+        Read::Data { content_digests } if index.0 < source.block_count() => content_digests,
+        _ => return Ok(ReadBlock::Zero(index)),
+    };
     let mut buf = pool.take();
     source
         .read_block(index, &mut buf)
@@ -172,10 +194,10 @@ fn read_one(
         pool.recycle(buf);
         return Ok(ReadBlock::Zero(index));
     }
-    let digest = content_digest(&buf);
-    if baseline.block(index) == ParentBlock::Data(digest) {
+    let digest = content_digests.then(|| content_digest(&buf));
+    if let Some(d) = digest.filter(|d| baseline.block(index) == ParentBlock::Data(*d)) {
         pool.recycle(buf);
-        return Ok(ReadBlock::Unchanged(index, digest));
+        return Ok(ReadBlock::Unchanged(index, d));
     }
     let block = HashedBlock::new(pool.freeze(buf)).expect("a whole block");
     Ok(ReadBlock::Changed(index, block, digest))

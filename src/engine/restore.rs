@@ -7,15 +7,16 @@
 //! before it is written, so a damaged block stops the restore with an error naming the
 //! snapshot and block, and a new file is never put in place.
 
+use super::pages::{BlockLister, ChangedLister};
 use super::state::{
     clear_restore_records, read_restore_record, target_name, write_restore_record, RestoreRecord,
 };
 use super::target::Target;
-use super::{completed_snapshot, restored_size, BlockLister, Progress};
+use super::{completed_snapshot, restored_size, Progress};
 use crate::block::{is_zero, BlockIndex, Digest, BLOCK_SIZE_U64};
 use crate::error::{Error, Result};
 use crate::store::{
-    BlockRef, BlockToken, PageRequest, SnapshotId, SnapshotStore, StoreError, ValidationReason,
+    BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore, StoreError, ValidationReason,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -212,10 +213,8 @@ async fn incremental(
     progress: &dyn Progress,
 ) -> Result<Counts> {
     // The first page proves the base usable before the target is touched.
-    let first = store
-        .list_changed_blocks(Some(base), id, PageRequest::default())
-        .await
-        .map_err(Error::store(id))?;
+    let mut pages = ChangedLister::new(&**store, Some(base), id);
+    let first = pages.next_page().await.map_err(Error::store(id))?;
     let base_size = restored_size(&completed_snapshot(&**store, base).await?);
     let target = Arc::new(Target::open_in_place(path, size, id)?);
     forget(options, path)?;
@@ -234,10 +233,10 @@ async fn incremental(
     );
     let result = write_changed(
         store.clone(),
-        base,
         id,
         target.clone(),
         first,
+        pages,
         options.workers,
         progress,
     )
@@ -272,7 +271,7 @@ async fn write_all(
     let end = BlockIndex(target.blocks());
     let mut next = BlockIndex(0);
     let mut lister = BlockLister::new(&*store, id);
-    while let Some(page) = lister.next_page().await? {
+    while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
         for block in page.into_iter().filter(|b| b.index < end) {
             if block.index < next {
                 return Err(Error::Inconsistent {
@@ -308,10 +307,10 @@ async fn write_all(
 /// written, blocks without are zeroed.
 async fn write_changed(
     store: Arc<dyn SnapshotStore>,
-    base: &SnapshotId,
     id: &SnapshotId,
     target: Arc<Target>,
-    first: crate::store::ChangedBlockPage,
+    first: Option<Vec<ChangedBlock>>,
+    mut pages: ChangedLister<'_>,
     workers: usize,
     progress: &dyn Progress,
 ) -> Result<Counts> {
@@ -320,8 +319,8 @@ async fn write_changed(
     let mut counts = Counts::default();
     let end = BlockIndex(target.blocks());
     let mut page = first;
-    loop {
-        for changed in page.blocks.into_iter().filter(|b| b.index < end) {
+    while let Some(blocks) = page {
+        for changed in blocks.into_iter().filter(|b| b.index < end) {
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             let (store, id, task_target, index) =
                 (store.clone(), id.clone(), target.clone(), changed.index);
@@ -350,11 +349,7 @@ async fn write_changed(
             }
             progress.set(index.next().offset().min(target.blocks() * BLOCK_SIZE_U64));
         }
-        let Some(token) = page.next_token else { break };
-        page = store
-            .list_changed_blocks(Some(base), id, PageRequest::from_token(Some(token)))
-            .await
-            .map_err(Error::store(id))?;
+        page = pages.next_page().await.map_err(Error::store(id))?;
     }
     while let Some(done) = tasks.join_next().await {
         counts.add(done.expect("restore task panicked")?);

@@ -1,6 +1,7 @@
 //! Verify: read every block of a snapshot back and check it, and optionally compare the
 //! snapshot with a disk or image.
 
+use super::pages::{BlockLister, ChangedLister};
 use super::{completed_snapshot, restored_size, Progress};
 use crate::block::{is_zero, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE};
 use crate::error::{Error, Result};
@@ -71,7 +72,7 @@ pub async fn verify(
     let own = own_blocks(&*store, &info).await?;
     let mut aggregate = own.as_ref().map(|_| LinearAggregate::new());
     progress.start(&format!("verify {id}"), size);
-    let mut checked = Box::pin(fetch_in_order(store.clone(), id.clone(), workers));
+    let mut checked = Box::pin(fetch_in_order(&*store, id, workers));
     while let Some(block) = checked.try_next().await? {
         report.blocks_checked += 1;
         if block.actual != block.stored {
@@ -124,17 +125,11 @@ async fn own_blocks(
     }
     let mut changed = super::baseline::Bitmap::default();
     let mut count = 0;
-    let mut token = None;
+    let mut pages = ChangedLister::new(store, Some(parent), &info.id);
     loop {
-        let page = match store
-            .list_changed_blocks(
-                Some(parent),
-                &info.id,
-                crate::store::PageRequest::from_token(token),
-            )
-            .await
-        {
-            Ok(page) => page,
+        let page = match pages.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
             // The parent is gone: its blocks now belong to this snapshot, which the store
             // accounts for; nothing here can tell which.
             Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
@@ -145,13 +140,9 @@ async fn own_blocks(
                 })
             }
         };
-        for b in &page.blocks {
+        for b in &page {
             changed.set(b.index);
             count += 1;
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
         }
     }
     Ok((Some(count) == info.changed_blocks_count).then_some(OwnBlocks::Some(changed)))
@@ -173,47 +164,31 @@ impl OwnBlocks {
 
 /// Every block of the snapshot, fetched `workers` at a time, hashed off the async
 /// threads, and yielded in index order (the aggregate needs that order).
-fn fetch_in_order(
-    store: Arc<dyn SnapshotStore>,
-    id: SnapshotId,
+fn fetch_in_order<'a>(
+    store: &'a dyn SnapshotStore,
+    id: &'a SnapshotId,
     workers: usize,
-) -> impl futures::Stream<Item = Result<Checked>> {
-    let refs = stream::try_unfold(
-        (store.clone(), id.clone(), None, false),
-        |(store, id, token, done)| async move {
-            if done {
-                return Ok::<_, Error>(None);
-            }
-            let page = store
-                .list_blocks(&id, crate::store::PageRequest::from_token(token))
-                .await
-                .map_err(Error::store(&id))?;
-            let done = page.next_token.is_none();
-            Ok(Some((
-                stream::iter(page.blocks.into_iter().map(Ok)),
-                (store, id, page.next_token, done),
-            )))
-        },
-    )
+) -> impl futures::Stream<Item = Result<Checked>> + 'a {
+    let refs = stream::try_unfold(BlockLister::new(store, id), move |mut pages| async move {
+        let page = pages.next_page().await.map_err(Error::store(id))?;
+        Ok::<_, Error>(page.map(|blocks| (stream::iter(blocks.into_iter().map(Ok)), pages)))
+    })
     .try_flatten();
-    refs.map_ok(move |block| {
-        let (store, id) = (store.clone(), id.clone());
-        async move {
-            let fetched = store
-                .get_block(&id, block.index, &block.token)
-                .await
-                .map_err(Error::block(&id, block.index))?;
-            let data = fetched.data.clone();
-            let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
-                .await
-                .expect("hashing panicked");
-            Ok(Checked {
-                index: block.index,
-                data: fetched.data,
-                stored: fetched.checksum,
-                actual,
-            })
-        }
+    refs.map_ok(move |block| async move {
+        let fetched = store
+            .get_block(id, block.index, &block.token)
+            .await
+            .map_err(Error::block(id, block.index))?;
+        let data = fetched.data.clone();
+        let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
+            .await
+            .expect("hashing panicked");
+        Ok(Checked {
+            index: block.index,
+            data: fetched.data,
+            stored: fetched.checksum,
+            actual,
+        })
     })
     .try_buffered(workers.max(1))
 }
