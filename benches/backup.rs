@@ -6,11 +6,12 @@
 //! Runs the release binary, so a backup is measured as a user runs it:
 //! `cargo bench --bench backup` (builds it first).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{build_release, cores, openssl_sha256_mbps, run, vm_hwm, write_random, MIB};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
-
-const MIB: u64 = 1 << 20;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -115,64 +116,11 @@ fn incremental(bin: &Path, dir: &Path) {
     std::fs::remove_file(&image).unwrap();
 }
 
-fn build_release() -> PathBuf {
-    run(Command::new(env!("CARGO")).args(["build", "--release", "--bin", "ebsnap", "--quiet"]));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("release/ebsnap")
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// cores x openssl's single-core SHA-256 rate at 512 KiB, in MB/s.
 fn sha256_limit_mbps() -> f64 {
-    let out = Command::new("openssl")
-        .args([
-            "speed", "-evp", "sha256", "-bytes", "524288", "-seconds", "3",
-        ])
-        .output()
-        .expect("openssl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("sha256"))
-        .expect("openssl prints a sha256 line");
-    let kbps: f64 = line
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .trim_end_matches('k')
-        .parse()
-        .unwrap();
-    println!(
-        "openssl speed -evp sha256 (512 KiB): {:.0} MB/s per core",
-        kbps / 1000.0
-    );
-    kbps / 1000.0 * cores() as f64
-}
-
-/// A file of `size` bytes with `len` random bytes at `offset` (the rest a hole).
-fn write_random(path: &Path, size: u64, offset: u64, len: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(size).unwrap();
-    let mut buf = vec![0u8; 8 * MIB as usize];
-    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ offset;
-    let mut pos = 0;
-    while pos < len {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = (len - pos).min(buf.len() as u64) as usize;
-        f.write_all_at(&buf[..n], offset + pos).unwrap();
-        pos += n as u64;
-    }
+    let per_core = openssl_sha256_mbps(3).expect("openssl speed runs");
+    println!("openssl speed -evp sha256 (512 KiB): {per_core:.0} MB/s per core");
+    per_core * cores() as f64
 }
 
 fn sync() {
@@ -213,19 +161,9 @@ fn peak_rss(bin: &Path, store: &Path, image: &Path) -> u64 {
         .arg(image)
         .spawn()
         .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     loop {
-        if let Ok(s) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = s
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak = peak.max(kb * 1024);
-            }
-        }
+        peak = vm_hwm(child.id()).unwrap_or(0).max(peak);
         if child.try_wait().unwrap().is_some() {
             return peak;
         }
@@ -245,9 +183,4 @@ fn last_snapshot(bin: &Path, store: &Path) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "{cmd:?} failed");
 }

@@ -5,32 +5,20 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ebsnap::block::{is_zero, Digest, BLOCK_SIZE};
 use rayon::prelude::*;
 
+mod common;
+
+use common::{cores, openssl_sha256_mbps};
+
 fn openssl_reference() {
     // The machine's reference, printed with the criterion figures.
-    let out = std::process::Command::new("openssl")
-        .args([
-            "speed", "-evp", "sha256", "-bytes", "524288", "-seconds", "2",
-        ])
-        .output();
-    match out {
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            if let Some(line) = text.lines().find(|l| l.starts_with("sha256")) {
-                let kbps: f64 = line
-                    .split_whitespace()
-                    .last()
-                    .and_then(|v| v.trim_end_matches('k').parse().ok())
-                    .unwrap_or(0.0);
-                let mbps = kbps * 1000.0 / 1e6;
-                eprintln!("reference: openssl sha256 at 512 KiB: {mbps:.0} MB/s per core; {} cores: {:.0} MB/s", num_cpus(), mbps * num_cpus() as f64);
-            }
-        }
-        Err(e) => eprintln!("reference: openssl not available: {e}"),
+    match openssl_sha256_mbps(2) {
+        Some(mbps) => eprintln!(
+            "reference: openssl sha256 at 512 KiB: {mbps:.0} MB/s per core; {} cores: {:.0} MB/s",
+            cores(),
+            mbps * cores() as f64
+        ),
+        None => eprintln!("reference: openssl speed did not run"),
     }
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn hashing(c: &mut Criterion) {

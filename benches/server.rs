@@ -7,11 +7,13 @@
 //! server share the machine's cores, as the issue asks.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{build_release, run, vm_hwm, write_random, MIB};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 524_288;
 const KEY_ID: &str = "AKIDBENCH";
 const SECRET: &str = "bench-secret";
@@ -32,7 +34,7 @@ fn main() {
         tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
             .unwrap();
     let image = dir.path().join("dense.img");
-    write_random(&image, size_mib * MIB);
+    write_random(&image, size_mib * MIB, 0, size_mib * MIB);
     let blocks = size_mib * MIB / BLOCK;
     println!(
         "image: {size_mib} MiB dense ({blocks} blocks); {} cores",
@@ -139,35 +141,6 @@ fn ebs(bin: &Path, url: &str, dir: &Path) -> Command {
     cmd
 }
 
-fn build_release() -> PathBuf {
-    run(Command::new(env!("CARGO")).args(["build", "--release", "--bin", "ebsnap", "--quiet"]));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("release/ebsnap")
-}
-
-fn write_random(path: &Path, len: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut buf = vec![0u8; 8 * MIB as usize];
-    for _ in 0..len / buf.len() as u64 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&buf).unwrap();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "{cmd:?} failed");
-}
-
 /// Samples a process's VmHWM (peak RSS) until stopped.
 struct PeakRss {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -181,16 +154,7 @@ impl PeakRss {
         let handle = std::thread::spawn(move || {
             let mut peak = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kb) = s
-                        .lines()
-                        .find(|l| l.starts_with("VmHWM:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        peak = peak.max(kb * 1024);
-                    }
-                }
+                peak = vm_hwm(pid).unwrap_or(0).max(peak);
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             peak

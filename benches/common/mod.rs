@@ -1,0 +1,85 @@
+//! What the benchmarks share: the release binary, the machine's SHA-256 reference,
+//! test images, and peak-memory readings.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const MIB: u64 = 1 << 20;
+
+/// Builds the release binary and returns its path: backups are measured as users run them.
+pub fn build_release() -> PathBuf {
+    run(Command::new(env!("CARGO")).args(["build", "--release", "--bin", "ebsnap", "--quiet"]));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("release/ebsnap")
+}
+
+pub fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The machine's reference: `openssl speed -evp sha256` at 512 KiB on one core, MB/s.
+pub fn openssl_sha256_mbps(seconds: u32) -> Option<f64> {
+    let out = Command::new("openssl")
+        .args([
+            "speed",
+            "-evp",
+            "sha256",
+            "-bytes",
+            "524288",
+            "-seconds",
+            &seconds.to_string(),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("sha256"))?;
+    let kbps: f64 = line
+        .split_whitespace()
+        .last()?
+        .trim_end_matches('k')
+        .parse()
+        .ok()?;
+    Some(kbps / 1000.0)
+}
+
+/// A file of `size` bytes with `len` pseudo-random bytes at `offset` (the rest a hole).
+pub fn write_random(path: &Path, size: u64, offset: u64, len: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut buf = vec![0u8; 8 * MIB as usize];
+    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ offset;
+    let mut pos = 0;
+    while pos < len {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        f.write_all_at(&buf[..n], offset + pos).unwrap();
+        pos += n as u64;
+    }
+}
+
+/// A process's peak resident memory so far (VmHWM), in bytes.
+pub fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
