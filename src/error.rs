@@ -93,6 +93,24 @@ pub enum Error {
     #[error("{message}")]
     UnfitTarget { message: String },
 
+    #[error("interrupted by {}", crate::engine::signal_name(*signal))]
+    Interrupted { signal: i32 },
+
+    /// The work stopped, and what it had done is kept: running the same command again
+    /// continues it.
+    #[error("{source}\n{snapshot} is kept pending: run the same command again to resume it (before it times out, {timeout_minutes} minutes after its last write)")]
+    Resumable {
+        snapshot: SnapshotId,
+        timeout_minutes: u32,
+        source: Box<Error>,
+    },
+
+    #[error("{source}\nthe restore's progress is kept in {partial}: run the same command again to resume it")]
+    RestoreResumable {
+        partial: PathBuf,
+        source: Box<Error>,
+    },
+
     #[error("the store's lists of snapshot {snapshot} are inconsistent: {message}")]
     Inconsistent {
         snapshot: SnapshotId,
@@ -114,6 +132,18 @@ impl Error {
                 ..
             }
         )
+    }
+
+    /// The signal that interrupted the work, if a signal did: the process should exit
+    /// with 128 + that number, as shells expect.
+    pub fn interrupted_by(&self) -> Option<i32> {
+        match self {
+            Error::Interrupted { signal } => Some(*signal),
+            Error::Resumable { source, .. } | Error::RestoreResumable { source, .. } => {
+                source.interrupted_by()
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn store(snapshot: &SnapshotId) -> impl FnOnce(StoreError) -> Error + '_ {

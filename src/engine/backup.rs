@@ -5,13 +5,21 @@
 //! batches of classified blocks; changed blocks (and blocks that became zeros where the
 //! parent holds data) are put concurrently, bounded by a semaphore; the LINEAR
 //! aggregate and the new manifest are fed in index order. The manifest is put in place
-//! only after the snapshot has completed. On any failure the pending snapshot is
-//! deleted, so no half-made snapshot is left behind.
+//! only after the snapshot has completed.
+//!
+//! With a state directory, an upload journal records what was put; a backup that stops
+//! for a reason outside the snapshot (a signal, a crash, the network) keeps its pending
+//! snapshot, and the same command run again resumes it ([`super::resume`]). A failure
+//! that resuming cannot cure (the store refused what was sent) deletes the pending
+//! snapshot, so no half-made snapshot is left behind.
 
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
+use super::journal::{Completion, UploadHeader, UploadJournal};
 use super::reader::{spawn_reader, ReadBlock};
-use super::state::{lock_source, manifest_path};
-use super::{wait_until_completed, Progress, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
+use super::resume::{give_up, take_over, worth_resuming};
+use super::state::{lock_source, manifest_path, upload_journal_path};
+use super::upload::Uploader;
+use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{
     ContentDigest, Manifest, ManifestHeader, ManifestWriter, PendingManifest,
 };
@@ -27,8 +35,10 @@ use crate::store::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+
+/// The `Timeout` ebsnap starts snapshots with: minutes a pending snapshot may sit idle
+/// (EBS's default). An interrupted backup can be resumed within that time.
+const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -45,6 +55,8 @@ pub struct BackupOptions {
     pub state_dir: Option<PathBuf>,
     /// What to do when another backup of the same source into the same store runs.
     pub lock_wait: LockWait,
+    /// Asked to stop (a signal): the backup stops early and can be resumed.
+    pub stop: Stop,
 }
 
 impl Default for BackupOptions {
@@ -59,6 +71,7 @@ impl Default for BackupOptions {
             dry_run: false,
             state_dir: None,
             lock_wait: LockWait::Wait,
+            stop: Stop::default(),
         }
     }
 }
@@ -80,6 +93,11 @@ pub struct BackupReport {
     pub bytes_written: u64,
     pub checksum: String,
     pub dry_run: bool,
+    /// This run continued the pending snapshot of an interrupted one.
+    pub resumed: bool,
+    /// Blocks an interrupted run had already put, found intact and not sent again
+    /// (`blocks_written` counts only this run's puts).
+    pub blocks_resumed: u64,
     pub seconds: f64,
 }
 
@@ -90,6 +108,9 @@ struct Plan {
     baseline: Arc<Baseline>,
     volume_size_gib: u64,
     manifest_path: Option<PathBuf>,
+    journal_path: Option<PathBuf>,
+    /// The interrupted run this one continues.
+    resume: Option<UploadJournal>,
     /// Held for the whole backup: one backup of a source into a store at a time.
     _source_lock: Option<std::fs::File>,
 }
@@ -102,7 +123,7 @@ pub async fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    let plan = plan(&*store, path, options).await?;
+    let mut plan = plan(&*store, path, options).await?;
     let parent = plan.baseline.parent.as_ref().map(|p| p.id.clone());
     let size = plan.source.size();
     let mut report = BackupReport {
@@ -117,22 +138,28 @@ pub async fn backup(
         bytes_written: 0,
         checksum: String::new(),
         dry_run: options.dry_run,
+        resumed: plan.resume.is_some(),
+        blocks_resumed: 0,
         seconds: 0.0,
     };
     let sent = if options.dry_run {
         progress.start(&format!("dry run of {}", path.display()), size);
-        let sent = send_blocks(&plan, None, options.workers, None, progress).await;
+        let sent = send_blocks(&plan, None, None, &options.stop, progress).await;
         progress.finish();
-        sent?.0
+        let mut sent = sent?.0;
+        sent.written = sent.count; // what would be put
+        sent
     } else {
-        let (id, sent) = upload(&store, &plan, options, progress).await?;
+        let resume = plan.resume.take();
+        let (id, sent) = upload(&store, &plan, resume, options, progress).await?;
         report.snapshot_id = Some(id.to_string());
         sent
     };
-    report.blocks_written = sent.count;
+    report.blocks_written = sent.written;
+    report.blocks_resumed = sent.resumed;
     report.blocks_zero = report.blocks_total.saturating_sub(sent.data_blocks);
     report.blocks_unchanged = sent.unchanged;
-    report.bytes_written = sent.count * BLOCK_SIZE_U64;
+    report.bytes_written = sent.written * BLOCK_SIZE_U64;
     report.checksum = sent.aggregate.to_base64();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -154,10 +181,14 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
         .unwrap_or_else(|_| path.to_owned())
         .display()
         .to_string();
-    let manifest_path = options
-        .state_dir
-        .as_ref()
-        .map(|dir| manifest_path(dir, &store.identity(), &source_name));
+    let state_file = |f: fn(&Path, &str, &str) -> PathBuf| {
+        options
+            .state_dir
+            .as_ref()
+            .map(|dir| f(dir, &store.identity(), &source_name))
+    };
+    let (manifest_path, journal_path) =
+        (state_file(manifest_path), state_file(upload_journal_path));
     // Taken before the manifest is read: an overlapping run sees the manifest the
     // other one leaves, and chooses its parent from it.
     let source_lock = match &options.state_dir {
@@ -169,28 +200,119 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
         )?),
         _ => None,
     };
-    let manifest = match (&manifest_path, &options.parent) {
-        (Some(p), choice) if *choice != ParentChoice::Full => {
-            Manifest::open(p).unwrap_or_else(|e| {
-                tracing::warn!("ignoring the manifest of {}: {e}", source_name);
-                None
-            })
-        }
+    let mut resume = match &journal_path {
+        Some(p) if !options.dry_run => take_over(store, p, &options.parent, &source_name).await?,
         _ => None,
     };
-    let chosen = choose_parent(store, &options.parent, manifest.as_ref(), &source_name).await?;
     let encrypted = options.encrypted || options.kms_key_arn.is_some();
-    let parent = fitting_parent(chosen, &options.parent, size, encrypted)?;
-    let volume_size_gib =
-        volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));
-    let baseline = baseline(store, parent, manifest, encrypted).await?;
+    let mut lineage = match &resume {
+        Some(j) => {
+            let choice = match j.header().parent.as_ref().map(|p| p.parse()) {
+                Some(Ok(p)) => ParentChoice::Snapshot(p),
+                _ => ParentChoice::Full,
+            };
+            let planned = plan_lineage(
+                store,
+                &choice,
+                &manifest_path,
+                &source_name,
+                size,
+                encrypted,
+            )
+            .await;
+            match planned {
+                Ok(l) if l.fits(j.header()) => Some(l),
+                // The source or the parent changed since: that snapshot is not for us.
+                Ok(_) | Err(Error::UnfitParent { .. } | Error::NotCompleted { .. }) => None,
+                Err(Error::Store {
+                    source: StoreError::NotFound { .. },
+                    ..
+                }) => None,
+                Err(e) => return Err(e),
+            }
+        }
+        None => None,
+    };
+    if let (None, Some(j)) = (&lineage, resume.take()) {
+        tracing::warn!(
+            "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
+            j.header().snapshot_id
+        );
+        give_up(store, j).await;
+    }
+    let lineage = match lineage.take() {
+        Some(l) => l,
+        None => {
+            plan_lineage(
+                store,
+                &options.parent,
+                &manifest_path,
+                &source_name,
+                size,
+                encrypted,
+            )
+            .await?
+        }
+    };
+    let mut baseline = lineage.baseline;
+    if let Some(j) = &resume {
+        let put = j.put_blocks().map_err(|e| Error::State {
+            path: j.path().to_owned(),
+            source: e,
+        })?;
+        baseline = baseline.resuming(put, j.uncertain());
+    }
     Ok(Plan {
         source,
         source_name,
         baseline: Arc::new(baseline),
-        volume_size_gib,
+        volume_size_gib: lineage.volume_size_gib,
         manifest_path,
+        journal_path,
+        resume,
         _source_lock: source_lock,
+    })
+}
+
+/// The parent chosen, and what follows from it.
+struct Lineage {
+    baseline: Baseline,
+    volume_size_gib: u64,
+}
+
+impl Lineage {
+    /// Whether the pending snapshot a journal describes was started for this lineage.
+    fn fits(&self, started: &UploadHeader) -> bool {
+        let parent = self.baseline.parent.as_ref().map(|p| p.id.to_string());
+        started.parent == parent
+            && started.volume_size_gib == self.volume_size_gib
+            && started.encrypted == self.baseline.encrypted()
+    }
+}
+
+async fn plan_lineage(
+    store: &dyn SnapshotStore,
+    choice: &ParentChoice,
+    manifest_path: &Option<PathBuf>,
+    source_name: &str,
+    size: u64,
+    encrypted: bool,
+) -> Result<Lineage> {
+    let manifest = match manifest_path {
+        Some(p) if *choice != ParentChoice::Full => Manifest::open(p).unwrap_or_else(|e| {
+            tracing::warn!("ignoring the manifest of {source_name}: {e}");
+            None
+        }),
+        _ => None,
+    };
+    let chosen = choose_parent(store, choice, manifest.as_ref(), source_name).await?;
+    let parent = fitting_parent(chosen, choice, size, encrypted)?;
+    let volume_size_gib =
+        volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));
+    let baseline = baseline(store, parent, manifest, encrypted).await?;
+    Ok(Lineage {
+        baseline,
+        volume_size_gib,
     })
 }
 
@@ -226,58 +348,31 @@ fn fitting_parent(
     Ok(None)
 }
 
-/// Starts the snapshot, sends the blocks, completes it, then puts the manifest in place.
+/// Starts the snapshot (or takes over the interrupted one), sends the blocks, completes
+/// it, then puts the manifest in place.
 async fn upload(
     store: &Arc<dyn SnapshotStore>,
     plan: &Plan,
+    resume: Option<UploadJournal>,
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<(SnapshotId, Sent)> {
-    let info = store.start_snapshot(start_request(plan, options)).await?;
-    let id = info.id.clone();
-    if !info.block_size_ok() {
-        abandon(&**store, &id).await;
-        return Err(Error::BlockSize {
-            got: info.block_size,
-        });
-    }
+    let (id, mut journal) = match resume {
+        Some(j) => (j.header().snapshot_id.parse()?, Some(j)),
+        None => start(store, plan, options).await?,
+    };
     progress.start(
         &format!("backup {} -> {id}", plan.source.path().display()),
         plan.source.size(),
     );
-    let result = async {
-        let manifest = match &plan.manifest_path {
-            Some(p) => Some(ManifestWriter::create(p).map_err(|e| Error::State {
-                path: p.clone(),
-                source: e,
-            })?),
-            None => None,
-        };
-        let (sent, manifest) = send_blocks(
-            plan,
-            Some((store.clone(), id.clone())),
-            options.workers,
-            manifest,
-            progress,
-        )
-        .await?;
-        let status = store
-            .complete_snapshot(&id, sent.count, Some(sent.aggregate))
-            .await
-            .map_err(Error::store(&id))?;
-        Ok::<_, Error>((sent, manifest, status))
-    }
-    .await;
+    let result = send_and_complete(store, plan, &id, journal.as_mut(), options, progress).await;
     progress.finish();
     let (sent, manifest, status) = match result {
         Ok(done) => done,
-        Err(e) => {
-            abandon(&**store, &id).await;
-            return Err(e);
-        }
+        Err(e) => return Err(fail(&**store, &id, journal, e).await),
     };
     // The store accepted the completion: from here on the snapshot is never deleted,
-    // whatever happens while it seals.
+    // whatever happens while it seals (a rerun finishes waiting for it).
     wait_until_completed(&**store, &id, status).await?;
     if let (Some(pending), Some(path)) = (manifest, &plan.manifest_path) {
         // The snapshot is complete: a manifest that cannot be saved costs only the next
@@ -289,7 +384,130 @@ async fn upload(
             );
         }
     }
+    if let Some(j) = journal {
+        let path = j.path().to_owned();
+        if let Err(e) = j.remove() {
+            tracing::warn!("{id} is complete, but {} stays: {e}", path.display());
+        }
+    }
     Ok((id, sent))
+}
+
+/// Starts a new snapshot, and its journal when there is a state directory.
+async fn start(
+    store: &Arc<dyn SnapshotStore>,
+    plan: &Plan,
+    options: &BackupOptions,
+) -> Result<(SnapshotId, Option<UploadJournal>)> {
+    let request = start_request(plan, options);
+    let info = store.start_snapshot(request.clone()).await?;
+    let id = info.id.clone();
+    if !info.block_size_ok() {
+        abandon(&**store, &id).await;
+        return Err(Error::BlockSize {
+            got: info.block_size,
+        });
+    }
+    let Some(path) = &plan.journal_path else {
+        return Ok((id, None));
+    };
+    let header = UploadHeader {
+        store: store.identity(),
+        source: plan.source_name.clone(),
+        snapshot_id: id.to_string(),
+        client_token: request.client_token.unwrap_or_default(),
+        parent: request.parent.map(|p| p.to_string()),
+        volume_size_gib: plan.volume_size_gib,
+        encrypted: plan.baseline.encrypted(),
+        timeout_minutes: SNAPSHOT_TIMEOUT_MINUTES,
+        settled_below: 0,
+        intent_below: 0,
+        completion: None,
+    };
+    match UploadJournal::create(path, header) {
+        Ok(j) => Ok((id, Some(j))),
+        Err(e) => {
+            abandon(&**store, &id).await;
+            Err(Error::State {
+                path: path.clone(),
+                source: e,
+            })
+        }
+    }
+}
+
+/// Sends what must be sent and requests completion.
+async fn send_and_complete(
+    store: &Arc<dyn SnapshotStore>,
+    plan: &Plan,
+    id: &SnapshotId,
+    mut journal: Option<&mut UploadJournal>,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Sent, Option<PendingManifest>, SnapshotStatus)> {
+    let manifest = match &plan.manifest_path {
+        Some(p) => Some(ManifestWriter::create(p).map_err(|e| Error::State {
+            path: p.clone(),
+            source: e,
+        })?),
+        None => None,
+    };
+    let mut uploader = Uploader::new(
+        store.clone(),
+        id.clone(),
+        journal.as_deref_mut(),
+        volume_blocks(plan.volume_size_gib),
+        options.workers,
+    );
+    let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
+    // Whatever happened, the puts in flight finish and are recorded before anything
+    // else: a resumed run then knows exactly what got through.
+    let finished = uploader.finish().await;
+    let written = uploader.written;
+    drop(uploader);
+    let (mut sent, manifest) = streamed?;
+    finished?;
+    sent.written = written;
+    if let Some(j) = journal {
+        let completion = Completion {
+            changed_blocks_count: sent.count,
+            aggregate: sent.aggregate.to_base64(),
+        };
+        j.mark_completing(completion).map_err(|e| Error::State {
+            path: j.path().to_owned(),
+            source: e,
+        })?;
+    }
+    let status = store
+        .complete_snapshot(id, sent.count, Some(sent.aggregate))
+        .await
+        .map_err(Error::store(id))?;
+    Ok((sent, manifest, status))
+}
+
+/// What a failed backup leaves: a pending snapshot and its journal when a rerun can
+/// resume it (or finish its completion), else nothing.
+async fn fail(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    journal: Option<UploadJournal>,
+    error: Error,
+) -> Error {
+    match journal {
+        Some(j) if worth_resuming(&error) => Error::Resumable {
+            snapshot: id.clone(),
+            timeout_minutes: j.header().timeout_minutes,
+            source: Box::new(error),
+        },
+        Some(j) => {
+            give_up(store, j).await;
+            error
+        }
+        None => {
+            abandon(store, id).await;
+            error
+        }
+    }
 }
 
 fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
@@ -308,6 +526,7 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
         .tags
         .push(Tag::new(SOURCE_PATH_TAG, plan.source_name.clone()));
     request.client_token = Some(SnapshotId::generate().to_string());
+    request.timeout_minutes = Some(SNAPSHOT_TIMEOUT_MINUTES);
     request.parent = plan.baseline.parent.as_ref().map(|p| p.id.clone());
     if request.parent.is_none() {
         // A child inherits its parent's encryption; only a new lineage chooses.
@@ -319,20 +538,26 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
 
 /// What was sent: what CompleteSnapshot needs, and counts for the report.
 struct Sent {
+    /// Blocks the snapshot holds of its own (CompleteSnapshot's count).
     count: u64,
     aggregate: Digest,
+    /// Of those, put by this run.
+    written: u64,
+    /// Of those, found already put by an interrupted run.
+    resumed: u64,
     /// Blocks of the source holding something other than zeros.
     data_blocks: u64,
     unchanged: u64,
 }
 
-/// Streams the source through the reader and writes what must be written: to the
-/// snapshot `target` (store and id), or nowhere for a dry run. Feeds the new manifest.
+/// Streams the source through the reader and writes what must be written: through the
+/// `uploader`, or nowhere for a dry run. Feeds the new manifest. Stops early, with
+/// [`Error::Interrupted`], when `stop` is requested.
 async fn send_blocks(
     plan: &Plan,
-    target: Option<(Arc<dyn SnapshotStore>, SnapshotId)>,
-    workers: usize,
+    mut uploader: Option<&mut Uploader<'_>>,
     mut manifest: Option<ManifestWriter>,
+    stop: &Stop,
     progress: &dyn Progress,
 ) -> Result<(Sent, Option<PendingManifest>)> {
     let source = &plan.source;
@@ -340,17 +565,26 @@ async fn send_blocks(
         source.clone(),
         plan.baseline.clone(),
         volume_blocks(plan.volume_size_gib),
-        workers,
+        // The reader keeps spare buffers for the blocks the uploader holds.
+        uploader.as_deref().map_or(0, Uploader::workers),
         // A manifest to write or compare with: only then are content digests needed (a
         // manifest the baseline uses comes from the same state directory).
         plan.manifest_path.is_some(),
     );
-    let permits = Arc::new(Semaphore::new(workers.max(1)));
-    let mut puts = JoinSet::new();
     let mut aggregate = LinearAggregate::new();
-    let (mut data_blocks, mut unchanged) = (0, 0);
-    while let Some(batch) = batches.recv().await {
-        for block in batch? {
+    let (mut data_blocks, mut unchanged, mut resumed) = (0, 0, 0);
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = stop.wait() => {
+                return Err(Error::Interrupted { signal: stop.requested().unwrap_or(0) });
+            }
+            batch = batches.recv() => match batch {
+                Some(batch) => batch?,
+                None => break,
+            },
+        };
+        for block in batch {
             let index = block.index();
             let done = (index.offset() + BLOCK_SIZE_U64).min(source.size());
             let data = match block {
@@ -373,66 +607,55 @@ async fn send_blocks(
                     continue;
                 }
             };
+            let digest = data.digest();
             aggregate
-                .push(index, &data.digest())
+                .push(index, &digest)
                 .expect("the reader yields ascending indexes");
-            if let Some((store, id)) = &target {
-                // Waiting for a permit is what bounds the blocks in flight.
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                let (store, id) = (store.clone(), id.clone());
-                puts.spawn(async move {
-                    let _permit = permit;
-                    let digest = data.digest();
-                    store
-                        .put_block(&id, index, data, digest)
-                        .await
-                        .map_err(Error::block(&id, index))
-                });
-                while let Some(finished) = puts.try_join_next() {
-                    finished.expect("put task panicked")?;
+            if let Some(up) = uploader.as_deref_mut() {
+                if plan.baseline.was_put(index) && up.already_put(index, &digest)? {
+                    resumed += 1;
+                } else {
+                    up.put(index, data).await?;
                 }
             }
             progress.set(done);
         }
     }
-    while let Some(finished) = puts.join_next().await {
-        finished.expect("put task panicked")?;
-    }
     progress.set(source.size());
     let pending = match manifest {
-        Some(w) => {
-            // An encrypted snapshot holds explicit zeros up to the end of its volume:
-            // the manifest says so, so the next backup need not write them again.
-            let volume_end = if plan.baseline.encrypted() {
-                volume_blocks(plan.volume_size_gib)
-            } else {
-                0
-            };
-            let header = ManifestHeader {
-                store: target
-                    .as_ref()
-                    .map(|(s, _)| s.identity())
-                    .unwrap_or_default(),
-                snapshot_id: target
-                    .as_ref()
-                    .map(|(_, id)| id.to_string())
-                    .unwrap_or_default(),
-                source: plan.source_name.clone(),
-                source_bytes: source.size(),
-                blocks: source.block_count().max(volume_end),
-                digest: "blake3".into(),
-            };
-            Some(w.finish(&header).map_err(state_error(plan))?)
-        }
+        Some(w) => Some(
+            w.finish(&manifest_header(plan, uploader.as_deref()))
+                .map_err(state_error(plan))?,
+        ),
         None => None,
     };
     let sent = Sent {
         count: aggregate.count(),
         aggregate: aggregate.finish(),
+        written: 0,
+        resumed,
         data_blocks,
         unchanged,
     };
     Ok((sent, pending))
+}
+
+fn manifest_header(plan: &Plan, uploader: Option<&Uploader<'_>>) -> ManifestHeader {
+    // An encrypted snapshot holds explicit zeros up to the end of its volume: the
+    // manifest says so, so the next backup need not write them again.
+    let volume_end = if plan.baseline.encrypted() {
+        volume_blocks(plan.volume_size_gib)
+    } else {
+        0
+    };
+    ManifestHeader {
+        store: uploader.map(|u| u.store_identity()).unwrap_or_default(),
+        snapshot_id: uploader.map(|u| u.snapshot_id()).unwrap_or_default(),
+        source: plan.source_name.clone(),
+        source_bytes: plan.source.size(),
+        blocks: plan.source.block_count().max(volume_end),
+        digest: "blake3".into(),
+    }
 }
 
 fn record(
@@ -454,7 +677,7 @@ fn state_error(plan: &Plan) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
 /// A snapshot that did complete (the error came after) is never deleted.
-async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
+pub(crate) async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
     match store.describe_snapshot(id).await {
         Ok(info) if info.status == SnapshotStatus::Completed => {
             tracing::warn!("{id} completed although the backup reported an error; it is kept");

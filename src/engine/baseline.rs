@@ -65,6 +65,12 @@ pub(crate) struct Baseline {
     parent_data: Bitmap,
     /// Whether the parent is encrypted (its absent blocks do not read as zeros).
     encrypted: bool,
+    /// Indexes an interrupted run already put into the snapshot being resumed (and the
+    /// range where its last puts may have landed unrecorded): the snapshot may no
+    /// longer hold the parent's block there, so each is visited and written again
+    /// unless it is known to hold the source's content already.
+    rewrite: Bitmap,
+    uncertain: std::ops::Range<u64>,
 }
 
 impl Baseline {
@@ -74,6 +80,18 @@ impl Baseline {
             encrypted,
             ..Baseline::default()
         }
+    }
+
+    /// Marks the indexes an interrupted run already put (see `rewrite`).
+    pub fn resuming(mut self, put: Bitmap, uncertain: std::ops::Range<u64>) -> Baseline {
+        self.rewrite = put;
+        self.uncertain = uncertain;
+        self
+    }
+
+    /// Whether an interrupted run put (or may have put) a block at `i`.
+    pub fn was_put(&self, i: BlockIndex) -> bool {
+        self.rewrite.get(i) || self.uncertain.contains(&i.0)
     }
 
     pub fn block(&self, i: BlockIndex) -> ParentBlock {
@@ -97,6 +115,9 @@ impl Baseline {
     /// hold) data, and, in an encrypted snapshot, wherever the parent is not known to
     /// hold zeros (absent blocks there read as random data).
     pub fn zero_needs_write(&self, i: BlockIndex) -> bool {
+        if self.was_put(i) {
+            return true;
+        }
         match self.block(i) {
             ParentBlock::Zero => false,
             ParentBlock::Data(_) => true,
@@ -107,13 +128,22 @@ impl Baseline {
     /// Whether the backup must visit holes of the source (to zero what the parent
     /// holds there); a new, unencrypted lineage need not.
     pub fn visits_holes(&self) -> bool {
-        self.parent.is_some() || self.encrypted
+        self.parent.is_some() || self.encrypted || self.rewrite_end() > 0
+    }
+
+    fn rewrite_end(&self) -> u64 {
+        let uncertain = if self.uncertain.is_empty() {
+            0
+        } else {
+            self.uncertain.end
+        };
+        self.rewrite.end().max(uncertain)
     }
 
     /// One past the last block the parent may hold data in.
     pub fn end(&self) -> u64 {
         let manifest = self.manifest.as_ref().map_or(0, |m| m.header().blocks);
-        manifest.max(self.parent_data.end())
+        manifest.max(self.parent_data.end()).max(self.rewrite_end())
     }
 
     pub fn encrypted(&self) -> bool {
@@ -206,7 +236,7 @@ pub(crate) async fn baseline(
         // and the parent are the ones it cannot answer for.
         match changed_since(store, &id, &parent).await {
             Ok((untrusted, parent_data)) => {
-                return Ok(Baseline { parent: Some(parent), manifest: Some(m), untrusted, parent_data, encrypted });
+                return Ok(Baseline { parent: Some(parent), manifest: Some(m), untrusted, parent_data, encrypted, ..Baseline::default() });
             }
             Err(e) if unusable(&e) => tracing::info!("the manifest's snapshot {id} cannot be compared with {}: {e}; reading the parent's block list", parent.id),
             Err(e) => return Err(Error::Store { snapshot: parent.id.clone(), source: e }),
@@ -221,6 +251,7 @@ pub(crate) async fn baseline(
         untrusted: Bitmap::default(),
         parent_data,
         encrypted,
+        ..Baseline::default()
     })
 }
 

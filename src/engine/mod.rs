@@ -6,12 +6,16 @@
 mod backup;
 mod baseline;
 mod diff;
+mod journal;
 mod pages;
 mod progress;
 mod reader;
 mod restore;
+mod resume;
 pub mod state;
+mod stop;
 mod target;
+mod upload;
 mod verify;
 
 pub use backup::{backup, BackupOptions, BackupReport};
@@ -19,6 +23,7 @@ pub use baseline::ParentChoice;
 pub use diff::{diff, DiffReport};
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, RestoreOptions, RestoreReport};
+pub use stop::{signal_name, Stop};
 pub use verify::{verify, VerifyReport};
 
 use crate::error::{Error, Result};

@@ -195,7 +195,10 @@ fn read_one(
         return Ok(ReadBlock::Zero(index));
     }
     let digest = content_digests.then(|| content_digest(&buf));
-    if let Some(d) = digest.filter(|d| baseline.block(index) == ParentBlock::Data(*d)) {
+    let same_as_parent = |d: &ContentDigest| {
+        !baseline.was_put(index) && baseline.block(index) == ParentBlock::Data(*d)
+    };
+    if let Some(d) = digest.filter(same_as_parent) {
         pool.recycle(buf);
         return Ok(ReadBlock::Unchanged(index, d));
     }

@@ -21,6 +21,13 @@ pub fn manifest_path(state_dir: &Path, store: &str, source: &str) -> PathBuf {
         .join(format!("{}.manifest", key(store, source)))
 }
 
+/// Where the journal of an unfinished backup of `source` into `store` lives.
+pub fn upload_journal_path(state_dir: &Path, store: &str, source: &str) -> PathBuf {
+    state_dir
+        .join("uploads")
+        .join(format!("{}.journal", key(store, source)))
+}
+
 /// Which snapshot was last restored onto a target, completely.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreRecord {

@@ -196,6 +196,9 @@ pub async fn put_block(
     let block = HashedBlock::new(body).expect("length checked");
     let computed = block.digest();
     state.store.put_block(&id, index, block, claimed).await?;
+    // A 201 promises the block is kept (EBS semantics): a client that resumes after
+    // this server is killed skips the blocks it was told were written.
+    state.store.flush(&id).await?;
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
     h.insert(

@@ -55,6 +55,14 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
         checksum: Digest,
     ) -> StoreResult<()>;
 
+    /// Makes every block put so far into pending snapshot `id` durable, so that a later
+    /// process can continue the snapshot: a resumed backup skips only the blocks put
+    /// before a flush. Stores whose put is durable once it returns (EBS: a 201) have
+    /// nothing to do.
+    async fn flush(&self, _id: &SnapshotId) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Seals a snapshot (CompleteSnapshot) after checking the number of blocks written
     /// and, when given, their LINEAR aggregate checksum.
     async fn complete_snapshot(

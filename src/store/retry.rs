@@ -154,6 +154,11 @@ impl<S: SnapshotStore> SnapshotStore for RetryStore<S> {
         .await
     }
 
+    async fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
+        self.retry(&format!("flush {id}"), Some(id), || self.inner.flush(id))
+            .await
+    }
+
     async fn complete_snapshot(
         &self,
         id: &SnapshotId,

@@ -7,7 +7,7 @@ mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
-use ebsnap::engine::{self, BackupOptions, ParentChoice, RestoreOptions};
+use ebsnap::engine::{self, BackupOptions, ParentChoice, RestoreOptions, Stop};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::{EbsOptions, EbsStore, LocalStore, RetryPolicy, RetryStore, SnapshotStore};
 use indicatif::HumanBytes;
@@ -27,7 +27,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let code = if err.is_bad_data() {
+            let code = if let Some(signal) = err.interrupted_by() {
+                // As shells report a process a signal ended: 130 for SIGINT, 143 for SIGTERM.
+                128u8.saturating_add(signal as u8)
+            } else if err.is_bad_data() {
                 EXIT_BAD_DATA
             } else {
                 EXIT_FAILURE
@@ -64,6 +67,40 @@ fn run(cli: Cli) -> ebsnap::Result<u8> {
         .build()
         .expect("tokio runtime starts");
     runtime.block_on(run_command(cli))
+}
+
+/// A stop that SIGINT (Ctrl-C) or SIGTERM requests: the work stops issuing requests,
+/// lets those in flight finish, saves what a resume needs, and fails with the signal.
+/// A second signal exits at once.
+fn stop_on_signals() -> Stop {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = Stop::default();
+    let watcher = stop.clone();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot watch for signals: Ctrl-C will not stop cleanly");
+            return;
+        };
+        loop {
+            let number = tokio::select! {
+                _ = int.recv() => libc::SIGINT,
+                _ = term.recv() => libc::SIGTERM,
+            };
+            let name = engine::signal_name(number);
+            if watcher.requested().is_some() {
+                eprintln!("ebsnap: {name} again: exiting now");
+                std::process::exit(128 + number);
+            }
+            eprintln!(
+                "ebsnap: {name}: stopping once the requests in flight are done (again to exit now)"
+            );
+            watcher.request(number);
+        }
+    });
+    stop
 }
 
 /// The store location: --store, else $EBSNAP_STORE, else the XDG data directory.
@@ -164,6 +201,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
                 dry_run,
                 state_dir: Some(state_dir()),
                 lock_wait: lock_wait(&g),
+                stop: stop_on_signals(),
             };
             let r = engine::backup(store, &source, &options, &*progress).await?;
             let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
@@ -299,8 +337,16 @@ fn backup_text(r: &engine::BackupReport, source: &std::path::Path, rate: f64) ->
         .as_ref()
         .map_or("a new lineage".to_owned(), |p| format!("child of {p}"));
     let verb = if r.dry_run { "would write" } else { "wrote" };
+    let resumed = if r.resumed {
+        format!(
+            ", resuming an interrupted backup that had put {}",
+            r.blocks_resumed
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{what} ({parent}): {verb} {} blocks ({}); {} unchanged, {} zero, of {} ({} GiB volume) in {:.2}s, read at {}/s\n",
+        "{what} ({parent}{resumed}): {verb} {} blocks ({}); {} unchanged, {} zero, of {} ({} GiB volume) in {:.2}s, read at {}/s\n",
         r.blocks_written,
         HumanBytes(r.bytes_written),
         r.blocks_unchanged,

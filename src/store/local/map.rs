@@ -231,6 +231,13 @@ impl Journal {
             .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
     }
 
+    /// Makes the records written so far durable.
+    pub fn sync(&self) -> StoreResult<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io(format!("syncing {}", self.path.display()), e))
+    }
+
     pub fn clear(&self, index: BlockIndex) -> StoreResult<()> {
         self.file
             .write_all_at(&[0u8; RECORD_LEN], index.0 * RECORD_LEN as u64)

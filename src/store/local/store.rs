@@ -15,6 +15,7 @@ use crate::store::types::merge_tags;
 use crate::store::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -36,6 +37,11 @@ pub(super) struct Shared {
     /// block cost a restore more system time (page faults, unmaps) than its hashing.
     read_buffers: Arc<BufferPool>,
     pub inner: Mutex<Inner>,
+    /// Puts recorded so far, and (under the async lock) how many of them the last flush
+    /// made durable: concurrent flushes share one seal (group commit), so a server that
+    /// flushes after every put pays one fsync per group, not per block.
+    puts_recorded: AtomicU64,
+    flushed_through: tokio::sync::Mutex<u64>,
     _lock: StoreLock,
 }
 
@@ -93,6 +99,8 @@ impl LocalStore {
             key,
             read_buffers: BufferPool::new(READ_BUFFERS_KEPT),
             inner: Mutex::new(inner),
+            puts_recorded: AtomicU64::new(0),
+            flushed_through: tokio::sync::Mutex::new(0),
             _lock: lock,
         };
         Ok(LocalStore {
@@ -286,7 +294,26 @@ impl Shared {
             index,
             location,
             digest,
-        })
+        })?;
+        self.puts_recorded.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Seals the packs (data, then idx) and syncs the journals of pending snapshots:
+    /// every put recorded so far survives a crash from here on.
+    fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
+        self.writable()?;
+        let mut inner = self.lock();
+        if inner.get(id)?.info.status != SnapshotStatus::Pending {
+            return Ok(());
+        }
+        inner.packs.seal()?;
+        for entry in inner.snapshots.values() {
+            if let Some(journal) = &entry.journal {
+                journal.sync()?;
+            }
+        }
+        Ok(())
     }
 
     fn complete(
@@ -433,6 +460,19 @@ impl SnapshotStore for LocalStore {
         let id = id.clone();
         self.blocking(move |s| s.put(&id, index, block, checksum))
             .await
+    }
+
+    async fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
+        let wanted = self.shared.puts_recorded.load(Ordering::SeqCst);
+        let mut flushed = self.shared.flushed_through.lock().await;
+        if *flushed >= wanted {
+            return Ok(()); // a flush that started after our puts covered them
+        }
+        let now = self.shared.puts_recorded.load(Ordering::SeqCst);
+        let id = id.clone();
+        self.blocking(move |s| s.flush(&id)).await?;
+        *flushed = now;
+        Ok(())
     }
 
     async fn complete_snapshot(

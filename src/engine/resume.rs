@@ -1,0 +1,139 @@
+//! What a backup does with the journal an interrupted run left: resume its pending
+//! snapshot, finish the completion it had sent, or give it up and start afresh.
+
+use super::baseline::ParentChoice;
+use super::journal::{Completion, UploadJournal};
+use super::wait_until_completed;
+use crate::block::Digest;
+use crate::error::{Error, Result};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StoreError};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// A snapshot this close to its idle timeout is not resumed: the rerun needs time to
+/// read up to where the interrupted run stopped before it writes again.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The journal at `path`, if its pending snapshot can and should be continued by this
+/// backup (of `source`, asking for `choice`). Anything else it left is settled here: a
+/// completion it had sent is finished; a snapshot that cannot be resumed is deleted.
+pub(crate) async fn take_over(
+    store: &dyn SnapshotStore,
+    path: &Path,
+    choice: &ParentChoice,
+    source: &str,
+) -> Result<Option<UploadJournal>> {
+    let journal = match UploadJournal::open(path) {
+        Ok(Some(j)) => j,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!("ignoring an unreadable upload journal: {e}");
+            let _ = std::fs::remove_file(path);
+            return Ok(None);
+        }
+    };
+    let header = journal.header().clone();
+    let id = match header.snapshot_id.parse::<SnapshotId>() {
+        Ok(id) if header.store == store.identity() && header.source == source => id,
+        _ => {
+            tracing::warn!("ignoring {}: it is not this backup's", path.display());
+            forget(journal);
+            return Ok(None);
+        }
+    };
+    if let Some(completion) = &header.completion {
+        finish_completion(store, &id, completion).await?;
+        forget(journal);
+        return Ok(None);
+    }
+    let status = match store.describe_snapshot(&id).await {
+        Ok(info) => Some(info.status),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(Error::store(&id)(e)),
+    };
+    let why_not = match status {
+        None => "it no longer exists".to_owned(),
+        Some(s) if s != SnapshotStatus::Pending => format!("it is {s}"),
+        Some(_) if journal.expired(SystemTime::now(), TIMEOUT_MARGIN) => {
+            "its timeout has (nearly) passed".to_owned()
+        }
+        Some(_) if !choice.allows(header.parent.as_deref()) => {
+            "this backup asks for another parent".to_owned()
+        }
+        Some(_) => {
+            tracing::info!("resuming {id}, interrupted earlier");
+            return Ok(Some(journal));
+        }
+    };
+    tracing::warn!("not resuming the interrupted backup {id}: {why_not}; starting afresh");
+    give_up(store, journal).await;
+    Ok(None)
+}
+
+/// Deletes the journal's snapshot (unless it completed after all) and the journal.
+pub(crate) async fn give_up(store: &dyn SnapshotStore, journal: UploadJournal) {
+    if let Ok(id) = journal.header().snapshot_id.parse::<SnapshotId>() {
+        super::backup::abandon(store, &id).await;
+    }
+    forget(journal);
+}
+
+fn forget(journal: UploadJournal) {
+    let path = journal.path().to_owned();
+    if let Err(e) = journal.remove() {
+        tracing::warn!("could not remove {}: {e}", path.display());
+    }
+}
+
+/// Sends the interrupted run's CompleteSnapshot again (the same figures), and waits for
+/// the snapshot to complete.
+async fn finish_completion(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    completion: &Completion,
+) -> Result<()> {
+    let aggregate = Digest::from_base64(&completion.aggregate);
+    let status = match store
+        .complete_snapshot(id, completion.changed_blocks_count, aggregate)
+        .await
+    {
+        Ok(status) => status,
+        Err(StoreError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(Error::store(id)(e)),
+    };
+    wait_until_completed(store, id, status).await?;
+    tracing::info!("{id}, interrupted while completing, is now complete");
+    Ok(())
+}
+
+/// Whether a failed backup is worth resuming rather than starting afresh: it stopped
+/// for a reason outside the snapshot (a signal, the network, the service, the disk),
+/// not because the store refused what was sent.
+pub(crate) fn worth_resuming(e: &Error) -> bool {
+    let transient = |s: &StoreError| {
+        matches!(
+            s,
+            StoreError::Throttled { .. }
+                | StoreError::Unavailable { .. }
+                | StoreError::Io { .. }
+                | StoreError::Locked { .. }
+        )
+    };
+    match e {
+        Error::Interrupted { .. } | Error::ReadSource { .. } | Error::State { .. } => true,
+        Error::Store { source, .. } | Error::StoreBlock { source, .. } => transient(source),
+        Error::StoreOnly(source) => transient(source),
+        _ => false,
+    }
+}
+
+impl ParentChoice {
+    /// Whether a snapshot started with `parent` is what this choice asks for.
+    fn allows(&self, parent: Option<&str>) -> bool {
+        match self {
+            ParentChoice::Auto => true,
+            ParentChoice::Full => parent.is_none(),
+            ParentChoice::Snapshot(p) => parent == Some(p.as_str()),
+        }
+    }
+}

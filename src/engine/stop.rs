@@ -1,0 +1,64 @@
+//! Stopping early: a signal handler (in the binary) asks, the engine stops issuing
+//! requests at the next block, lets those in flight finish, saves what it must to be
+//! resumed, and returns [`Error::Interrupted`](crate::Error::Interrupted).
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A request to stop, shared by whoever may ask and whoever must obey. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    signal: Arc<AtomicI32>,
+}
+
+impl Stop {
+    /// Asks the work to stop because of `signal` (a signal number, e.g. `libc::SIGINT`).
+    pub fn request(&self, signal: i32) {
+        let _ = self
+            .signal
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    /// The signal that asked to stop, if one did.
+    pub fn requested(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|_| self.token.is_cancelled())
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn wait(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// The conventional name of a signal number, for messages.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_signal_is_kept_and_waiters_wake() {
+        let stop = Stop::default();
+        assert_eq!(stop.requested(), None);
+        let waiter = tokio::spawn({
+            let stop = stop.clone();
+            async move { stop.wait().await }
+        });
+        stop.request(libc::SIGTERM);
+        stop.request(libc::SIGINT);
+        waiter.await.unwrap();
+        assert_eq!(stop.requested(), Some(libc::SIGTERM));
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+    }
+}

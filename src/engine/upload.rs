@@ -1,0 +1,192 @@
+//! Sending a backup's blocks: puts run concurrently (a semaphore permit each), and what
+//! got through is recorded in the upload journal at checkpoints, once the store has made
+//! it durable, so that an interrupted backup can be resumed without sending it again.
+
+use super::journal::UploadJournal;
+use crate::block::{BlockIndex, Digest, HashedBlock};
+use crate::error::{Error, Result};
+use crate::store::{SnapshotId, SnapshotStore};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// A checkpoint after this many puts (128 MiB) or this long, whichever comes first: a
+/// crash costs at most that much sending again. Each checkpoint costs the store a
+/// flush (an fsync of the local store's packs) and the journal two fsyncs.
+const CHECKPOINT_BLOCKS: usize = 256;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// How far past the last put the journal's intent mark is raised at a time: a resumed
+/// backup writes up to this many blocks again that it might otherwise skip.
+const INTENT_STRIDE: u64 = 256;
+
+pub(crate) struct Uploader<'a> {
+    store: Arc<dyn SnapshotStore>,
+    id: SnapshotId,
+    journal: Option<&'a mut UploadJournal>,
+    volume_blocks: u64,
+    workers: usize,
+    permits: Arc<Semaphore>,
+    puts: JoinSet<(BlockIndex, Result<Digest>)>,
+    /// Indexes of the puts sent and not yet reaped.
+    in_flight: BTreeSet<u64>,
+    /// Puts that succeeded and are not yet in the journal.
+    unrecorded: Vec<(BlockIndex, Digest)>,
+    /// One past the highest index sent.
+    frontier: u64,
+    last_checkpoint: Instant,
+    /// Puts that succeeded in this run.
+    pub written: u64,
+}
+
+impl<'a> Uploader<'a> {
+    pub fn new(
+        store: Arc<dyn SnapshotStore>,
+        id: SnapshotId,
+        journal: Option<&'a mut UploadJournal>,
+        volume_blocks: u64,
+        workers: usize,
+    ) -> Self {
+        Uploader {
+            store,
+            id,
+            journal,
+            volume_blocks,
+            workers: workers.max(1),
+            permits: Arc::new(Semaphore::new(workers.max(1))),
+            puts: JoinSet::new(),
+            in_flight: BTreeSet::new(),
+            unrecorded: Vec::new(),
+            frontier: 0,
+            last_checkpoint: Instant::now(),
+            written: 0,
+        }
+    }
+
+    /// Puts in flight at most.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn store_identity(&self) -> String {
+        self.store.identity()
+    }
+
+    pub fn snapshot_id(&self) -> String {
+        self.id.to_string()
+    }
+
+    /// Whether an interrupted run already put exactly this block at `index`.
+    pub fn already_put(&self, index: BlockIndex, digest: &Digest) -> Result<bool> {
+        let Some(journal) = self.journal.as_deref() else {
+            return Ok(false);
+        };
+        let recorded = journal
+            .digest_at(index)
+            .map_err(journal_error(journal.path()))?;
+        Ok(recorded.as_ref() == Some(digest))
+    }
+
+    /// Sends one block, waiting for a permit first (that wait is what bounds the blocks
+    /// in flight). Fails with the first failed put seen so far.
+    pub async fn put(&mut self, index: BlockIndex, block: HashedBlock) -> Result<()> {
+        if let Some(journal) = self.journal.as_deref_mut() {
+            if index.0 >= journal.header().intent_below {
+                let mark = (index.0 + INTENT_STRIDE).min(self.volume_blocks.max(index.0 + 1));
+                journal
+                    .raise_intent(mark)
+                    .map_err(journal_error(journal.path()))?;
+            }
+        }
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        self.in_flight.insert(index.0);
+        self.frontier = index.0 + 1;
+        let (store, id) = (self.store.clone(), self.id.clone());
+        self.puts.spawn(async move {
+            let _permit = permit;
+            let digest = block.digest();
+            let put = store
+                .put_block(&id, index, block, digest)
+                .await
+                .map(|()| digest)
+                .map_err(Error::block(&id, index));
+            (index, put)
+        });
+        while let Some(finished) = self.puts.try_join_next() {
+            self.reap(finished)?;
+        }
+        let due = self.unrecorded.len() >= CHECKPOINT_BLOCKS
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        if due {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    fn reap(
+        &mut self,
+        finished: std::result::Result<(BlockIndex, Result<Digest>), tokio::task::JoinError>,
+    ) -> Result<()> {
+        let (index, put) = finished.expect("put task panicked");
+        self.in_flight.remove(&index.0);
+        let digest = put?;
+        self.written += 1;
+        self.unrecorded.push((index, digest));
+        Ok(())
+    }
+
+    /// Makes the puts so far durable in the store, then records them in the journal.
+    async fn checkpoint(&mut self) -> Result<()> {
+        self.last_checkpoint = Instant::now();
+        let Some(journal) = self.journal.as_deref_mut() else {
+            self.unrecorded.clear();
+            return Ok(());
+        };
+        // Every put below the lowest one still in flight has been reaped (puts are sent
+        // in ascending order), so it is recorded by the end of this checkpoint.
+        let settled = self.in_flight.first().copied().unwrap_or(self.frontier);
+        if self.unrecorded.is_empty() && settled == journal.header().settled_below {
+            return Ok(());
+        }
+        self.store
+            .flush(&self.id)
+            .await
+            .map_err(Error::store(&self.id))?;
+        journal
+            .record(&self.unrecorded, settled)
+            .map_err(journal_error(journal.path()))?;
+        self.unrecorded.clear();
+        Ok(())
+    }
+
+    /// Lets every put in flight finish, records what got through, and returns the
+    /// first failure, if any. Called on every way out, errors and interruptions too:
+    /// what was sent is not sent again by a resumed run.
+    pub async fn finish(&mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(finished) = self.puts.join_next().await {
+            if let Err(e) = self.reap(finished) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let recorded = self.checkpoint().await;
+        match first_error {
+            Some(e) => Err(e),
+            None => recorded,
+        }
+    }
+}
+
+fn journal_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::State {
+        path: path.to_owned(),
+        source,
+    }
+}
