@@ -233,12 +233,14 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
         }
         None => None,
     };
-    if let (None, Some(j)) = (&lineage, resume.take()) {
-        tracing::warn!(
-            "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
-            j.header().snapshot_id
-        );
-        give_up(store, j).await;
+    if lineage.is_none() {
+        if let Some(j) = resume.take() {
+            tracing::warn!(
+                "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
+                j.header().snapshot_id
+            );
+            give_up(store, j).await;
+        }
     }
     let lineage = match lineage.take() {
         Some(l) => l,

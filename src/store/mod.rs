@@ -11,6 +11,7 @@ mod error;
 pub mod local;
 pub mod memory;
 mod merge;
+pub mod pace;
 mod paging;
 pub mod retry;
 mod rules;
@@ -22,6 +23,7 @@ pub use error::{StoreError, StoreResult, ValidationReason};
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use pace::PacedStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use types::{
     BlockPage, BlockRef, BlockToken, ChangedBlock, ChangedBlockPage, FetchedBlock, PageRequest,

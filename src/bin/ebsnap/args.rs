@@ -55,6 +55,11 @@ pub struct Global {
     /// Blocks transferred at once.
     #[arg(long, global = true, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
+
+    /// Block requests (puts and gets) per second, at most. Default: 1000 with `--store
+    /// ebs` (what EBS allows per snapshot); no limit on a local store.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rate: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,9 @@ use args::{Cli, Command};
 use clap::Parser;
 use ebsnap::engine::{self, BackupOptions, ParentChoice, RestoreOptions, Stop};
 use ebsnap::store::local::{Access, LockWait};
-use ebsnap::store::{EbsOptions, EbsStore, LocalStore, RetryPolicy, RetryStore, SnapshotStore};
+use ebsnap::store::{
+    EbsOptions, EbsStore, LocalStore, PacedStore, RetryPolicy, RetryStore, SnapshotStore,
+};
 use indicatif::HumanBytes;
 use serde_json::json;
 use std::path::PathBuf;
@@ -148,13 +150,26 @@ async fn open_store(g: &args::Global, access: Access) -> ebsnap::Result<Arc<dyn 
             endpoint_url: g.endpoint_url.clone(),
             ..EbsOptions::default()
         };
-        // Throttling, service errors and the service's short memory lapses right after a
-        // start or completion are retried, with backoff.
+        // Block requests are paced (the service's per-snapshot limit); throttling,
+        // service errors and the service's short memory lapses right after a start or
+        // completion are retried, with backoff.
         let store = EbsStore::connect(&options).await;
-        return Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())));
+        let paced = PacedStore::new(store, max_rate(g, EBS_MAX_RATE), g.workers.into());
+        return Ok(Arc::new(RetryStore::new(paced, RetryPolicy::default())));
     }
     let location = store_location(g.store.clone());
-    Ok(Arc::new(LocalStore::open(&location, access, lock_wait(g))?))
+    let store = LocalStore::open(&location, access, lock_wait(g))?;
+    Ok(match g.max_rate {
+        Some(_) => Arc::new(PacedStore::new(store, max_rate(g, 0), g.workers.into())),
+        None => Arc::new(store),
+    })
+}
+
+/// Block requests per second EBS accepts for one snapshot.
+const EBS_MAX_RATE: u32 = 1000;
+
+fn max_rate(g: &args::Global, default: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(g.max_rate.unwrap_or(default)).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
 async fn run_command(cli: Cli) -> ebsnap::Result<u8> {

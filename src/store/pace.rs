@@ -1,0 +1,255 @@
+//! A decorator that paces block transfers, for any store.
+//!
+//! EBS allows 1000 PutSnapshotBlock (and 1000 GetSnapshotBlock) requests per second per
+//! snapshot; a client that sends more only collects throttling errors. So block
+//! requests pass a rate limiter (`--max-rate`, 1000/s by default for EBS), and a window
+//! on how many may be in flight: when the service throttles anyway (other clients share
+//! the account's quota), the window halves, then grows back by one for every window's
+//! worth of successes (additive increase, multiplicative decrease, as TCP does).
+//!
+//! Put it inside the retry decorator (`RetryStore<PacedStore<S>>`): the window sees
+//! every throttled attempt, and each retry is paced like a first try.
+
+use super::*;
+use crate::block::{BlockIndex, Digest, HashedBlock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// The window is halved at most this often: the throttles that answer requests sent
+/// before a cut are not news.
+const CUT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct PacedStore<S> {
+    inner: S,
+    rate: DefaultDirectRateLimiter,
+    window: Window,
+}
+
+impl<S> std::fmt::Debug for PacedStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacedStore").finish_non_exhaustive()
+    }
+}
+
+impl<S: SnapshotStore> PacedStore<S> {
+    /// At most `max_rate` block requests per second, and `max_in_flight` at once.
+    pub fn new(inner: S, max_rate: NonZeroU32, max_in_flight: usize) -> Self {
+        // Bursts of a tenth of a second's worth at most: a whole second's burst at the
+        // start would be throttled by a service that counts over shorter spans.
+        let burst = NonZeroU32::new(max_rate.get() / 10).unwrap_or(NonZeroU32::MIN);
+        PacedStore {
+            inner,
+            rate: RateLimiter::direct(Quota::per_second(max_rate).allow_burst(burst)),
+            window: Window::new(max_in_flight.max(1)),
+        }
+    }
+
+    /// How many block requests may be in flight now.
+    pub fn window(&self) -> usize {
+        self.window.limit()
+    }
+
+    async fn paced<T>(
+        &self,
+        request: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.window.enter().await;
+        self.rate.until_ready().await;
+        let result = request.await;
+        self.window
+            .leave(matches!(result, Err(StoreError::Throttled { .. })));
+        result
+    }
+}
+
+/// An adjustable limit on requests in flight.
+struct Window {
+    permits: Semaphore,
+    state: Mutex<WindowState>,
+}
+
+struct WindowState {
+    limit: usize,
+    max: usize,
+    /// Successes since the window last grew.
+    successes: usize,
+    /// Permits to withhold as requests leave, after a cut.
+    owed: usize,
+    last_cut: Option<Instant>,
+}
+
+impl Window {
+    fn new(max: usize) -> Self {
+        Window {
+            permits: Semaphore::new(max),
+            state: Mutex::new(WindowState {
+                limit: max,
+                max,
+                successes: 0,
+                owed: 0,
+                last_cut: None,
+            }),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).limit
+    }
+
+    async fn enter(&self) {
+        // Permits are given back by `leave`, which decides whether to give them back.
+        self.permits.acquire().await.expect("never closed").forget();
+    }
+
+    fn leave(&self, throttled: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if throttled {
+            let due = s.last_cut.is_none_or(|t| t.elapsed() >= CUT_INTERVAL);
+            if due && s.limit > 1 {
+                let cut = s.limit - s.limit / 2;
+                s.limit -= cut;
+                s.owed += cut;
+                s.successes = 0;
+                s.last_cut = Some(Instant::now());
+                tracing::warn!(
+                    "throttled by the service: {} block requests at once from now on",
+                    s.limit
+                );
+            }
+        } else {
+            s.successes += 1;
+            if s.successes >= s.limit && s.limit < s.max {
+                s.successes = 0;
+                if s.owed > 0 {
+                    s.owed -= 1; // one fewer to withhold is one more in flight
+                } else {
+                    self.permits.add_permits(1);
+                }
+                s.limit += 1;
+            }
+        }
+        if s.owed > 0 {
+            s.owed -= 1;
+        } else {
+            self.permits.add_permits(1);
+        }
+    }
+}
+
+#[async_trait]
+impl<S: SnapshotStore> SnapshotStore for PacedStore<S> {
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+
+    async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        self.inner.start_snapshot(request).await
+    }
+
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<()> {
+        self.paced(self.inner.put_block(id, index, block, checksum))
+            .await
+    }
+
+    async fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
+        self.inner.flush(id).await
+    }
+
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        self.inner.complete_snapshot(id, count, aggregate).await
+    }
+
+    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
+        self.inner.list_blocks(id, page).await
+    }
+
+    async fn list_changed_blocks(
+        &self,
+        first: Option<&SnapshotId>,
+        second: &SnapshotId,
+        page: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        self.inner.list_changed_blocks(first, second, page).await
+    }
+
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        self.paced(self.inner.get_block(id, index, token)).await
+    }
+
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
+        self.inner.describe_snapshot(id).await
+    }
+
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        self.inner.list_snapshots().await
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
+        self.inner.delete_snapshot(id).await
+    }
+
+    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
+        self.inner.create_tags(id, tags).await
+    }
+
+    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {
+        self.inner.delete_tags(id, tags).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_window_halves_on_throttling_and_grows_back_one_by_one() {
+        let w = Window::new(8);
+        for _ in 0..8 {
+            w.enter().await;
+        }
+        w.leave(true);
+        assert_eq!(w.limit(), 4);
+        // A second throttle right after is an echo of the first: no second cut.
+        w.leave(true);
+        assert_eq!(w.limit(), 4);
+        // Until only the new limit is in flight, leaving requests give nothing back.
+        w.leave(false);
+        w.leave(false);
+        assert_eq!(w.permits.available_permits(), 0);
+        // A window's worth of successes grows it by one.
+        w.leave(false);
+        w.leave(false);
+        assert_eq!(w.limit(), 5);
+        // Two still in flight, three free: five in all.
+        assert_eq!(w.permits.available_permits(), 3);
+    }
+
+    #[tokio::test]
+    async fn at_most_the_window_is_in_flight() {
+        let w = Window::new(2);
+        w.enter().await;
+        w.enter().await;
+        assert_eq!(w.permits.available_permits(), 0);
+        w.leave(false);
+        assert_eq!(w.permits.available_permits(), 1);
+    }
+}

@@ -1,0 +1,299 @@
+//! Interrupted backups resume: `kill -9` at random moments, SIGINT and SIGTERM, and a
+//! source that changes between the interruption and the rerun.
+
+mod common;
+
+use common::*;
+use ebsnap::engine::{self, BackupOptions, NoProgress, Progress, RestoreOptions, Stop};
+use ebsnap::store::local::{Access, LockWait};
+use ebsnap::store::{LocalStore, SnapshotStore};
+use ebsnap::Error;
+use serde_json::Value;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator (splitmix64), so that a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Gives `count` distinct random blocks of `image` new random content; returns how many.
+fn rewrite_blocks(image: &Path, blocks: u64, count: u64, rng: &mut Rng) -> u64 {
+    let f = OpenOptions::new().write(true).open(image).unwrap();
+    let mut chosen: Vec<u64> = (0..blocks).collect();
+    for i in 0..count as usize {
+        let j = i + rng.below(blocks - i as u64) as usize;
+        chosen.swap(i, j);
+    }
+    let mut data = vec![0u8; BLOCK as usize];
+    for &index in &chosen[..count as usize] {
+        fill_random(&mut data, rng.next());
+        f.write_all_at(&data, index * BLOCK).unwrap();
+    }
+    f.sync_all().unwrap();
+    count
+}
+
+fn journals(env: &Env) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(env.path("xdg-state/ebsnap/uploads")) {
+        Ok(dir) => dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "journal"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn number(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+/// The crash loop: 20 runs, each killing a backup (`kill -9`) at a random
+/// moment and then running the same command again. Every rerun must end with a
+/// snapshot that restores byte-identical, and reruns that resumed must put fewer
+/// blocks than a fresh start would (the blocks this round changed).
+#[test]
+fn backups_killed_at_random_moments_resume_and_restore_identically() {
+    const BLOCKS: u64 = 768; // 384 MiB
+    const CHANGED: u64 = 700; // a checkpoint every 256 puts: two per backup
+                              // Paced, so that a backup lasts long enough (about 0.7 s) to be killed in any
+                              // phase on any machine.
+    const RATE: &str = "1000";
+    let seed = std::env::var("EBSNAP_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut rng = Rng(seed);
+    let env = Env::new();
+    let image = env.path("image");
+    let img = image.to_str().unwrap();
+    make_image(
+        &image,
+        BLOCKS * BLOCK,
+        &[(0, (BLOCKS * BLOCK) as usize)],
+        seed,
+    );
+    // An uninterrupted backup: the parent of what follows, and how long one takes here.
+    let started = Instant::now();
+    env.json(&["backup", img, "--max-rate", RATE]);
+    let full = started.elapsed();
+    let (mut resumed_runs, mut runs_with_fewer) = (0, 0);
+    for run in 0..20 {
+        let changed = rewrite_blocks(&image, BLOCKS, CHANGED, &mut rng);
+        let command = ["backup", img, "--max-rate", RATE];
+        let mut child = env.process(&command).arg("-q").spawn().unwrap();
+        // Within the time a full backup takes, so that the kill lands in any phase:
+        // planning, sending, checkpoints, completion, or after the end.
+        let delay = full.mul_f64(0.1 + rng.below(900) as f64 / 1000.0);
+        std::thread::sleep(delay);
+        let finished_first = matches!(child.try_wait(), Ok(Some(s)) if s.success());
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+
+        let report = env.json(&command);
+        let (written, resumed) = (
+            number(&report, "blocks_written"),
+            number(&report, "blocks_resumed"),
+        );
+        let context = format!("run {run} (seed {seed}, killed after {delay:?}): {report}");
+        if report["resumed"] == true {
+            resumed_runs += 1;
+            if resumed > 0 {
+                runs_with_fewer += 1;
+                assert!(written < changed, "{context}");
+            }
+        } else {
+            // A fresh start, or nothing left to do: the killed run had completed its
+            // snapshot (or sent its completion, which the rerun finished).
+            assert!(written == changed || written == 0, "{context}");
+            assert_eq!(resumed, 0, "{context}");
+            if finished_first {
+                assert_eq!(written, 0, "{context}");
+            }
+        }
+        assert!(journals(&env).is_empty(), "{context}: a journal stays");
+        let target = env.path(&format!("restored-{run}"));
+        env.restore(report["snapshot_id"].as_str().unwrap(), &target);
+        assert_same_content(&image, &target);
+        std::fs::remove_file(&target).unwrap();
+    }
+    eprintln!("20 kills: {resumed_runs} reruns resumed, {runs_with_fewer} put fewer blocks");
+    assert!(
+        runs_with_fewer >= 5,
+        "only {runs_with_fewer} of 20 reruns resumed with blocks already put (seed {seed})"
+    );
+}
+
+/// SIGINT and SIGTERM stop a backup cleanly: exit 130 or 143, a message that says how
+/// to resume, and the rerun resumes with what was already put.
+#[test]
+fn a_signal_stops_a_backup_that_the_same_command_resumes() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let env = Env::new();
+        let image = env.path("image");
+        let img = image.to_str().unwrap();
+        let blocks = 768;
+        make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 9);
+        let child = env
+            .process(&["backup", img, "-q"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Once the journal exists, the snapshot is started and puts are under way.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while journals(&env).is_empty() {
+            assert!(Instant::now() < deadline, "no journal appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // The backup won the race: nothing to resume, which is fine too.
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("interrupted by"), "{stderr}");
+        assert!(stderr.contains("run the same command again"), "{stderr}");
+        assert_eq!(journals(&env).len(), 1);
+
+        let report = env.json(&["backup", img]);
+        assert_eq!(report["resumed"], true, "{report}");
+        assert_eq!(
+            number(&report, "blocks_written") + number(&report, "blocks_resumed"),
+            blocks,
+            "{report}"
+        );
+        let target = env.path("restored");
+        env.restore(report["snapshot_id"].as_str().unwrap(), &target);
+        assert_same_content(&image, &target);
+    }
+}
+
+/// Asks the backup to stop once `after` bytes are behind it.
+struct StopAfter {
+    stop: Stop,
+    after: u64,
+}
+
+impl Progress for StopAfter {
+    fn set(&self, done: u64) {
+        if done >= self.after {
+            self.stop.request(libc::SIGINT);
+        }
+    }
+}
+
+/// The source changes between the interruption and the rerun: blocks the interrupted
+/// run put become zeros, or get other data. The resumed snapshot must hold the new
+/// content, with no block of the interrupted run left behind.
+#[tokio::test]
+async fn a_resumed_backup_takes_in_what_changed_since_the_interruption() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 64;
+    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 3);
+    let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+    let store: Arc<dyn SnapshotStore> = Arc::new(local);
+    let stop = Stop::default();
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        workers: 4,
+        stop: stop.clone(),
+        ..BackupOptions::default()
+    };
+    let halfway = StopAfter {
+        stop,
+        after: blocks / 2 * BLOCK,
+    };
+    let first = engine::backup(store.clone(), &image, &options, &halfway).await;
+    let Err(Error::Resumable { snapshot, .. }) = first else {
+        panic!("expected a resumable interruption, got {first:?}");
+    };
+
+    // Zeros where the first run put data (and a hole), new data elsewhere.
+    let f = OpenOptions::new().write(true).open(&image).unwrap();
+    f.write_all_at(&vec![0u8; BLOCK as usize], 0).unwrap();
+    f.write_all_at(&vec![0u8; BLOCK as usize], 5 * BLOCK)
+        .unwrap();
+    let mut data = vec![0u8; BLOCK as usize];
+    fill_random(&mut data, 77);
+    f.write_all_at(&data, 2 * BLOCK).unwrap();
+    f.write_all_at(&data, (blocks - 1) * BLOCK).unwrap();
+    drop(f);
+
+    let options = BackupOptions {
+        stop: Stop::default(),
+        ..options
+    };
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.resumed);
+    assert_eq!(report.snapshot_id.as_deref(), Some(snapshot.as_str()));
+    assert!(report.blocks_resumed > 0 && report.blocks_resumed < blocks);
+    let target = env.path("restored");
+    let restore = RestoreOptions {
+        workers: 4,
+        ..RestoreOptions::default()
+    };
+    engine::restore(store.clone(), &snapshot, &target, &restore, &NoProgress)
+        .await
+        .unwrap();
+    assert_same_content(&image, &target);
+    let verified = engine::verify(store, &snapshot, Some(&image), 4, &NoProgress)
+        .await
+        .unwrap();
+    assert!(verified.ok, "{verified:?}");
+}
+
+/// A rerun that asks for something else (`--full` where the interrupted run had a
+/// parent) does not resume: it deletes the interrupted snapshot and starts afresh.
+#[test]
+fn a_rerun_asking_for_another_parent_starts_afresh() {
+    let env = Env::new();
+    let image = env.path("image");
+    let img = image.to_str().unwrap();
+    let blocks = 768;
+    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 5);
+    env.backup(&image);
+    rewrite_blocks(&image, blocks, blocks, &mut Rng(1));
+    let child = env.process(&["backup", img, "-q"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while journals(&env).is_empty() {
+        assert!(Instant::now() < deadline, "no journal appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        return; // finished before the signal: nothing to test this time
+    }
+    let report = env.json(&["backup", img, "--full"]);
+    assert_eq!(report["resumed"], false);
+    assert_eq!(report["parent_snapshot_id"], Value::Null);
+    let snapshots = env.json(&["snapshots"]);
+    let all = snapshots["snapshots"].as_array().unwrap();
+    assert_eq!(
+        all.len(),
+        2,
+        "the interrupted snapshot was deleted: {snapshots}"
+    );
+}
