@@ -297,3 +297,133 @@ fn a_rerun_asking_for_another_parent_starts_afresh() {
         "the interrupted snapshot was deleted: {snapshots}"
     );
 }
+
+fn restore_progress_files(env: &Env) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(env.path("xdg-state/ebsnap/restoring")) {
+        Ok(dir) => dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A restore stopped by SIGINT keeps its partial file and progress; the same command
+/// resumes it from there. Then `kill -9` at random moments: every rerun still ends with
+/// a byte-identical target.
+#[test]
+fn interrupted_restores_resume_where_they_stopped() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 768;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        11,
+    );
+    let id = env.backup(&image)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let target = env.path("target");
+    let restore = [
+        "restore",
+        &id,
+        target.to_str().unwrap(),
+        "--max-rate",
+        "1000",
+    ];
+    let child = env
+        .process(&restore)
+        .arg("-q")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while restore_progress_files(&env).is_empty() {
+        assert!(Instant::now() < deadline, "no restore progress appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert!(!target.exists(), "a partial restore is never put in place");
+    assert!(env.path("target.ebsnap-partial").exists());
+    let report = env.json(&restore);
+    let at = number(&report, "resumed_at_block");
+    assert!(
+        at > 0 && number(&report, "blocks_fetched") == blocks - at,
+        "{report}"
+    );
+    assert_same_content(&image, &target);
+    assert!(restore_progress_files(&env).is_empty());
+
+    let mut rng = Rng(21);
+    for run in 0..5 {
+        let target = env.path(&format!("target-{run}"));
+        let restore = [
+            "restore",
+            &id,
+            target.to_str().unwrap(),
+            "--max-rate",
+            "1000",
+        ];
+        let mut child = env.process(&restore).arg("-q").spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
+        let _ = child.kill();
+        let _ = child.wait();
+        let force = if target.exists() {
+            vec!["--force"]
+        } else {
+            vec![]
+        };
+        let report = env.json(&[&restore[..], &force[..]].concat());
+        assert_same_content(&image, &target);
+        eprintln!("kill -9 restore run {run}: {report}");
+    }
+}
+
+/// Two restores onto one target: the second waits, or with `--lock-wait 0` fails
+/// clearly.
+#[test]
+fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 256;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        12,
+    );
+    let id = env.backup(&image)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let target = env.path("target");
+    let t = target.to_str().unwrap();
+    let mut slow = env
+        .process(&["restore", &id, t, "--max-rate", "200", "-q"])
+        .spawn()
+        .unwrap();
+    // The first restore holds the target once its partial file exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.path("target.ebsnap-partial").exists() {
+        assert!(Instant::now() < deadline, "the first restore did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = env
+        .ebsnap(&["restore", &id, t, "--lock-wait", "0", "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another restore onto"), "{stderr}");
+    assert!(slow.wait().unwrap().success());
+    assert_same_content(&image, &target);
+}

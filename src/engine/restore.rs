@@ -8,19 +8,24 @@
 //! snapshot and block, and a new file is never put in place.
 
 use super::pages::{BlockLister, ChangedLister};
+use super::resume::worth_resuming;
 use super::state::{
-    clear_restore_records, read_restore_record, target_name, write_restore_record, RestoreRecord,
+    clear_restore_progress, clear_restore_records, lock_target, read_restore_progress,
+    read_restore_record, target_name, write_restore_progress, write_restore_record,
+    RestoreProgress, RestoreRecord,
 };
 use super::target::Target;
-use super::{completed_snapshot, restored_size, Progress};
-use crate::block::{is_zero, BlockIndex, Digest, BLOCK_SIZE_U64};
+use super::{completed_snapshot, restored_size, Progress, Stop};
+use crate::block::{is_zero, BlockIndex, Digest};
 use crate::error::{Error, Result};
+use crate::store::local::LockWait;
 use crate::store::{
     BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore, StoreError, ValidationReason,
 };
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -34,8 +39,13 @@ pub struct RestoreOptions {
     pub from: Option<SnapshotId>,
     /// Restore in full even if the target is known to hold an earlier snapshot.
     pub full: bool,
-    /// Where restore records live (`$XDG_STATE_HOME/ebsnap`); `None`: none kept.
+    /// Where restore records and progress live (`$XDG_STATE_HOME/ebsnap`); `None`:
+    /// none kept (and an interrupted restore cannot be resumed).
     pub state_dir: Option<PathBuf>,
+    /// What to do when another restore onto the same target runs.
+    pub lock_wait: LockWait,
+    /// Asked to stop (a signal): the restore stops early and can be resumed.
+    pub stop: Stop,
 }
 
 impl Default for RestoreOptions {
@@ -46,6 +56,8 @@ impl Default for RestoreOptions {
             from: None,
             full: false,
             state_dir: None,
+            lock_wait: LockWait::Wait,
+            stop: Stop::default(),
         }
     }
 }
@@ -65,6 +77,9 @@ pub struct RestoreReport {
     pub bytes_written: u64,
     /// Blocks made to read as zeros (a hole punched, or zeros written on a device).
     pub blocks_zeroed: u64,
+    /// This run resumed an interrupted restore of the same snapshot, from this block
+    /// on (the counts above are this run's).
+    pub resumed_at_block: Option<u64>,
     pub seconds: f64,
 }
 
@@ -97,22 +112,54 @@ pub async fn restore(
     let size = restored_size(&info);
     let target_name = target_name(path);
     let identity = store.identity();
-    let record = options
-        .state_dir
-        .as_ref()
-        .and_then(|d| read_restore_record(d, &identity, &target_name));
-    let base = if options.full {
-        None
-    } else {
-        options
+    let state = options.state_dir.as_deref();
+    let _lock = state
+        .map(|d| lock_target(d, &target_name, options.lock_wait))
+        .transpose()?;
+    let record = state.and_then(|d| read_restore_record(d, &identity, &target_name));
+    let resume = state
+        .and_then(|d| read_restore_progress(d, &target_name))
+        .filter(|p| p.store == identity && p.snapshot_id == id.as_str() && p.target_bytes == size)
+        .filter(|p| resumable_as_asked(p, options));
+    let base = match &resume {
+        Some(p) => p.from.as_ref().and_then(|f| f.parse().ok()),
+        None if options.full => None,
+        None => options
             .from
             .clone()
-            .or_else(|| recorded_base(record.as_ref(), path))
+            .or_else(|| recorded_base(record.as_ref(), path)),
     };
+    if let Some(p) = &resume {
+        tracing::info!(
+            "resuming the interrupted restore of {id} onto {target_name} at block {}",
+            p.done_below
+        );
+    }
+    let job = Job {
+        store: &store,
+        id,
+        path,
+        size,
+        options,
+        progress,
+        state: state.map(|dir| {
+            let progress = RestoreProgress {
+                store: identity.clone(),
+                target: target_name.clone(),
+                snapshot_id: id.to_string(),
+                from: base.as_ref().map(|b| b.to_string()),
+                target_bytes: size,
+                done_below: 0,
+            };
+            (dir, progress)
+        }),
+        resume_at: resume.map(|p| p.done_below),
+    };
+    let resumed_at_block = job.resume_at;
     let mut from = None;
-    let counts = match base {
+    let counts = match &base {
         Some(base) => {
-            match incremental(&store, &base, id, path, size, options, progress).await {
+            match job.incremental(base).await {
                 Ok(counts) => {
                     from = Some(base.to_string());
                     counts
@@ -121,25 +168,24 @@ pub async fn restore(
                 // user named must work or fail.
                 Err(e) if options.from.is_none() && base_unusable(&e) => {
                     tracing::warn!("{target_name} cannot be brought forward from {base} ({e}): restoring in full");
-                    full(&store, id, path, size, true, options, progress).await?
+                    let state = job
+                        .state
+                        .clone()
+                        .map(|(d, p)| (d, RestoreProgress { from: None, ..p }));
+                    let fresh = Job {
+                        resume_at: None,
+                        state,
+                        ..job.clone()
+                    };
+                    fresh.full(true).await?
                 }
                 Err(e) => return Err(e),
             }
         }
-        None => {
-            full(
-                &store,
-                id,
-                path,
-                size,
-                options.force || record.is_some(),
-                options,
-                progress,
-            )
-            .await?
-        }
+        None => job.full(options.force || record.is_some()).await?,
     };
-    if let Some(dir) = &options.state_dir {
+    if let Some(dir) = state {
+        clear_restore_progress(dir, &target_name)?;
         let record = RestoreRecord {
             store: identity,
             target: target_name.clone(),
@@ -157,8 +203,18 @@ pub async fn restore(
         blocks_written: counts.written,
         bytes_written: counts.bytes,
         blocks_zeroed: counts.zeroed,
+        resumed_at_block,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether an interrupted restore is what this one asks for (`--full`, `--from`).
+fn resumable_as_asked(p: &RestoreProgress, options: &RestoreOptions) -> bool {
+    match (&options.from, options.full) {
+        (_, true) => p.from.is_none(),
+        (Some(base), false) => p.from.as_deref() == Some(base.as_str()),
+        (None, false) => true,
+    }
 }
 
 /// The snapshot the record says the target holds, if the target still looks like it.
@@ -182,180 +238,373 @@ fn base_unusable(e: &Error) -> bool {
         || store_error.reason() == Some(ValidationReason::UnrelatedSnapshots)
 }
 
-async fn full(
-    store: &Arc<dyn SnapshotStore>,
-    id: &SnapshotId,
-    path: &Path,
+/// One restore's inputs.
+#[derive(Clone)]
+struct Job<'a> {
+    store: &'a Arc<dyn SnapshotStore>,
+    id: &'a SnapshotId,
+    path: &'a Path,
     size: u64,
-    force: bool,
-    options: &RestoreOptions,
-    progress: &dyn Progress,
-) -> Result<Counts> {
-    let target = Arc::new(Target::open(path, size, force, id)?);
-    forget(options, path)?;
-    progress.start(&format!("restore {id} -> {}", path.display()), size);
-    let result = write_all(store.clone(), id, target.clone(), options.workers, progress).await;
-    progress.finish();
-    let counts = result?;
-    Arc::into_inner(target)
-        .expect("all writers finished")
-        .finish()?;
-    Ok(counts)
+    options: &'a RestoreOptions,
+    progress: &'a dyn Progress,
+    /// Where progress is saved, and what it says, when state is kept.
+    state: Option<(&'a Path, RestoreProgress)>,
+    /// Where an interrupted restore of the same snapshot stopped.
+    resume_at: Option<u64>,
 }
 
-async fn incremental(
-    store: &Arc<dyn SnapshotStore>,
-    base: &SnapshotId,
-    id: &SnapshotId,
-    path: &Path,
-    size: u64,
-    options: &RestoreOptions,
-    progress: &dyn Progress,
-) -> Result<Counts> {
-    // The first page proves the base usable before the target is touched.
-    let mut pages = ChangedLister::new(&**store, Some(base), id);
-    let first = pages.next_page().await.map_err(Error::store(id))?;
-    let base_size = restored_size(&completed_snapshot(&**store, base).await?);
-    let target = Arc::new(Target::open_in_place(path, size, id)?);
-    forget(options, path)?;
-    // A device that held a smaller snapshot keeps old bytes past its end, where neither
-    // snapshot has data and no list names a block: zero them. (A file was extended
-    // with zeros already.)
-    if target.is_device() && size > base_size {
-        let grown = target.clone();
-        tokio::task::spawn_blocking(move || grown.zero_range(base_size, size))
-            .await
-            .expect("zeroing panicked")?;
+impl Job<'_> {
+    async fn full(&self, force: bool) -> Result<Counts> {
+        let (id, path) = (self.id, self.path);
+        let target = match self.resume_at {
+            Some(_) => Target::reopen(path, self.size, force, id)?,
+            None => Target::open(path, self.size, force, id)?,
+        };
+        // A new file whose partial file is gone starts over; a device resumes in place.
+        let start = match self.resume_at {
+            Some(at) if target.reopened() || target.in_place() => at,
+            _ => 0,
+        };
+        let target = Arc::new(target);
+        self.forget()?;
+        self.progress
+            .start(&format!("restore {id} -> {}", path.display()), self.size);
+        let mut checkpoints = self.checkpoints(&target, start);
+        let result = write_all(self, target.clone(), BlockIndex(start), &mut checkpoints).await;
+        self.progress.finish();
+        self.end(target, result, checkpoints).await
     }
-    progress.start(
-        &format!("restore {id} -> {} (from {base})", path.display()),
-        size,
-    );
-    let result = write_changed(
-        store.clone(),
-        id,
-        target.clone(),
-        first,
-        pages,
-        options.workers,
-        progress,
-    )
-    .await;
-    progress.finish();
-    let counts = result?;
-    Arc::into_inner(target)
-        .expect("all writers finished")
-        .finish()?;
-    Ok(counts)
+
+    async fn incremental(&self, base: &SnapshotId) -> Result<Counts> {
+        let (store, id, path, size) = (self.store, self.id, self.path, self.size);
+        // The first page proves the base usable before the target is touched.
+        let mut pages = ChangedLister::new(&**store, Some(base), id);
+        let first = pages.next_page().await.map_err(Error::store(id))?;
+        let base_size = restored_size(&completed_snapshot(&**store, base).await?);
+        let target = Arc::new(Target::open_in_place(path, size, id)?);
+        self.forget()?;
+        // A device that held a smaller snapshot keeps old bytes past its end, where
+        // neither snapshot has data and no list names a block: zero them. (A file was
+        // extended with zeros already.) Cheap enough to do again on a resume.
+        if target.is_device() && size > base_size {
+            let grown = target.clone();
+            tokio::task::spawn_blocking(move || grown.zero_range(base_size, size))
+                .await
+                .expect("zeroing panicked")?;
+        }
+        self.progress.start(
+            &format!("restore {id} -> {} (from {base})", path.display()),
+            size,
+        );
+        let start = self.resume_at.unwrap_or(0);
+        let mut checkpoints = self.checkpoints(&target, start);
+        let result = write_changed(
+            self,
+            target.clone(),
+            first,
+            pages,
+            BlockIndex(start),
+            &mut checkpoints,
+        )
+        .await;
+        self.progress.finish();
+        self.end(target, result, checkpoints).await
+    }
+
+    fn checkpoints(&self, target: &Arc<Target>, start: u64) -> Checkpoints<'_> {
+        Checkpoints::new(target.clone(), self.state.clone(), start)
+    }
+
+    /// Finishes the target, or, when the restore stopped for a reason a rerun can get
+    /// past, keeps what was written (saved up to the last checkpoint) for a resume.
+    async fn end(
+        &self,
+        target: Arc<Target>,
+        result: Result<Counts>,
+        mut checkpoints: Checkpoints<'_>,
+    ) -> Result<Counts> {
+        let error = match result {
+            Ok(counts) => {
+                drop(checkpoints); // it holds the target too
+                Arc::into_inner(target)
+                    .expect("all writers finished")
+                    .finish()?;
+                return Ok(counts);
+            }
+            Err(e) => e,
+        };
+        let resumable = self.state.is_some()
+            && (worth_resuming(&error) || matches!(error, Error::Target { .. }));
+        if resumable && checkpoints.save().await.is_ok() {
+            target.keep_partial();
+            return Err(Error::RestoreResumable {
+                partial: target.written_path().to_owned(),
+                source: Box::new(error),
+            });
+        }
+        if let Some((dir, p)) = &self.state {
+            let _ = clear_restore_progress(dir, &p.target);
+        }
+        Err(error)
+    }
+
+    /// Before a target changes, its record goes: an interrupted restore must never be
+    /// taken for a finished one.
+    fn forget(&self) -> Result<()> {
+        match &self.options.state_dir {
+            Some(dir) => clear_restore_records(dir, &target_name(self.path)),
+            None => Ok(()),
+        }
+    }
 }
 
-/// Before a target changes, its record goes: an interrupted restore must never be
-/// taken for a finished one.
-fn forget(options: &RestoreOptions, path: &Path) -> Result<()> {
-    match &options.state_dir {
-        Some(dir) => clear_restore_records(dir, &target_name(path)),
+/// Saves how far a restore got, now and then: the target's data is made durable, then
+/// the progress record says every block below the lowest one still being written is
+/// done. Blocks are handed out in ascending order, so that is a true low-water mark.
+struct Checkpoints<'a> {
+    target: Arc<Target>,
+    state: Option<(&'a Path, RestoreProgress)>,
+    /// The first block index each unfinished task writes (a task may zero a gap first).
+    in_flight: BTreeSet<u64>,
+    /// One past the highest block handed out.
+    frontier: u64,
+    since: usize,
+    last: Instant,
+}
+
+/// A checkpoint after this many blocks (128 MiB) or this long, whichever comes first.
+const CHECKPOINT_BLOCKS: usize = 256;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+impl<'a> Checkpoints<'a> {
+    fn new(target: Arc<Target>, state: Option<(&'a Path, RestoreProgress)>, start: u64) -> Self {
+        let state = state.map(|(dir, p)| {
+            (
+                dir,
+                RestoreProgress {
+                    done_below: start,
+                    ..p
+                },
+            )
+        });
+        Checkpoints {
+            target,
+            state,
+            in_flight: BTreeSet::new(),
+            frontier: start,
+            since: 0,
+            last: Instant::now(),
+        }
+    }
+
+    fn handed_out(&mut self, first: BlockIndex, next: BlockIndex) {
+        self.in_flight.insert(first.0);
+        self.frontier = self.frontier.max(next.0);
+    }
+
+    fn finished(&mut self, first: u64) {
+        self.in_flight.remove(&first);
+        self.since += 1;
+    }
+
+    async fn maybe_save(&mut self) -> Result<()> {
+        if self.since >= CHECKPOINT_BLOCKS || self.last.elapsed() >= CHECKPOINT_EVERY {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    async fn save(&mut self) -> Result<()> {
+        self.since = 0;
+        self.last = Instant::now();
+        let done_below = self.in_flight.first().copied().unwrap_or(self.frontier);
+        let Some((dir, progress)) = &mut self.state else {
+            return Ok(());
+        };
+        if done_below <= progress.done_below {
+            return Ok(());
+        }
+        let target = self.target.clone();
+        tokio::task::spawn_blocking(move || target.sync())
+            .await
+            .expect("sync panicked")?;
+        progress.done_below = done_below;
+        write_restore_progress(dir, progress)
+    }
+}
+
+/// Restore tasks: each says which block it started at, and what it did.
+type Tasks = JoinSet<(u64, Result<Counts>)>;
+
+/// Collects finished tasks (all of them with `wait`), keeping the first failure.
+async fn reap(
+    tasks: &mut Tasks,
+    counts: &mut Counts,
+    checkpoints: &mut Checkpoints<'_>,
+    wait: bool,
+) -> Result<()> {
+    let mut first_error = None;
+    loop {
+        let joined = if wait {
+            tasks.join_next().await
+        } else {
+            tasks.try_join_next()
+        };
+        let Some(joined) = joined else { break };
+        let (first, done) = joined.expect("restore task panicked");
+        match done {
+            Ok(done) => {
+                counts.add(done);
+                checkpoints.finished(first);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Ends a write loop: every task finishes (on error or interruption too, so that the
+/// last checkpoint knows exactly what was written), then the first failure wins.
+async fn drain(
+    tasks: &mut Tasks,
+    counts: &mut Counts,
+    checkpoints: &mut Checkpoints<'_>,
+    looped: Result<()>,
+) -> Result<()> {
+    let drained = reap(tasks, counts, checkpoints, true).await;
+    looped.and(drained)
+}
+
+fn interrupted(stop: &Stop) -> Result<()> {
+    match stop.requested() {
+        Some(signal) => Err(Error::Interrupted { signal }),
         None => Ok(()),
     }
 }
 
 async fn write_all(
-    store: Arc<dyn SnapshotStore>,
-    id: &SnapshotId,
+    job: &Job<'_>,
     target: Arc<Target>,
-    workers: usize,
-    progress: &dyn Progress,
+    start: BlockIndex,
+    checkpoints: &mut Checkpoints<'_>,
 ) -> Result<Counts> {
-    let permits = Arc::new(Semaphore::new(workers.max(1)));
-    let mut tasks: JoinSet<Result<Counts>> = JoinSet::new();
+    let (store, id) = (job.store, job.id);
+    let permits = Arc::new(Semaphore::new(job.options.workers.max(1)));
+    let mut tasks = Tasks::new();
     let mut counts = Counts::default();
     let end = BlockIndex(target.blocks());
-    let mut next = BlockIndex(0);
-    let mut lister = BlockLister::new(&*store, id);
-    while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
-        for block in page.into_iter().filter(|b| b.index < end) {
-            if block.index < next {
-                return Err(Error::Inconsistent {
-                    snapshot: id.clone(),
-                    message: format!("block {} listed out of order", block.index),
+    let mut next = start;
+    job.progress.set(start.offset().min(job.size));
+    let looped = async {
+        let mut lister = BlockLister::new(&**store, id);
+        while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
+            for block in page
+                .into_iter()
+                .filter(|b| b.index >= start && b.index < end)
+            {
+                if block.index < next {
+                    return Err(Error::Inconsistent {
+                        snapshot: id.clone(),
+                        message: format!("block {} listed out of order", block.index),
+                    });
+                }
+                interrupted(&job.options.stop)?;
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                let (store, id, task_target, gap) =
+                    (store.clone(), id.clone(), target.clone(), next..block.index);
+                checkpoints.handed_out(next, block.index.next());
+                next = block.index.next();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let first = gap.start.0;
+                    let done = async {
+                        let mut done = zero_gap(&task_target, gap).await?;
+                        done.add(fetch_and_write(&*store, &id, block, task_target).await?);
+                        Ok(done)
+                    };
+                    (first, done.await)
                 });
+                reap(&mut tasks, &mut counts, checkpoints, false).await?;
+                checkpoints.maybe_save().await?;
+                job.progress.set(next.offset().min(job.size));
             }
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            let (store, id, task_target, gap) =
-                (store.clone(), id.clone(), target.clone(), next..block.index);
-            next = block.index.next();
-            tasks.spawn(async move {
-                let _permit = permit;
-                let mut done = zero_gap(&task_target, gap).await?;
-                done.add(fetch_and_write(&*store, &id, block, task_target).await?);
-                Ok(done)
-            });
-            while let Some(done) = tasks.try_join_next() {
-                counts.add(done.expect("restore task panicked")?);
-            }
-            progress.set(next.offset().min(target.blocks() * BLOCK_SIZE_U64));
         }
+        counts.add(zero_gap(&target, next..end).await?);
+        checkpoints.handed_out(next, end);
+        Ok(())
     }
-    counts.add(zero_gap(&target, next..end).await?);
-    while let Some(done) = tasks.join_next().await {
-        counts.add(done.expect("restore task panicked")?);
-    }
-    progress.set(target.blocks() * BLOCK_SIZE_U64);
+    .await;
+    drain(&mut tasks, &mut counts, checkpoints, looped).await?;
+    job.progress.set(job.size);
     Ok(counts)
 }
 
 /// Applies ListChangedBlocks(base, id): blocks with data in `id` are fetched and
 /// written, blocks without are zeroed.
 async fn write_changed(
-    store: Arc<dyn SnapshotStore>,
-    id: &SnapshotId,
+    job: &Job<'_>,
     target: Arc<Target>,
     first: Option<Vec<ChangedBlock>>,
     mut pages: ChangedLister<'_>,
-    workers: usize,
-    progress: &dyn Progress,
+    start: BlockIndex,
+    checkpoints: &mut Checkpoints<'_>,
 ) -> Result<Counts> {
-    let permits = Arc::new(Semaphore::new(workers.max(1)));
-    let mut tasks: JoinSet<Result<Counts>> = JoinSet::new();
+    let (store, id) = (job.store, job.id);
+    let permits = Arc::new(Semaphore::new(job.options.workers.max(1)));
+    let mut tasks = Tasks::new();
     let mut counts = Counts::default();
     let end = BlockIndex(target.blocks());
-    let mut page = first;
-    while let Some(blocks) = page {
-        for changed in blocks.into_iter().filter(|b| b.index < end) {
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            let (store, id, task_target, index) =
-                (store.clone(), id.clone(), target.clone(), changed.index);
-            let token: Option<BlockToken> = changed.second_token;
-            tasks.spawn(async move {
-                let _permit = permit;
-                match token {
-                    Some(token) => {
-                        fetch_and_write(&*store, &id, BlockRef { index, token }, task_target).await
-                    }
-                    None => {
-                        tokio::task::spawn_blocking(move || {
-                            task_target.clear_blocks(index, index.next())
-                        })
-                        .await
-                        .expect("zeroing panicked")?;
-                        Ok(Counts {
-                            zeroed: 1,
-                            ..Counts::default()
-                        })
-                    }
-                }
-            });
-            while let Some(done) = tasks.try_join_next() {
-                counts.add(done.expect("restore task panicked")?);
+    job.progress.set(start.offset().min(job.size));
+    let looped = async {
+        let mut page = first;
+        while let Some(blocks) = page {
+            for changed in blocks
+                .into_iter()
+                .filter(|b| b.index >= start && b.index < end)
+            {
+                interrupted(&job.options.stop)?;
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                let (store, id, task_target, index) =
+                    (store.clone(), id.clone(), target.clone(), changed.index);
+                let token: Option<BlockToken> = changed.second_token;
+                checkpoints.handed_out(index, index.next());
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let done = match token {
+                        Some(token) => {
+                            let block = BlockRef { index, token };
+                            fetch_and_write(&*store, &id, block, task_target).await
+                        }
+                        None => zero_block(task_target, index).await,
+                    };
+                    (index.0, done)
+                });
+                reap(&mut tasks, &mut counts, checkpoints, false).await?;
+                checkpoints.maybe_save().await?;
+                job.progress.set(index.next().offset().min(job.size));
             }
-            progress.set(index.next().offset().min(target.blocks() * BLOCK_SIZE_U64));
+            page = pages.next_page().await.map_err(Error::store(id))?;
         }
-        page = pages.next_page().await.map_err(Error::store(id))?;
+        checkpoints.handed_out(end, end);
+        Ok(())
     }
-    while let Some(done) = tasks.join_next().await {
-        counts.add(done.expect("restore task panicked")?);
-    }
-    progress.set(target.blocks() * BLOCK_SIZE_U64);
+    .await;
+    drain(&mut tasks, &mut counts, checkpoints, looped).await?;
+    job.progress.set(job.size);
     Ok(counts)
+}
+
+/// Makes one block read as zeros, where the snapshot no longer has data.
+async fn zero_block(target: Arc<Target>, index: BlockIndex) -> Result<Counts> {
+    tokio::task::spawn_blocking(move || target.clear_blocks(index, index.next()))
+        .await
+        .expect("zeroing panicked")?;
+    Ok(Counts {
+        zeroed: 1,
+        ..Counts::default()
+    })
 }
 
 /// Zeros blocks the snapshot has no data for (only a device needs it).

@@ -50,11 +50,16 @@ pub fn read_restore_record(state_dir: &Path, store: &str, target: &str) -> Optio
         .filter(|r| r.store == store && r.target == target)
 }
 
-/// Saves the record crash-safely (temporary file, fsync, rename).
+/// Saves the record crash-safely.
 pub fn write_restore_record(state_dir: &Path, record: &RestoreRecord) -> Result<()> {
     let path = record_path(state_dir, &record.store, &record.target);
+    atomic_json(&path, record)
+}
+
+/// Writes `value` as JSON at `path`: a temporary file, fsync, rename, directory fsync.
+fn atomic_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let io = |e| Error::State {
-        path: path.clone(),
+        path: path.to_owned(),
         source: e,
     };
     std::fs::create_dir_all(path.parent().expect("a directory")).map_err(io)?;
@@ -62,9 +67,9 @@ pub fn write_restore_record(state_dir: &Path, record: &RestoreRecord) -> Result<
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(record).expect("serializable"))?;
+        f.write_all(&serde_json::to_vec_pretty(value).expect("serializable"))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, path)?;
         std::fs::File::open(path.parent().expect("a directory"))?.sync_all()
     };
     write().map_err(io)
@@ -129,8 +134,28 @@ pub fn lock_source(
     let path = state_dir
         .join("manifests")
         .join(format!("{}.lock", key(store, source)));
+    let busy = format!("another backup of {source} into this store is running");
+    lock(&path, &busy, wait)
+}
+
+/// An exclusive lock on one restore target (whatever the store), held for a whole
+/// restore: two restores onto one disk would interleave their blocks.
+pub fn lock_target(state_dir: &Path, target: &str, wait: LockWait) -> Result<std::fs::File> {
+    let path = state_dir
+        .join("restoring")
+        .join(format!("{}.lock", key("", target)));
+    lock(
+        &path,
+        &format!("another restore onto {target} is running"),
+        wait,
+    )
+}
+
+/// Takes the lock file at `path` (a dead holder's lock is free: flock goes with the
+/// process); waits as `wait` says, saying why it waits.
+fn lock(path: &Path, busy: &str, wait: LockWait) -> Result<std::fs::File> {
     let io = |e| Error::State {
-        path: path.clone(),
+        path: path.to_owned(),
         source: e,
     };
     std::fs::create_dir_all(path.parent().expect("a directory")).map_err(io)?;
@@ -138,14 +163,53 @@ pub fn lock_source(
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(io)?;
-    let on_wait =
-        || tracing::warn!("another backup of {source} into this store is running; waiting for it");
+    let on_wait = || tracing::warn!("{busy}; waiting for it");
     if !take(&file, false, wait, on_wait).map_err(io)? {
         return Err(Error::Busy {
-            what: format!("another backup of {source} into this store is running"),
+            what: busy.to_owned(),
         });
     }
     Ok(file)
+}
+
+/// How far an unfinished restore got: every block below `done_below` is written and
+/// durable (in the partial file of a new file, or in place).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreProgress {
+    pub store: String,
+    pub target: String,
+    pub snapshot_id: String,
+    /// The base of an incremental restore; `None` for a full one.
+    pub from: Option<String>,
+    pub target_bytes: u64,
+    pub done_below: u64,
+}
+
+fn progress_path(state_dir: &Path, target: &str) -> PathBuf {
+    state_dir
+        .join("restoring")
+        .join(format!("{}.json", key("", target)))
+}
+
+pub fn read_restore_progress(state_dir: &Path, target: &str) -> Option<RestoreProgress> {
+    let raw = std::fs::read(progress_path(state_dir, target)).ok()?;
+    serde_json::from_slice::<RestoreProgress>(&raw)
+        .ok()
+        .filter(|p| p.target == target)
+}
+
+/// Saves the progress crash-safely; the target's data must be durable first.
+pub fn write_restore_progress(state_dir: &Path, progress: &RestoreProgress) -> Result<()> {
+    let path = progress_path(state_dir, &progress.target);
+    atomic_json(&path, progress)
+}
+
+pub fn clear_restore_progress(state_dir: &Path, target: &str) -> Result<()> {
+    let path = progress_path(state_dir, target);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::State { path, source: e }),
+        _ => Ok(()),
+    }
 }

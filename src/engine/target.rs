@@ -8,6 +8,7 @@ use crate::store::SnapshotId;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug)]
 enum Kind {
@@ -27,12 +28,31 @@ pub(crate) struct Target {
     kind: Kind,
     /// Bytes the restore produces; blocks are cut at this size.
     size: u64,
-    finished: bool,
+    /// Done, or kept for a resume: the partial file is not removed.
+    keep: AtomicBool,
+    /// A new file's partial file was kept from an interrupted restore and reopened.
+    reopened: bool,
 }
 
 impl Target {
     /// Opens `path` for a restore of `size` bytes, refusing what must not be written.
     pub fn open(path: &Path, size: u64, force: bool, snapshot: &SnapshotId) -> Result<Target> {
+        Target::open_with(path, size, force, snapshot, false)
+    }
+
+    /// The same, for a restore that resumes an interrupted one: a new file's partial
+    /// file is reopened as it is, if it is still there whole ([`Target::reopened`]).
+    pub fn reopen(path: &Path, size: u64, force: bool, snapshot: &SnapshotId) -> Result<Target> {
+        Target::open_with(path, size, force, snapshot, true)
+    }
+
+    fn open_with(
+        path: &Path,
+        size: u64,
+        force: bool,
+        snapshot: &SnapshotId,
+        resume: bool,
+    ) -> Result<Target> {
         let err = |what, e| Error::Target {
             what,
             path: path.to_owned(),
@@ -58,7 +78,8 @@ impl Target {
                     path: path.to_owned(),
                     kind: Kind::Device,
                     size,
-                    finished: false,
+                    keep: AtomicBool::new(false),
+                    reopened: false,
                 });
             }
             Ok(meta) if !meta.is_file() => {
@@ -76,6 +97,24 @@ impl Target {
             Err(e) => return Err(err("cannot inspect", e)),
         }
         let partial = partial_path(path);
+        let whole = |f: &File| f.metadata().is_ok_and(|m| m.is_file() && m.len() == size);
+        if resume {
+            if let Some(file) = OpenOptions::new()
+                .write(true)
+                .open(&partial)
+                .ok()
+                .filter(whole)
+            {
+                return Ok(Target {
+                    file,
+                    path: path.to_owned(),
+                    kind: Kind::File { partial },
+                    size,
+                    keep: AtomicBool::new(false),
+                    reopened: true,
+                });
+            }
+        }
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -93,7 +132,8 @@ impl Target {
                 partial: partial.clone(),
             },
             size,
-            finished: false,
+            keep: AtomicBool::new(false),
+            reopened: false,
         };
         // Set the size first: what is never written stays a hole and reads as zeros.
         target.file.set_len(size).map_err(|e| Error::Target {
@@ -102,6 +142,30 @@ impl Target {
             source: e,
         })?;
         Ok(target)
+    }
+
+    /// Whether a kept partial file was reopened (see [`Target::reopen`]).
+    pub fn reopened(&self) -> bool {
+        self.reopened
+    }
+
+    /// Where the blocks go: the partial file of a new file, else the target itself.
+    pub fn written_path(&self) -> &Path {
+        self.write_path()
+    }
+
+    /// Makes what was written so far durable (a checkpoint of a resumable restore).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::Target {
+            what: "syncing",
+            path: self.write_path().to_owned(),
+            source: e,
+        })
+    }
+
+    /// Keeps a new file's partial file when the restore stops, to be resumed.
+    pub fn keep_partial(&self) {
+        self.keep.store(true, Ordering::SeqCst);
     }
 
     /// Whether the target existed before this restore (its old data must be cleared).
@@ -166,7 +230,8 @@ impl Target {
             path: path.to_owned(),
             kind: Kind::FileInPlace,
             size,
-            finished: false,
+            keep: AtomicBool::new(false),
+            reopened: false,
         })
     }
 
@@ -233,7 +298,7 @@ impl Target {
     }
 
     /// Makes the restore durable and, for a file, moves it into place.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
         let err = |what, path: &Path, e| Error::Target {
             what,
             path: path.to_owned(),
@@ -251,7 +316,7 @@ impl Target {
                     .map_err(|e| err("syncing the directory of", &self.path, e))?;
             }
         }
-        self.finished = true;
+        self.keep_partial();
         Ok(())
     }
 }
@@ -259,7 +324,7 @@ impl Target {
 impl Drop for Target {
     /// A restore that did not finish leaves no partial file behind.
     fn drop(&mut self) {
-        if let (false, Kind::File { partial }) = (self.finished, &self.kind) {
+        if let (false, Kind::File { partial }) = (*self.keep.get_mut(), &self.kind) {
             let _ = std::fs::remove_file(partial);
         }
     }

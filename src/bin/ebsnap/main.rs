@@ -237,12 +237,18 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
                 from: from.map(|f| f.0),
                 full,
                 state_dir: Some(state_dir()),
+                lock_wait: lock_wait(&g),
+                stop: stop_on_signals(),
             };
             let r = engine::restore(store, &snapshot.0, &target, &options, &*progress).await?;
             let from = r
                 .from_snapshot_id
                 .as_ref()
                 .map_or(String::new(), |f| format!(" (from {f})"));
+            let from = match r.resumed_at_block {
+                Some(at) => format!("{from} (resumed at block {at})"),
+                None => from,
+            };
             let text = format!(
                 "restored {} to {}{from}: {} blocks fetched, {} written ({}), {} zeroed, in {:.2}s\n",
                 r.snapshot_id,
