@@ -71,10 +71,10 @@ fn number(v: &Value, key: &str) -> u64 {
 #[test]
 fn backups_killed_at_random_moments_resume_and_restore_identically() {
     const BLOCKS: u64 = 768; // 384 MiB
-    const CHANGED: u64 = 700; // a checkpoint every 256 puts: two per backup
-                              // Paced, so that a backup lasts long enough (about 0.7 s) to be killed in any
-                              // phase on any machine.
-    const RATE: &str = "1000";
+    const CHANGED: u64 = 768;
+    // Paced, so that a backup lasts long enough (about 1.3 s, with a checkpoint every
+    // half second) to be killed in any phase on any machine.
+    const RATE: &str = "600";
     let seed = std::env::var("EBSNAP_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -135,7 +135,7 @@ fn backups_killed_at_random_moments_resume_and_restore_identically() {
     }
     eprintln!("20 kills: {resumed_runs} reruns resumed, {runs_with_fewer} put fewer blocks");
     assert!(
-        runs_with_fewer >= 5,
+        runs_with_fewer >= 3,
         "only {runs_with_fewer} of 20 reruns resumed with blocks already put (seed {seed})"
     );
 }

@@ -276,6 +276,22 @@ async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -
     })
 }
 
+impl Plan {
+    /// One past the last block the backup may write: the source's end, where the
+    /// parent (or an interrupted run) may hold data, or the volume's end when encrypted.
+    fn blocks_visited(&self) -> u64 {
+        let volume_end = if self.baseline.encrypted() {
+            volume_blocks(self.volume_size_gib)
+        } else {
+            0
+        };
+        self.source
+            .block_count()
+            .max(self.baseline.end())
+            .max(volume_end)
+    }
+}
+
 /// The parent chosen, and what follows from it.
 struct Lineage {
     baseline: Baseline,
@@ -458,7 +474,7 @@ async fn send_and_complete(
         store.clone(),
         id.clone(),
         journal.as_deref_mut(),
-        volume_blocks(plan.volume_size_gib),
+        plan.blocks_visited(),
         options.workers,
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;

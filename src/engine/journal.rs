@@ -140,18 +140,22 @@ impl UploadJournal {
     }
 
     /// Records blocks the store has made durable, and makes the records durable; then
-    /// notes (durably, after them) that every put below `settled_below` is recorded.
+    /// notes (durably, after them) that every put below `settled_below` is recorded,
+    /// and raises the intent mark to `intent_below` in the same write.
     pub fn record(
         &mut self,
         blocks: &[(BlockIndex, Digest)],
         settled_below: u64,
+        intent_below: u64,
     ) -> io::Result<()> {
         for (index, digest) in blocks {
             self.file.write_all_at(&digest.0, record_offset(*index)?)?;
         }
         self.file.sync_data()?;
-        if settled_below != self.header.settled_below {
+        let intent_below = intent_below.max(self.header.intent_below);
+        if (settled_below, intent_below) != (self.header.settled_below, self.header.intent_below) {
             self.header.settled_below = settled_below;
+            self.header.intent_below = intent_below;
             self.write_header()?;
         }
         Ok(())
@@ -281,6 +285,7 @@ mod tests {
         j.record(
             &[(BlockIndex(0), Digest([1; 32])), (far, Digest([2; 32]))],
             7,
+            9,
         )
         .unwrap();
         let j = UploadJournal::open(&path).unwrap().expect("exists");

@@ -13,20 +13,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// A checkpoint after this many puts (128 MiB) or this long, whichever comes first: a
-/// crash costs at most that much sending again. Each checkpoint costs the store a
-/// flush (an fsync of the local store's packs) and the journal two fsyncs.
-const CHECKPOINT_BLOCKS: usize = 256;
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
-/// How far past the last put the journal's intent mark is raised at a time: a resumed
-/// backup writes up to this many blocks again that it might otherwise skip.
-const INTENT_STRIDE: u64 = 256;
+/// A checkpoint every half second, or after this many puts (512 MiB) if that comes
+/// first: a crash costs at most that much sending again. Each checkpoint costs the
+/// store a flush (the local store's fsyncs) and the journal two fsyncs: about a
+/// millisecond here.
+const CHECKPOINT_BLOCKS: usize = 1024;
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How far past the last put the journal's intent mark is raised (at checkpoints, in
+/// the same write): a resumed backup writes up to this many blocks again that it might
+/// otherwise skip.
+const INTENT_STRIDE: u64 = 1024;
 
 pub(crate) struct Uploader<'a> {
     store: Arc<dyn SnapshotStore>,
     id: SnapshotId,
     journal: Option<&'a mut UploadJournal>,
-    volume_blocks: u64,
+    put_end: u64,
     workers: usize,
     permits: Arc<Semaphore>,
     puts: JoinSet<(BlockIndex, Result<Digest>)>,
@@ -46,14 +48,14 @@ impl<'a> Uploader<'a> {
         store: Arc<dyn SnapshotStore>,
         id: SnapshotId,
         journal: Option<&'a mut UploadJournal>,
-        volume_blocks: u64,
+        put_end: u64,
         workers: usize,
     ) -> Self {
         Uploader {
             store,
             id,
             journal,
-            volume_blocks,
+            put_end,
             workers: workers.max(1),
             permits: Arc::new(Semaphore::new(workers.max(1))),
             puts: JoinSet::new(),
@@ -94,9 +96,8 @@ impl<'a> Uploader<'a> {
     pub async fn put(&mut self, index: BlockIndex, block: HashedBlock) -> Result<()> {
         if let Some(journal) = self.journal.as_deref_mut() {
             if index.0 >= journal.header().intent_below {
-                let mark = (index.0 + INTENT_STRIDE).min(self.volume_blocks.max(index.0 + 1));
                 journal
-                    .raise_intent(mark)
+                    .raise_intent(intent_mark(index.0, self.put_end))
                     .map_err(journal_error(journal.path()))?;
             }
         }
@@ -160,7 +161,11 @@ impl<'a> Uploader<'a> {
             .await
             .map_err(Error::store(&self.id))?;
         journal
-            .record(&self.unrecorded, settled)
+            .record(
+                &self.unrecorded,
+                settled,
+                intent_mark(self.frontier, self.put_end),
+            )
             .map_err(journal_error(journal.path()))?;
         self.unrecorded.clear();
         Ok(())
@@ -182,6 +187,12 @@ impl<'a> Uploader<'a> {
             None => recorded,
         }
     }
+}
+
+/// The intent mark to raise to when puts reach `index`: a stride ahead, short of
+/// where the backup stops writing.
+fn intent_mark(index: u64, put_end: u64) -> u64 {
+    (index + INTENT_STRIDE).min(put_end.max(index + 1))
 }
 
 fn journal_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

@@ -11,6 +11,7 @@ use futures::stream::{self, TryStreamExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct VerifyReport {
@@ -162,6 +163,10 @@ impl OwnBlocks {
     }
 }
 
+/// Blocks fetched ahead of the one the aggregate waits for, per worker: a slow block
+/// (one being retried) holds up the stream only once this many behind it are in.
+const FETCHED_AHEAD: usize = 4;
+
 /// Every block of the snapshot, fetched `workers` at a time, hashed off the async
 /// threads, and yielded in index order (the aggregate needs that order).
 fn fetch_in_order<'a>(
@@ -169,28 +174,36 @@ fn fetch_in_order<'a>(
     id: &'a SnapshotId,
     workers: usize,
 ) -> impl futures::Stream<Item = Result<Checked>> + 'a {
+    // Requests in flight are bounded by the permits; the ordered buffer is larger, so
+    // that later blocks keep arriving while an early one is slow.
+    let permits = Arc::new(Semaphore::new(workers.max(1)));
     let refs = stream::try_unfold(BlockLister::new(store, id), move |mut pages| async move {
         let page = pages.next_page().await.map_err(Error::store(id))?;
         Ok::<_, Error>(page.map(|blocks| (stream::iter(blocks.into_iter().map(Ok)), pages)))
     })
     .try_flatten();
-    refs.map_ok(move |block| async move {
-        let fetched = store
-            .get_block(id, block.index, &block.token)
-            .await
-            .map_err(Error::block(id, block.index))?;
-        let data = fetched.data.clone();
-        let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
-            .await
-            .expect("hashing panicked");
-        Ok(Checked {
-            index: block.index,
-            data: fetched.data,
-            stored: fetched.checksum,
-            actual,
-        })
+    refs.map_ok(move |block| {
+        let permits = permits.clone();
+        async move {
+            let permit = permits.acquire_owned().await.expect("never closed");
+            let fetched = store
+                .get_block(id, block.index, &block.token)
+                .await
+                .map_err(Error::block(id, block.index))?;
+            drop(permit);
+            let data = fetched.data.clone();
+            let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
+                .await
+                .expect("hashing panicked");
+            Ok(Checked {
+                index: block.index,
+                data: fetched.data,
+                stored: fetched.checksum,
+                actual,
+            })
+        }
     })
-    .try_buffered(workers.max(1))
+    .try_buffered(workers.max(1) * FETCHED_AHEAD)
 }
 
 /// Walks the source alongside the snapshot's blocks: a block the snapshot lists must
