@@ -43,6 +43,8 @@ pub async fn snapshot_with(
             .await
             .expect("put");
     }
+    // What a resumable backup does at each checkpoint.
+    store.flush(&info.id).await.expect("flush a pending snapshot");
     let mut agg = LinearAggregate::new();
     for (i, d) in &own {
         agg.push(BlockIndex(*i), d).unwrap();
@@ -52,6 +54,7 @@ pub async fn snapshot_with(
         .await
         .expect("complete");
     assert_eq!(status, SnapshotStatus::Completed);
+    store.flush(&info.id).await.expect("flush a completed snapshot");
     info.id
 }
 
