@@ -133,6 +133,10 @@ where
                 | "ServiceQuotaExceededException"
                 | "RequestLimitExceeded"
                 | "Throttling" => StoreError::Throttled { message: msg },
+                // The server gave up waiting for the request's body: worth another try.
+                "RequestTimeoutException" | "RequestTimeout" => StoreError::Unavailable {
+                    message: format!("{msg} ({code}, HTTP {status})"),
+                },
                 _ if status == 401 || status == 403 => StoreError::AccessDenied {
                     message: format!("{msg} ({code})"),
                 },
