@@ -4,7 +4,7 @@
 
 use super::error::Ec2Error;
 use super::{request_id, AppState};
-use crate::store::ebs::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, PARENT_TAG};
+use crate::store::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, PARENT_TAG};
 use crate::store::{SnapshotId, SnapshotInfo, Tag, TagFilter};
 use axum::body::Bytes;
 use axum::extract::State;

@@ -15,17 +15,19 @@ pub use sigv4::Credentials;
 
 use crate::block::BLOCK_SIZE;
 use crate::store::SnapshotStore;
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use bytes::{Bytes, BytesMut};
 use error::{EbsError, Ec2Error};
+use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 /// Largest request body: one block plus room for headers-in-body APIs (EC2 forms).
@@ -36,8 +38,28 @@ pub const OWNER_ID: &str = "000000000000";
 /// the server's memory whatever the number of clients: about 64 MiB of bodies. Further
 /// requests wait for a turn (their bytes wait in the socket buffers).
 const MAX_IN_FLIGHT: usize = 128;
-/// Time a client has to send a request's body once it has its turn.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long the server waits for slow clients (`ebsnap serve --header-timeout
+/// --body-timeout`). Without them a client that opens connections and sends nothing, or
+/// trickles a body, would hold sockets (and, for a body, a turn) for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Time a client has to send a request's head (request line and headers), counted
+    /// from when the server starts waiting for it; an idle keep-alive connection is
+    /// closed after as long.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once the request has its turn.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -45,15 +67,26 @@ pub struct AppState {
     credentials: Option<Arc<Credentials>>,
     owner_id: String,
     in_flight: Arc<Semaphore>,
+    body_timeout: Duration,
 }
 
 /// The HTTP application: routes, auth, body limits.
 pub fn router(store: Arc<dyn SnapshotStore>, credentials: Option<Credentials>) -> Router {
+    router_with_limits(store, credentials, &Limits::default())
+}
+
+/// [`router`], with the given time limits for slow clients.
+pub fn router_with_limits(
+    store: Arc<dyn SnapshotStore>,
+    credentials: Option<Credentials>,
+    limits: &Limits,
+) -> Router {
     let state = AppState {
         store,
         credentials: credentials.map(Arc::new),
         owner_id: OWNER_ID.to_owned(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        body_timeout: limits.body_timeout,
     };
     Router::new()
         .route("/snapshots", post(ebs::start_snapshot))
@@ -69,6 +102,9 @@ pub fn router(store: Arc<dyn SnapshotStore>, credentials: Option<Credentials>) -
         )
         .route("/", post(ec2::query))
         .fallback(unknown_operation)
+        // A known path with another method (DELETE /snapshots) is an unknown operation
+        // too; axum's own answer would be a bare 405 without the AWS error shape.
+        .method_not_allowed_fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -90,9 +126,60 @@ pub async fn serve_router(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router_with_limits(listener, app, &Limits::default(), shutdown).await
+}
+
+/// Serves `app` over HTTP/1.1 until `shutdown` resolves, then lets requests in flight
+/// finish.
+///
+/// This is hyper's HTTP/1.1 server driven directly rather than `axum::serve`, which
+/// sets no timer: hyper's header-read timeout then never fires, and a client that
+/// opens connections and sends nothing (or half a request line) keeps them, and their
+/// sockets, for ever. HTTP/1.1 only: every EBS client speaks it, and it is the protocol
+/// whose limits (head size, header count, head timeout) are configured here.
+pub async fn serve_router_with_limits(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset while queued:
+                    // the listener is fine. Pause a little so that running out of
+                    // descriptors does not spin, then go on.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Clients that go away, send garbage or time out: theirs to notice.
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Adds fault injection in front of an application made by [`router`].
@@ -129,27 +216,16 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
             return refusal(ec2, &request, e);
         }
     }
+    // A body announced larger than the limit is refused before it is waited for.
+    if declared_length(&request).is_some_and(|n| n > MAX_BODY as u64) {
+        return body_error(ec2, BodyError::TooLarge);
+    }
     let _turn = state.in_flight.acquire().await.expect("never closed");
     let (parts, body) = request.into_parts();
-    let body = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY)).await {
+    let body = match tokio::time::timeout(state.body_timeout, read_body(body)).await {
         Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
-            return body_error(
-                ec2,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body unreadable or larger than {MAX_BODY} bytes: {e}"),
-            )
-        }
-        Err(_) => {
-            return body_error(
-                ec2,
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within {} s",
-                    BODY_TIMEOUT.as_secs()
-                ),
-            )
-        }
+        Ok(Err(e)) => return body_error(ec2, e),
+        Err(_) => return body_error(ec2, BodyError::Timeout(state.body_timeout)),
     };
     if let Some(credentials) = &state.credentials {
         let signed = sigv4::Request {
@@ -182,7 +258,65 @@ fn refusal(ec2: bool, request: &Request, e: sigv4::AuthError) -> Response {
     }
 }
 
-fn body_error(ec2: bool, status: StatusCode, message: String) -> Response {
+/// Why a request's body could not be taken.
+enum BodyError {
+    /// Over [`MAX_BODY`], as announced or as sent.
+    TooLarge,
+    /// Cut short (the client closed mid-body) or badly framed (bad chunk sizes).
+    Malformed(String),
+    /// Not received within the body timeout.
+    Timeout(Duration),
+}
+
+/// The request's `Content-Length`, if it has a valid one (hyper has already refused
+/// the request if it has several that disagree, or one that is not a number).
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes. A body without a length (chunked) is
+/// counted as it arrives and refused as soon as it passes the limit, so a client can
+/// never make the server hold more than that.
+async fn read_body(body: Body) -> Result<Bytes, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
+        if out.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// A body refusal in the API's error shape. EBS: the types AWS services use for these
+/// HTTP-level failures (the SDKs retry a RequestTimeoutException); EC2: InvalidRequest.
+fn body_error(ec2: bool, e: BodyError) -> Response {
+    let (status, error_type, message) = match e {
+        BodyError::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLargeException",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ),
+        BodyError::Malformed(e) => (
+            StatusCode::BAD_REQUEST,
+            "MalformedHttpRequestException",
+            format!("the request body is incomplete or badly framed: {e}"),
+        ),
+        BodyError::Timeout(t) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            format!("the request body was not received within {} s", t.as_secs()),
+        ),
+    };
+    tracing::info!("refused a request body: {message}");
     if ec2 {
         Ec2Error {
             status,
@@ -191,7 +325,7 @@ fn body_error(ec2: bool, status: StatusCode, message: String) -> Response {
         }
         .into_response()
     } else {
-        EbsError::new(status, "ValidationException", message).into_response()
+        EbsError::new(status, error_type, message).into_response()
     }
 }
 

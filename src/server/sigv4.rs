@@ -8,7 +8,9 @@
 
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{
+    percent_decode_str, percent_encode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC,
+};
 use sha2::{Digest as _, Sha256};
 use std::time::{Duration, SystemTime};
 
@@ -145,7 +147,12 @@ fn checked_authorization<'h>(
     service: &str,
 ) -> Result<Authorization<'h>, AuthError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let auth = parse_authorization(header("authorization").ok_or(AuthError::Missing)?)?;
+    let raw = headers.get("authorization").ok_or(AuthError::Missing)?;
+    // Present but not ASCII: a malformed signature, not a missing one.
+    let raw = raw.to_str().map_err(|_| {
+        AuthError::Malformed("the Authorization header is not printable ASCII".into())
+    })?;
+    let auth = parse_authorization(raw)?;
     if auth.access_key_id != creds.access_key_id {
         return Err(AuthError::UnknownKey);
     }
@@ -198,7 +205,7 @@ pub fn verify(
     );
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        hex::encode(Sha256::digest(&canonical))
     );
     let key = signing_key(
         &creds.secret_access_key,
@@ -250,7 +257,9 @@ fn check_clock(amz_date: &str, now: SystemTime) -> Result<(), AuthError> {
     Ok(())
 }
 
-fn canonical_request(req: &Request<'_>, signed_headers: &[&str], payload_hash: &str) -> String {
+/// The canonical request, as bytes: header values are signed as they arrived, so two
+/// requests that differ in any byte (even bytes that are not UTF-8) never share one.
+fn canonical_request(req: &Request<'_>, signed_headers: &[&str], payload_hash: &str) -> Vec<u8> {
     let path = if req.path.is_empty() { "/" } else { req.path };
     // The path arrives encoded once; the canonical form encodes it again.
     let canonical_path = utf8_percent_encode(path, PATH).to_string();
@@ -258,36 +267,37 @@ fn canonical_request(req: &Request<'_>, signed_headers: &[&str], payload_hash: &
         "{}\n{canonical_path}\n{}\n",
         req.method,
         canonical_query(req.query)
-    );
+    )
+    .into_bytes();
     for name in signed_headers {
-        let values: Vec<String> = req
-            .headers
-            .get_all(*name)
-            .iter()
-            .map(|v| collapse(&String::from_utf8_lossy(v.as_bytes())))
-            .collect();
-        out += &format!("{name}:{}\n", values.join(","));
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        for (n, value) in req.headers.get_all(*name).iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&collapse(value.as_bytes()));
+        }
+        out.push(b'\n');
     }
-    out += &format!("\n{}\n{payload_hash}", signed_headers.join(";"));
+    out.extend_from_slice(format!("\n{}\n{payload_hash}", signed_headers.join(";")).as_bytes());
     out
 }
 
-/// Query pairs decoded, re-encoded strictly, sorted by name then value.
+/// Query pairs decoded, re-encoded strictly, sorted by name then value. Decoding is to
+/// bytes, not text: `%FF` and `%FE` (neither of them UTF-8) must stay distinct, or a
+/// signature made for one would pass for the other.
 fn canonical_query(query: &str) -> String {
-    let decode = |s: &str| {
-        percent_decode_str(&s.replace('+', "%20"))
-            .decode_utf8_lossy()
-            .into_owned()
+    let recode = |s: &str| {
+        let raw: Vec<u8> = percent_decode_str(&s.replace('+', "%20")).collect();
+        percent_encode(&raw, STRICT).to_string()
     };
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                utf8_percent_encode(&decode(k), STRICT).to_string(),
-                utf8_percent_encode(&decode(v), STRICT).to_string(),
-            )
+            (recode(k), recode(v))
         })
         .collect();
     pairs.sort();
@@ -298,9 +308,14 @@ fn canonical_query(query: &str) -> String {
         .join("&")
 }
 
-/// Header value with surrounding space trimmed and inner runs of spaces collapsed.
-fn collapse(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Header value with surrounding space trimmed and inner runs of spaces collapsed
+/// (other bytes as they are).
+fn collapse(value: &[u8]) -> Vec<u8> {
+    value
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(&b' ')
 }
 
 fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
@@ -460,5 +475,42 @@ mod tests {
             canonical_query("pageToken=ab%2Bc%3D%3D"),
             "pageToken=ab%2Bc%3D%3D"
         );
+        assert_eq!(canonical_query("a=%c3%a9"), "a=%C3%A9");
+    }
+
+    /// Bytes that are not UTF-8 are signed as they are: were they decoded lossily, a
+    /// signature for `%FF` would also pass for `%FE` (both U+FFFD).
+    #[test]
+    fn bytes_that_are_not_utf8_stay_distinct() {
+        assert_eq!(canonical_query("t=%FF"), "t=%FF");
+        assert_ne!(canonical_query("t=%FF"), canonical_query("t=%FE"));
+        let with = |value: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert("x-amz-meta", HeaderValue::from_bytes(value).unwrap());
+            let req = Request {
+                method: "GET",
+                path: "/",
+                query: "",
+                headers: &h,
+                body: b"",
+                unsigned_payload_allowed: false,
+            };
+            canonical_request(&req, &["x-amz-meta"], "h")
+        };
+        assert_ne!(with(b"a\xff"), with(b"a\xfe"));
+        assert!(with(b"  a   b ").starts_with(b"GET\n/\n\nx-amz-meta:a b\n"));
+    }
+
+    #[test]
+    fn an_authorization_header_that_is_not_ascii_is_malformed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_bytes(b"AWS4-HMAC-SHA256 \xff").unwrap(),
+        );
+        assert!(matches!(
+            precheck(&h, &creds(), at("2015-08-30T12:40:00Z"), "service"),
+            Err(AuthError::Malformed(_))
+        ));
     }
 }

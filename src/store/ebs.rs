@@ -15,16 +15,7 @@ use aws_sdk_ec2::types as ct;
 use aws_smithy_types::timeout::TimeoutConfig;
 use std::time::{Duration, SystemTime};
 
-/// Marks snapshots made through this store: `snapshots` lists only those.
-pub const MANAGED_TAG: &str = "ebsnap:managed";
-/// The parent snapshot (EC2 does not report it).
-pub const PARENT_TAG: &str = "ebsnap:parent";
-/// Blocks written to the snapshot, set when it completes.
-pub const COUNT_TAG: &str = "ebsnap:blocks-written";
-/// The LINEAR aggregate of those blocks, set when it completes.
-pub const CHECKSUM_TAG: &str = "ebsnap:checksum";
-/// Tags that stand for fields of [`SnapshotInfo`]; never shown as tags.
-pub const FIELD_TAGS: [&str; 3] = [PARENT_TAG, COUNT_TAG, CHECKSUM_TAG];
+pub use super::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, MANAGED_TAG, PARENT_TAG};
 const HIDDEN_TAGS: [&str; 4] = [MANAGED_TAG, PARENT_TAG, COUNT_TAG, CHECKSUM_TAG];
 
 /// Where and as whom to reach EBS. Unset fields come from aws-config's standard chain
@@ -142,6 +133,10 @@ where
                 | "ServiceQuotaExceededException"
                 | "RequestLimitExceeded"
                 | "Throttling" => StoreError::Throttled { message: msg },
+                // The server gave up waiting for the request's body: worth another try.
+                "RequestTimeoutException" | "RequestTimeout" => StoreError::Unavailable {
+                    message: format!("{msg} ({code}, HTTP {status})"),
+                },
                 _ if status == 401 || status == 403 => StoreError::AccessDenied {
                     message: format!("{msg} ({code})"),
                 },

@@ -6,7 +6,9 @@
 //! backend. [`conformance`] holds the one test suite every backend must pass.
 
 pub mod conformance;
+#[cfg(feature = "aws")]
 pub mod ebs;
+pub mod ebs_tags;
 mod error;
 pub mod local;
 pub mod memory;
@@ -20,6 +22,7 @@ mod types;
 
 pub use error::{StoreError, StoreResult, ValidationReason};
 
+#[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;

@@ -70,3 +70,88 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A real `ebsnap serve` process on 127.0.0.1:0, signing with KEY_ID/SECRET; killed
+/// when dropped. Its stderr goes to a file (`stderr()` reads it: a panic in a handler
+/// does not stop the process, but it shows there).
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl ServeProcess {
+    /// `ebsnap serve --store STORE EXTRA...`, run from `cwd`, with XDG directories under
+    /// `xdg` (so that anything it writes outside its store lands where a test can see).
+    pub fn start(
+        store: &std::path::Path,
+        cwd: &std::path::Path,
+        xdg: &std::path::Path,
+        extra: &[&str],
+    ) -> ServeProcess {
+        use std::io::BufRead;
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .arg(store)
+            .args(extra)
+            .current_dir(cwd)
+            .env("EBSNAP_ACCESS_KEY_ID", KEY_ID)
+            .env("EBSNAP_SECRET_ACCESS_KEY", SECRET)
+            .env("EBSNAP_LOG", "ebsnap=info")
+            .env_remove("EBSNAP_STORE")
+            .env("XDG_DATA_HOME", xdg.join("data"))
+            .env("XDG_STATE_HOME", xdg.join("state"))
+            .env("HOME", xdg.join("home"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("the first line names the URL: {line:?}"))
+            .to_owned();
+        let addr = url.trim_start_matches("http://").to_owned();
+        ServeProcess {
+            child,
+            url,
+            addr,
+            log,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// ebsnap's EBS store, pointed at this server.
+    pub async fn client(&self) -> EbsStore {
+        let options = EbsOptions {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(self.url.clone()),
+            static_credentials: Some((KEY_ID.into(), SECRET.into())),
+            ..EbsOptions::default()
+        };
+        EbsStore::connect(&options).await
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -142,12 +142,26 @@ pub enum Command {
         /// Seed of the fault sequence (the same seed, the same faults).
         #[arg(long, value_name = "N", default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        limits: ServeLimits,
     },
     /// Delete snapshots; their children stay whole.
     Delete {
         #[arg(required = true)]
         snapshots: Vec<SnapshotArg>,
     },
+}
+
+/// How long `serve` waits for slow clients.
+#[derive(Debug, Args)]
+pub struct ServeLimits {
+    /// Seconds a client has to send a request's head (an idle connection is closed
+    /// after as long).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
 }
 
 /// A snapshot id, checked when the command line is parsed (a typo is a usage error).

@@ -343,7 +343,8 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             no_auth,
             faults,
             seed,
-        } => return serve::run(&g, listen, no_auth, faults.map(|f| (f, seed))).await,
+            limits,
+        } => return serve::run(&g, listen, no_auth, faults.map(|f| (f, seed)), &limits).await,
     }
     Ok(0)
 }

@@ -1,6 +1,6 @@
 //! `ebsnap serve`: the EBS direct API on a local store, until SIGINT or SIGTERM.
 
-use crate::args::Global;
+use crate::args::{Global, ServeLimits};
 use crate::{store_location, EXIT_FAILURE};
 use ebsnap::server::faults::{FaultSpec, Faults};
 use ebsnap::server::{self, Credentials};
@@ -15,7 +15,12 @@ pub async fn run(
     listen: SocketAddr,
     no_auth: bool,
     faults: Option<(FaultSpec, u64)>,
+    limits: &ServeLimits,
 ) -> ebsnap::Result<u8> {
+    let limits = server::Limits {
+        header_timeout: std::time::Duration::from_secs(limits.header_timeout),
+        body_timeout: std::time::Duration::from_secs(limits.body_timeout),
+    };
     if g.store.as_deref() == Some(std::path::Path::new("ebs")) {
         eprintln!("ebsnap: error: serve needs a local store directory, not `ebs`");
         return Ok(2);
@@ -60,12 +65,12 @@ pub async fn run(
         }
     );
     let _ = std::io::stdout().flush();
-    let mut app = server::router(store, credentials);
+    let mut app = server::router_with_limits(store, credentials, &limits);
     if let Some((spec, seed)) = faults {
         eprintln!("ebsnap serve: injecting faults {spec:?} (seed {seed})");
         app = server::with_faults(app, Faults::new(spec, seed));
     }
-    server::serve_router(listener, app, shutdown_signal())
+    server::serve_router_with_limits(listener, app, &limits, shutdown_signal())
         .await
         .map_err(|e| ebsnap::Error::Target {
             what: "serving on",
