@@ -26,7 +26,14 @@ fn a_writer_excludes_other_writers_and_readers() {
         );
     }
     drop(writer);
-    let r1 = LocalStore::open(&env.store(), Access::Read, LockWait::Fail).unwrap();
+    // Not `Fail`: a child that another test forks at this moment shares the lock's
+    // open file until it execs (and closes it); that window is short.
+    let r1 = LocalStore::open(
+        &env.store(),
+        Access::Read,
+        LockWait::Up(Duration::from_secs(5)),
+    )
+    .unwrap();
     let _r2 = LocalStore::open(&env.store(), Access::Read, LockWait::Fail).expect("readers share");
     assert!(LocalStore::open(&env.store(), Access::Write, LockWait::Fail).is_err());
     drop(r1);

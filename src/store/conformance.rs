@@ -44,7 +44,10 @@ pub async fn snapshot_with(
             .expect("put");
     }
     // What a resumable backup does at each checkpoint.
-    store.flush(&info.id).await.expect("flush a pending snapshot");
+    store
+        .flush(&info.id)
+        .await
+        .expect("flush a pending snapshot");
     let mut agg = LinearAggregate::new();
     for (i, d) in &own {
         agg.push(BlockIndex(*i), d).unwrap();
@@ -54,7 +57,10 @@ pub async fn snapshot_with(
         .await
         .expect("complete");
     assert_eq!(status, SnapshotStatus::Completed);
-    store.flush(&info.id).await.expect("flush a completed snapshot");
+    store
+        .flush(&info.id)
+        .await
+        .expect("flush a completed snapshot");
     info.id
 }
 
