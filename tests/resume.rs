@@ -60,6 +60,15 @@ fn journals(env: &Env) -> Vec<std::path::PathBuf> {
     }
 }
 
+/// Polls `ready` until it holds; fails with `what` after a minute.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn number(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
 }
@@ -156,11 +165,7 @@ fn a_signal_stops_a_backup_that_the_same_command_resumes() {
             .spawn()
             .unwrap();
         // Once the journal exists, the snapshot is started and puts are under way.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while journals(&env).is_empty() {
-            assert!(Instant::now() < deadline, "no journal appeared");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("no journal appeared", || !journals(&env).is_empty());
         std::thread::sleep(Duration::from_millis(50));
         unsafe { libc::kill(child.id() as i32, signal) };
         let out = child.wait_with_output().unwrap();
@@ -276,11 +281,7 @@ fn a_rerun_asking_for_another_parent_starts_afresh() {
     env.backup(&image);
     rewrite_blocks(&image, blocks, blocks, &mut Rng(1));
     let child = env.process(&["backup", img, "-q"]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while journals(&env).is_empty() {
-        assert!(Instant::now() < deadline, "no journal appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("no journal appeared", || !journals(&env).is_empty());
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
@@ -342,11 +343,9 @@ fn interrupted_restores_resume_where_they_stopped() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while restore_progress_files(&env).is_empty() {
-        assert!(Instant::now() < deadline, "no restore progress appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("no restore progress appeared", || {
+        !restore_progress_files(&env).is_empty()
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -412,11 +411,9 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
         .spawn()
         .unwrap();
     // The first restore holds the target once its partial file exists.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !env.path("target.ebsnap-partial").exists() {
-        assert!(Instant::now() < deadline, "the first restore did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the first restore did not start", || {
+        env.path("target.ebsnap-partial").exists()
+    });
     let out = env
         .ebsnap(&["restore", &id, t, "--lock-wait", "0", "--force"])
         .output()
