@@ -13,25 +13,20 @@
 //! that resuming cannot cure (the store refused what was sent) deletes the pending
 //! snapshot, so no half-made snapshot is left behind.
 
-use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
+use super::baseline::ParentChoice;
 use super::journal::{Completion, UploadHeader, UploadJournal};
+use super::plan::{plan, Plan};
 use super::reader::{spawn_reader, ReadBlock};
-use super::resume::{give_up, take_over, worth_resuming};
-use super::state::{lock_source, manifest_path, upload_journal_path};
+use super::resume::{give_up, worth_resuming};
 use super::upload::Uploader;
 use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
-use crate::block::manifest::{
-    ContentDigest, Manifest, ManifestHeader, ManifestWriter, PendingManifest,
-};
+use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{
-    blocks_for_bytes, volume_blocks, volume_size_gib, Digest, HashedBlock, LinearAggregate, Source,
-    BLOCK_SIZE_U64, GIB, MAX_VOLUME_GIB,
+    blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
 };
 use crate::error::{Error, Result};
 use crate::store::local::LockWait;
-use crate::store::{
-    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
-};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,20 +96,6 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-/// The decisions made before anything is written.
-struct Plan {
-    source: Arc<Source>,
-    source_name: String,
-    baseline: Arc<Baseline>,
-    volume_size_gib: u64,
-    manifest_path: Option<PathBuf>,
-    journal_path: Option<PathBuf>,
-    /// The interrupted run this one continues.
-    resume: Option<UploadJournal>,
-    /// Held for the whole backup: one backup of a source into a store at a time.
-    _source_lock: Option<std::fs::File>,
-}
-
 /// Backs up the file or block device at `path` into `store`.
 pub async fn backup(
     store: Arc<dyn SnapshotStore>,
@@ -163,207 +144,6 @@ pub async fn backup(
     report.checksum = sent.aggregate.to_base64();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-async fn plan(store: &dyn SnapshotStore, path: &Path, options: &BackupOptions) -> Result<Plan> {
-    let source = Arc::new(Source::open(path).map_err(|e| Error::OpenSource {
-        path: path.to_owned(),
-        source: e,
-    })?);
-    let size = source.size();
-    if size > MAX_VOLUME_GIB * GIB {
-        return Err(Error::SourceTooLarge {
-            path: path.to_owned(),
-            size,
-        });
-    }
-    let source_name = std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .display()
-        .to_string();
-    let state_file = |f: fn(&Path, &str, &str) -> PathBuf| {
-        options
-            .state_dir
-            .as_ref()
-            .map(|dir| f(dir, &store.identity(), &source_name))
-    };
-    let (manifest_path, journal_path) =
-        (state_file(manifest_path), state_file(upload_journal_path));
-    // Taken before the manifest is read: an overlapping run sees the manifest the
-    // other one leaves, and chooses its parent from it.
-    let source_lock = match &options.state_dir {
-        Some(dir) if !options.dry_run => Some(lock_source(
-            dir,
-            &store.identity(),
-            &source_name,
-            options.lock_wait,
-        )?),
-        _ => None,
-    };
-    let mut resume = match &journal_path {
-        Some(p) if !options.dry_run => take_over(store, p, &options.parent, &source_name).await?,
-        _ => None,
-    };
-    let encrypted = options.encrypted || options.kms_key_arn.is_some();
-    let mut lineage = match &resume {
-        Some(j) => {
-            let choice = match j.header().parent.as_ref().map(|p| p.parse()) {
-                Some(Ok(p)) => ParentChoice::Snapshot(p),
-                _ => ParentChoice::Full,
-            };
-            let planned = plan_lineage(
-                store,
-                &choice,
-                &manifest_path,
-                &source_name,
-                size,
-                encrypted,
-            )
-            .await;
-            match planned {
-                Ok(l) if l.fits(j.header()) => Some(l),
-                // The source or the parent changed since: that snapshot is not for us.
-                Ok(_) | Err(Error::UnfitParent { .. } | Error::NotCompleted { .. }) => None,
-                Err(Error::Store {
-                    source: StoreError::NotFound { .. },
-                    ..
-                }) => None,
-                Err(e) => return Err(e),
-            }
-        }
-        None => None,
-    };
-    if lineage.is_none() {
-        if let Some(j) = resume.take() {
-            tracing::warn!(
-                "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
-                j.header().snapshot_id
-            );
-            give_up(store, j).await;
-        }
-    }
-    let lineage = match lineage.take() {
-        Some(l) => l,
-        None => {
-            plan_lineage(
-                store,
-                &options.parent,
-                &manifest_path,
-                &source_name,
-                size,
-                encrypted,
-            )
-            .await?
-        }
-    };
-    let mut baseline = lineage.baseline;
-    if let Some(j) = &resume {
-        let put = j.put_blocks().map_err(|e| Error::State {
-            path: j.path().to_owned(),
-            source: e,
-        })?;
-        baseline = baseline.resuming(put, j.uncertain());
-    }
-    Ok(Plan {
-        source,
-        source_name,
-        baseline: Arc::new(baseline),
-        volume_size_gib: lineage.volume_size_gib,
-        manifest_path,
-        journal_path,
-        resume,
-        _source_lock: source_lock,
-    })
-}
-
-impl Plan {
-    /// One past the last block the backup may write: the source's end, where the
-    /// parent (or an interrupted run) may hold data, or the volume's end when encrypted.
-    fn blocks_visited(&self) -> u64 {
-        let volume_end = if self.baseline.encrypted() {
-            volume_blocks(self.volume_size_gib)
-        } else {
-            0
-        };
-        self.source
-            .block_count()
-            .max(self.baseline.end())
-            .max(volume_end)
-    }
-}
-
-/// The parent chosen, and what follows from it.
-struct Lineage {
-    baseline: Baseline,
-    volume_size_gib: u64,
-}
-
-impl Lineage {
-    /// Whether the pending snapshot a journal describes was started for this lineage.
-    fn fits(&self, started: &UploadHeader) -> bool {
-        let parent = self.baseline.parent.as_ref().map(|p| p.id.to_string());
-        started.parent == parent
-            && started.volume_size_gib == self.volume_size_gib
-            && started.encrypted == self.baseline.encrypted()
-    }
-}
-
-async fn plan_lineage(
-    store: &dyn SnapshotStore,
-    choice: &ParentChoice,
-    manifest_path: &Option<PathBuf>,
-    source_name: &str,
-    size: u64,
-    encrypted: bool,
-) -> Result<Lineage> {
-    let manifest = match manifest_path {
-        Some(p) if *choice != ParentChoice::Full => Manifest::open(p).unwrap_or_else(|e| {
-            tracing::warn!("ignoring the manifest of {source_name}: {e}");
-            None
-        }),
-        _ => None,
-    };
-    let chosen = choose_parent(store, choice, manifest.as_ref(), source_name).await?;
-    let parent = fitting_parent(chosen, choice, size, encrypted)?;
-    let volume_size_gib =
-        volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));
-    let baseline = baseline(store, parent, manifest, encrypted).await?;
-    Ok(Lineage {
-        baseline,
-        volume_size_gib,
-    })
-}
-
-/// Keeps the parent if the child can be its child: a volume cannot shrink below its
-/// parent's, and encryption cannot be switched on in a lineage. An explicit `--parent`
-/// that does not fit is an error; an automatic one gives way to a new lineage.
-fn fitting_parent(
-    parent: Option<SnapshotInfo>,
-    choice: &ParentChoice,
-    size: u64,
-    encrypted: bool,
-) -> Result<Option<SnapshotInfo>> {
-    let Some(p) = parent else { return Ok(None) };
-    let why = if volume_size_gib(size) < p.volume_size_gib {
-        format!(
-            "the source ({size} bytes) is smaller than parent {}'s {} GiB volume",
-            p.id, p.volume_size_gib
-        )
-    } else if encrypted && !p.encrypted {
-        format!(
-            "parent {} is not encrypted, and a child cannot switch encryption on",
-            p.id
-        )
-    } else {
-        return Ok(Some(p));
-    };
-    if let ParentChoice::Snapshot(_) = choice {
-        return Err(Error::UnfitParent {
-            message: format!("{why}; use --full for a new lineage"),
-        });
-    }
-    tracing::warn!("{why}: starting a new lineage");
-    Ok(None)
 }
 
 /// Starts the snapshot (or takes over the interrupted one), sends the blocks, completes

@@ -8,6 +8,7 @@ mod baseline;
 mod diff;
 mod journal;
 mod pages;
+mod plan;
 mod progress;
 mod reader;
 mod restore;

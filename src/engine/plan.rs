@@ -1,0 +1,234 @@
+//! Planning a backup: everything decided before anything is written. Open the
+//! source, take its lock, settle what an interrupted run left, choose the parent, learn
+//! what it holds ([`Baseline`]), and size the volume.
+
+use super::backup::BackupOptions;
+use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
+use super::journal::{UploadHeader, UploadJournal};
+use super::resume::{give_up, take_over};
+use super::state::{lock_source, manifest_path, upload_journal_path};
+use crate::block::manifest::Manifest;
+use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
+use crate::error::{Error, Result};
+use crate::store::{SnapshotInfo, SnapshotStore, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The decisions made before anything is written.
+pub(super) struct Plan {
+    pub source: Arc<Source>,
+    pub source_name: String,
+    pub baseline: Arc<Baseline>,
+    pub volume_size_gib: u64,
+    pub manifest_path: Option<PathBuf>,
+    pub journal_path: Option<PathBuf>,
+    /// The interrupted run this one continues.
+    pub resume: Option<UploadJournal>,
+    /// Held for the whole backup: one backup of a source into a store at a time.
+    pub _source_lock: Option<std::fs::File>,
+}
+
+pub(super) async fn plan(
+    store: &dyn SnapshotStore,
+    path: &Path,
+    options: &BackupOptions,
+) -> Result<Plan> {
+    let source = Arc::new(Source::open(path).map_err(|e| Error::OpenSource {
+        path: path.to_owned(),
+        source: e,
+    })?);
+    let size = source.size();
+    if size > MAX_VOLUME_GIB * GIB {
+        return Err(Error::SourceTooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    let source_name = std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string();
+    let state_file = |f: fn(&Path, &str, &str) -> PathBuf| {
+        options
+            .state_dir
+            .as_ref()
+            .map(|dir| f(dir, &store.identity(), &source_name))
+    };
+    let (manifest_path, journal_path) =
+        (state_file(manifest_path), state_file(upload_journal_path));
+    // Taken before the manifest is read: an overlapping run sees the manifest the
+    // other one leaves, and chooses its parent from it.
+    let source_lock = match &options.state_dir {
+        Some(dir) if !options.dry_run => Some(lock_source(
+            dir,
+            &store.identity(),
+            &source_name,
+            options.lock_wait,
+        )?),
+        _ => None,
+    };
+    let mut resume = match &journal_path {
+        Some(p) if !options.dry_run => take_over(store, p, &options.parent, &source_name).await?,
+        _ => None,
+    };
+    let encrypted = options.encrypted || options.kms_key_arn.is_some();
+    let mut lineage = match &resume {
+        Some(j) => {
+            let choice = match j.header().parent.as_ref().map(|p| p.parse()) {
+                Some(Ok(p)) => ParentChoice::Snapshot(p),
+                _ => ParentChoice::Full,
+            };
+            let planned = plan_lineage(
+                store,
+                &choice,
+                &manifest_path,
+                &source_name,
+                size,
+                encrypted,
+            )
+            .await;
+            match planned {
+                Ok(l) if l.fits(j.header()) => Some(l),
+                // The source or the parent changed since: that snapshot is not for us.
+                Ok(_) | Err(Error::UnfitParent { .. } | Error::NotCompleted { .. }) => None,
+                Err(Error::Store {
+                    source: StoreError::NotFound { .. },
+                    ..
+                }) => None,
+                Err(e) => return Err(e),
+            }
+        }
+        None => None,
+    };
+    if lineage.is_none() {
+        if let Some(j) = resume.take() {
+            tracing::warn!(
+                "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
+                j.header().snapshot_id
+            );
+            give_up(store, j).await;
+        }
+    }
+    let lineage = match lineage.take() {
+        Some(l) => l,
+        None => {
+            plan_lineage(
+                store,
+                &options.parent,
+                &manifest_path,
+                &source_name,
+                size,
+                encrypted,
+            )
+            .await?
+        }
+    };
+    let mut baseline = lineage.baseline;
+    if let Some(j) = &resume {
+        let put = j.put_blocks().map_err(|e| Error::State {
+            path: j.path().to_owned(),
+            source: e,
+        })?;
+        baseline = baseline.resuming(put, j.uncertain());
+    }
+    Ok(Plan {
+        source,
+        source_name,
+        baseline: Arc::new(baseline),
+        volume_size_gib: lineage.volume_size_gib,
+        manifest_path,
+        journal_path,
+        resume,
+        _source_lock: source_lock,
+    })
+}
+
+impl Plan {
+    /// One past the last block the backup may write: the source's end, where the
+    /// parent (or an interrupted run) may hold data, or the volume's end when encrypted.
+    pub fn blocks_visited(&self) -> u64 {
+        let volume_end = if self.baseline.encrypted() {
+            volume_blocks(self.volume_size_gib)
+        } else {
+            0
+        };
+        self.source
+            .block_count()
+            .max(self.baseline.end())
+            .max(volume_end)
+    }
+}
+
+/// The parent chosen, and what follows from it.
+struct Lineage {
+    baseline: Baseline,
+    volume_size_gib: u64,
+}
+
+impl Lineage {
+    /// Whether the pending snapshot a journal describes was started for this lineage.
+    fn fits(&self, started: &UploadHeader) -> bool {
+        let parent = self.baseline.parent.as_ref().map(|p| p.id.to_string());
+        started.parent == parent
+            && started.volume_size_gib == self.volume_size_gib
+            && started.encrypted == self.baseline.encrypted()
+    }
+}
+
+async fn plan_lineage(
+    store: &dyn SnapshotStore,
+    choice: &ParentChoice,
+    manifest_path: &Option<PathBuf>,
+    source_name: &str,
+    size: u64,
+    encrypted: bool,
+) -> Result<Lineage> {
+    let manifest = match manifest_path {
+        Some(p) if *choice != ParentChoice::Full => Manifest::open(p).unwrap_or_else(|e| {
+            tracing::warn!("ignoring the manifest of {source_name}: {e}");
+            None
+        }),
+        _ => None,
+    };
+    let chosen = choose_parent(store, choice, manifest.as_ref(), source_name).await?;
+    let parent = fitting_parent(chosen, choice, size, encrypted)?;
+    let volume_size_gib =
+        volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));
+    let baseline = baseline(store, parent, manifest, encrypted).await?;
+    Ok(Lineage {
+        baseline,
+        volume_size_gib,
+    })
+}
+
+/// Keeps the parent if the child can be its child: a volume cannot shrink below its
+/// parent's, and encryption cannot be switched on in a lineage. An explicit `--parent`
+/// that does not fit is an error; an automatic one gives way to a new lineage.
+fn fitting_parent(
+    parent: Option<SnapshotInfo>,
+    choice: &ParentChoice,
+    size: u64,
+    encrypted: bool,
+) -> Result<Option<SnapshotInfo>> {
+    let Some(p) = parent else { return Ok(None) };
+    let why = if volume_size_gib(size) < p.volume_size_gib {
+        format!(
+            "the source ({size} bytes) is smaller than parent {}'s {} GiB volume",
+            p.id, p.volume_size_gib
+        )
+    } else if encrypted && !p.encrypted {
+        format!(
+            "parent {} is not encrypted, and a child cannot switch encryption on",
+            p.id
+        )
+    } else {
+        return Ok(Some(p));
+    };
+    if let ParentChoice::Snapshot(_) = choice {
+        return Err(Error::UnfitParent {
+            message: format!("{why}; use --full for a new lineage"),
+        });
+    }
+    tracing::warn!("{why}: starting a new lineage");
+    Ok(None)
+}
