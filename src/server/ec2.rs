@@ -143,12 +143,14 @@ pub(super) fn glob(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` is a wildcard first, whatever the text holds: taken as a literal, it
+        // would match only a `*` in the text, and `*` would not match `a*b`.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -392,6 +394,11 @@ mod tests {
         assert!(glob("*a*b", "xxaxxb"));
         assert!(!glob("*a*b", "xxaxxc"));
         assert!(glob("a*", "a"));
+        // Found by the ec2_form fuzz target: a `*` in the text, under a `*`.
+        assert!(glob("*", "*a*b"));
+        assert!(glob("a*", "a*"));
+        assert!(glob("*b", "*b"));
+        assert!(glob("?*", "**"));
         let hostile = "*a".repeat(2000) + "b";
         assert!(
             !glob(&hostile, &"a".repeat(255)),
