@@ -43,3 +43,12 @@ pub mod server;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// Entry points for the fuzz targets (`fuzz/`): the parsers of requests and of the
+/// store's files. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::server::fuzzing as server;
+    pub use crate::server::sigv4;
+    pub use crate::store::local::fuzzing as local;
+}

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, EbsError>;
 
-fn snapshot_id(raw: &str) -> Result<SnapshotId> {
+pub(super) fn snapshot_id(raw: &str) -> Result<SnapshotId> {
     raw.parse().map_err(|_| {
         EbsError::validation(
             InvalidSnapshotId,
@@ -41,7 +41,7 @@ fn number<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T> {
     })
 }
 
-fn checksum(headers: &HeaderMap, required: bool) -> Result<Option<Digest>> {
+pub(super) fn checksum(headers: &HeaderMap, required: bool) -> Result<Option<Digest>> {
     let Some(raw) = header(headers, "x-amz-checksum") else {
         return if required {
             Err(EbsError::validation(
@@ -116,7 +116,24 @@ fn snapshot_json(info: &SnapshotInfo, owner: &str, kms_key_arn: Option<&str>) ->
 }
 
 pub async fn start_snapshot(State(state): State<AppState>, body: Bytes) -> Result<Response> {
-    let body: StartBody = serde_json::from_slice(&body).map_err(|e| {
+    let request = start_request(&body)?;
+    let kms_key_arn = request.kms_key_arn.clone();
+    let info = state.store.start_snapshot(request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(snapshot_json(
+            &info,
+            &state.owner_id,
+            kms_key_arn.as_deref(),
+        )),
+    )
+        .into_response())
+}
+
+/// StartSnapshot's JSON body, read into the store's request (the store checks the
+/// EBS rules on it).
+pub(super) fn start_request(body: &[u8]) -> Result<StartSnapshot> {
+    let body: StartBody = serde_json::from_slice(body).map_err(|e| {
         EbsError::validation(InvalidParameterValue, format!("invalid request body: {e}"))
     })?;
     let volume_size_gib = u64::try_from(body.volume_size)
@@ -130,7 +147,7 @@ pub async fn start_snapshot(State(state): State<AppState>, body: Bytes) -> Resul
         })?),
         None => None,
     };
-    let request = StartSnapshot {
+    Ok(StartSnapshot {
         volume_size_gib,
         parent: body
             .parent_snapshot_id
@@ -146,18 +163,8 @@ pub async fn start_snapshot(State(state): State<AppState>, body: Bytes) -> Resul
         client_token: body.client_token,
         timeout_minutes,
         encrypted: body.encrypted.unwrap_or(false),
-        kms_key_arn: body.kms_key_arn.clone(),
-    };
-    let info = state.store.start_snapshot(request).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(snapshot_json(
-            &info,
-            &state.owner_id,
-            body.kms_key_arn.as_deref(),
-        )),
-    )
-        .into_response())
+        kms_key_arn: body.kms_key_arn,
+    })
 }
 
 pub async fn put_block(
@@ -244,7 +251,7 @@ pub async fn complete_snapshot(
 }
 
 /// The paging parameters of the list calls.
-fn page_request(query: &HashMap<String, String>) -> Result<PageRequest> {
+pub(super) fn page_request(query: &HashMap<String, String>) -> Result<PageRequest> {
     let max_results = query
         .get("maxResults")
         .map(|m| number::<u32>(m, "maxResults"))

@@ -22,15 +22,21 @@ const MAX_FILTER_VALUE: usize = 1024;
 type Result<T> = std::result::Result<T, Ec2Error>;
 
 /// The form's parameters, by name.
-struct Params(BTreeMap<String, String>);
+pub(super) struct Params(BTreeMap<String, String>);
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
+    /// A form body, decoded as the server decodes it (bytes that are not UTF-8 become
+    /// U+FFFD: they can only make a value that matches nothing).
+    pub(super) fn parse(body: &[u8]) -> Params {
+        Params(form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
     /// `Prefix.1`, `Prefix.2`, ... in order, up to the first gap.
-    fn list(&self, prefix: &str) -> Vec<&str> {
+    pub(super) fn list(&self, prefix: &str) -> Vec<&str> {
         (1..)
             .map_while(|n| self.get(&format!("{prefix}.{n}")))
             .collect()
@@ -38,7 +44,7 @@ impl Params {
 }
 
 pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
-    let params = Params(form_urlencoded::parse(&body).into_owned().collect());
+    let params = Params::parse(&body);
     let action = params.get("Action").unwrap_or("").to_owned();
     let result = match action.as_str() {
         "DescribeSnapshots" => describe_snapshots(&state, &params).await,
@@ -73,7 +79,7 @@ fn xml_response(action: &str, inner: &str) -> Response {
     response
 }
 
-fn snapshot_id(raw: &str) -> Result<SnapshotId> {
+pub(super) fn snapshot_id(raw: &str) -> Result<SnapshotId> {
     raw.parse().map_err(|_| {
         Ec2Error::new(
             "InvalidSnapshotID.Malformed",
@@ -83,12 +89,12 @@ fn snapshot_id(raw: &str) -> Result<SnapshotId> {
 }
 
 /// One `Filter.N`: a name and the values any of which may match.
-struct Filter {
+pub(super) struct Filter {
     name: String,
     values: Vec<String>,
 }
 
-fn filters(params: &Params) -> Result<Vec<Filter>> {
+pub(super) fn filters(params: &Params) -> Result<Vec<Filter>> {
     let mut out = Vec::new();
     for n in 1.. {
         let Some(name) = params.get(&format!("Filter.{n}.Name")) else {
@@ -132,17 +138,19 @@ fn filters(params: &Params) -> Result<Vec<Filter>> {
 /// EC2 filter values may use `*` (any run) and `?` (one character). Iterative, with
 /// backtracking only to the last `*`: linear in practice, and no recursion for a
 /// hostile pattern to overflow.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(super) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` is a wildcard first, whatever the text holds: taken as a literal, it
+        // would match only a `*` in the text, and `*` would not match `a*b`.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -154,7 +162,7 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-fn matches(filter: &Filter, s: &SnapshotInfo, owner: &str) -> bool {
+pub(super) fn matches(filter: &Filter, s: &SnapshotInfo, owner: &str) -> bool {
     let any = |field: &str| filter.values.iter().any(|v| glob(v, field));
     match filter.name.as_str() {
         "snapshot-id" => any(s.id.as_str()),
@@ -219,7 +227,7 @@ async fn describe_snapshots(state: &AppState, params: &Params) -> Result<String>
 
 /// Where a DescribeSnapshots page starts and how long it is. MaxResults (5 to 1000) may
 /// not be combined with snapshot ids.
-fn paging(params: &Params, listing: bool) -> Result<(usize, usize)> {
+pub(super) fn paging(params: &Params, listing: bool) -> Result<(usize, usize)> {
     let max = match params.get("MaxResults") {
         None => usize::MAX,
         Some(_) if !listing => {
@@ -252,7 +260,7 @@ fn paging(params: &Params, listing: bool) -> Result<(usize, usize)> {
     Ok((start, max))
 }
 
-fn snapshot_xml(s: &SnapshotInfo, owner: &str) -> String {
+pub(super) fn snapshot_xml(s: &SnapshotInfo, owner: &str) -> String {
     let progress = if s.status == crate::store::SnapshotStatus::Completed {
         "100%"
     } else {
@@ -322,7 +330,7 @@ async fn delete_snapshot(state: &AppState, params: &Params) -> Result<String> {
 }
 
 /// `ResourceId.N`, as snapshot ids.
-fn resources(params: &Params) -> Result<Vec<SnapshotId>> {
+pub(super) fn resources(params: &Params) -> Result<Vec<SnapshotId>> {
     let ids = params.list("ResourceId");
     if ids.is_empty() {
         return Err(Ec2Error::new(
@@ -386,6 +394,11 @@ mod tests {
         assert!(glob("*a*b", "xxaxxb"));
         assert!(!glob("*a*b", "xxaxxc"));
         assert!(glob("a*", "a"));
+        // Found by the ec2_form fuzz target: a `*` in the text, under a `*`.
+        assert!(glob("*", "*a*b"));
+        assert!(glob("a*", "a*"));
+        assert!(glob("*b", "*b"));
+        assert!(glob("?*", "**"));
         let hostile = "*a".repeat(2000) + "b";
         assert!(
             !glob(&hostile, &"a".repeat(255)),

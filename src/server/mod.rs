@@ -9,6 +9,8 @@ mod ebs;
 mod ec2;
 mod error;
 pub mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod sigv4;
 
 pub use sigv4::Credentials;

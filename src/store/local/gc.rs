@@ -78,8 +78,14 @@ pub(super) fn collect_garbage(inner: &mut Inner) -> StoreResult<u64> {
     let mut live: HashMap<u32, Vec<bool>> = HashMap::new();
     let mut mark = |pack: u32, slot: u32| {
         if pack != ZERO_PACK {
-            live.entry(pack)
-                .or_insert_with(|| vec![false; SLOTS_PER_PACK as usize])[slot as usize] = true;
+            let slots = live
+                .entry(pack)
+                .or_insert_with(|| vec![false; SLOTS_PER_PACK as usize]);
+            // A damaged record may name a slot past any pack: it keeps nothing alive
+            // (`check` reports it), and must not stop the collection.
+            if let Some(live) = slots.get_mut(slot as usize) {
+                *live = true;
+            }
         }
     };
     let ids: Vec<SnapshotId> = inner.snapshots.keys().cloned().collect();

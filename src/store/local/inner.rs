@@ -24,6 +24,14 @@ impl Inner {
                 .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
             let meta = Meta::parse(&raw, &path.display().to_string())?;
             let info = meta.to_info()?;
+            // Maps and journals are found by id: metadata under another snapshot's
+            // name would read (and on delete, leave behind) the wrong files.
+            if path.file_stem().and_then(|s| s.to_str()) != Some(info.id.as_str()) {
+                return Err(StoreError::corrupt(
+                    path.display().to_string(),
+                    format!("it holds the metadata of {}", info.id),
+                ));
+            }
             let journal_path = path.with_extension("journal");
             // Read before any repair touches the journal: a crash long ago must not
             // look like recent activity.
@@ -105,10 +113,18 @@ impl Inner {
     pub fn chain(&mut self, id: &SnapshotId) -> StoreResult<Chain> {
         let mut maps = Vec::new();
         let mut next = Some(id.clone());
-        while let Some(id) = next {
-            let entry = self.get(&id)?;
+        while let Some(ancestor) = next {
+            // A lineage is never longer than the store: damaged metadata whose parents
+            // loop back would otherwise hold the store's lock for ever.
+            if maps.len() == self.snapshots.len() {
+                return Err(StoreError::corrupt(
+                    format!("metadata of {id}"),
+                    "its parents loop",
+                ));
+            }
+            let entry = self.get(&ancestor)?;
             next = entry.info.parent.clone();
-            maps.push(self.map(&id)?);
+            maps.push(self.map(&ancestor)?);
         }
         Ok(Chain(maps))
     }

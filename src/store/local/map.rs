@@ -48,18 +48,22 @@ impl Record {
 
     /// Decodes a record; `None` for an empty journal slot (pack 0).
     pub fn decode(raw: &[u8]) -> Option<Record> {
-        let pack = u32::from_le_bytes(raw[8..12].try_into().ok()?);
-        if pack == 0 {
-            return None;
-        }
-        Some(Record {
-            index: BlockIndex(u64::from_le_bytes(raw[..8].try_into().ok()?)),
+        Some(Record::decode_any(raw)).filter(|r| r.location.pack != 0)
+    }
+
+    /// Decodes a record whatever it holds. In a map every record is one: a damaged
+    /// record with pack 0 names a pack that does not exist, which reading the block
+    /// (and `check`) then report.
+    fn decode_any(raw: &[u8]) -> Record {
+        let u32_at = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+        Record {
+            index: BlockIndex(u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"))),
             location: Location {
-                pack,
-                slot: u32::from_le_bytes(raw[12..16].try_into().ok()?),
+                pack: u32_at(8),
+                slot: u32_at(12),
             },
-            digest: Digest(raw[16..48].try_into().ok()?),
-        })
+            digest: Digest(raw[16..48].try_into().expect("32 bytes")),
+        }
     }
 }
 
@@ -112,7 +116,7 @@ impl MapFile {
     fn record(&self, i: usize) -> Record {
         let mmap = self.mmap.as_ref().expect("non-empty map");
         let at = MAP_HEADER_LEN + i * RECORD_LEN;
-        Record::decode(&mmap[at..at + RECORD_LEN]).expect("map records are never empty")
+        Record::decode_any(&mmap[at..at + RECORD_LEN])
     }
 
     /// Position of the first record with index >= `index`.
@@ -227,7 +231,7 @@ impl Journal {
 
     pub fn write(&self, record: &Record) -> StoreResult<()> {
         self.file
-            .write_all_at(&record.encode(), record.index.0 * RECORD_LEN as u64)
+            .write_all_at(&record.encode(), self.offset(record.index)?)
             .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
     }
 
@@ -240,8 +244,19 @@ impl Journal {
 
     pub fn clear(&self, index: BlockIndex) -> StoreResult<()> {
         self.file
-            .write_all_at(&[0u8; RECORD_LEN], index.0 * RECORD_LEN as u64)
+            .write_all_at(&[0u8; RECORD_LEN], self.offset(index)?)
             .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
+    }
+
+    /// Where block `index`'s record is (an index past any volume is refused, not
+    /// wrapped around onto another record).
+    fn offset(&self, index: BlockIndex) -> StoreResult<u64> {
+        index.0.checked_mul(RECORD_LEN as u64).ok_or_else(|| {
+            StoreError::corrupt(
+                self.path.display().to_string(),
+                format!("block index {index} is past any journal"),
+            )
+        })
     }
 
     /// Every record, ascending, skipping the holes of the sparse file so that a large
@@ -251,6 +266,7 @@ impl Journal {
             journal: self,
             pos: 0,
             buf: Vec::new(),
+            buf_start: 0,
             at: 0,
             done: false,
         }
@@ -261,6 +277,8 @@ pub(crate) struct JournalRecords<'a> {
     journal: &'a Journal,
     pos: u64,
     buf: Vec<u8>,
+    /// Where in the file `buf` starts.
+    buf_start: u64,
     at: usize,
     done: bool,
 }
@@ -290,6 +308,7 @@ impl JournalRecords<'_> {
             return Ok(false);
         }
         self.buf.truncate(n - n % RECORD_LEN);
+        self.buf_start = start;
         self.pos = start + self.buf.len() as u64;
         self.at = 0;
         Ok(!self.buf.is_empty())
@@ -317,8 +336,15 @@ impl Iterator for JournalRecords<'_> {
             }
             while self.at + RECORD_LEN <= self.buf.len() {
                 let raw = &self.buf[self.at..self.at + RECORD_LEN];
+                let offset = self.buf_start + self.at as u64;
                 self.at += RECORD_LEN;
-                if let Some(record) = Record::decode(raw) {
+                // A slot holds a record only if the record names that slot's block:
+                // anything else is damage, and is skipped like an empty slot (a put
+                // at that index overwrites it). Taken for a record, it would make a
+                // repair clear the slot of the block it names, another block's.
+                if let Some(record) = Record::decode(raw)
+                    .filter(|r| r.index.0.checked_mul(RECORD_LEN as u64) == Some(offset))
+                {
                     return Some(Ok(record));
                 }
             }
@@ -365,6 +391,25 @@ mod tests {
         assert_eq!(got, vec![0, 3, 70_000, 900_000]);
     }
 
+    /// Found by the local_store fuzz target: a damaged journal record naming another
+    /// block (or no possible block) made a repair clear that other block's record (or
+    /// overflow).
+    #[test]
+    fn journal_records_must_name_their_own_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j")).unwrap();
+        j.write(&rec(5, 1)).unwrap();
+        j.file.write_all_at(&rec(5, 2).encode(), 2 * 48).unwrap();
+        j.file.write_all_at(&rec(u64::MAX, 3).encode(), 48).unwrap();
+        let got: Vec<Record> = j.records().map(|r| r.unwrap()).collect();
+        assert_eq!(got, vec![rec(5, 1)], "only the record in its own slot");
+        assert!(
+            j.clear(BlockIndex(u64::MAX)).is_err(),
+            "refused, not wrapped"
+        );
+        assert!(j.write(&rec(u64::MAX / 2, 1)).is_err());
+    }
+
     #[test]
     fn map_file_round_trips_and_seeks() {
         let dir = tempfile::tempdir().unwrap();
@@ -386,6 +431,20 @@ mod tests {
         assert_eq!(m.get(BlockIndex(6)), None);
         let from6: Vec<u64> = m.iter_from(BlockIndex(6)).map(|r| r.index.0).collect();
         assert_eq!(from6, vec![9]);
+    }
+
+    /// Found by the local_files fuzz target: a map record with pack 0 (an empty slot
+    /// in a journal) panicked when read.
+    #[test]
+    fn a_map_record_with_pack_0_is_read_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.map");
+        let mut raw = [*MAP_MAGIC, 1u64.to_le_bytes()].concat();
+        raw.extend_from_slice(&rec(3, 0).encode());
+        std::fs::write(&path, raw).unwrap();
+        let m = MapFile::open(&path).unwrap();
+        assert_eq!(m.get(BlockIndex(3)), Some(rec(3, 0)));
+        assert_eq!(m.iter_from(BlockIndex(0)).count(), 1);
     }
 
     #[test]

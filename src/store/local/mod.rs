@@ -15,6 +15,8 @@
 mod chain;
 mod check;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 mod inner;
 mod layout;

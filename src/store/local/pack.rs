@@ -121,8 +121,12 @@ impl Packs {
         if raw.len() < IDX_HEADER_LEN || &raw[..8] != IDX_MAGIC {
             return Err(corrupt("not a pack index (bad magic)"));
         }
-        let slots = u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes")) as usize;
-        if raw.len() != IDX_HEADER_LEN + slots * 32 {
+        let slots = u64::from_le_bytes(raw[8..16].try_into().expect("8 bytes"));
+        // Checked: a damaged count must not wrap around to the file's length.
+        let expected = slots
+            .checked_mul(32)
+            .and_then(|n| n.checked_add(IDX_HEADER_LEN as u64));
+        if expected != Some(raw.len() as u64) {
             return Err(corrupt("slot count does not match the file length"));
         }
         Ok(raw[IDX_HEADER_LEN..]
@@ -435,4 +439,25 @@ fn pack_ids(dir: &Path) -> StoreResult<Vec<u32>> {
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the local_files fuzz target: a slot count whose size overflowed.
+    #[test]
+    fn a_damaged_slot_count_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::new(dir.path()).unwrap();
+        let mut raw = IDX_MAGIC.to_vec();
+        // 2^59 + 1 slots: times 32, 32 bytes once wrapped.
+        raw.extend_from_slice(&((1u64 << 59) + 1).to_le_bytes());
+        raw.extend_from_slice(&[7; 32]);
+        std::fs::write(dir.path().join("00000001.idx"), &raw).unwrap();
+        assert!(matches!(
+            packs.idx_digests(1),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
 }
