@@ -45,7 +45,7 @@ async fn http(
     body: &[u8],
 ) -> Reply {
     let addr = server.url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -54,10 +54,38 @@ async fn http(
         head += &format!("{k}: {v}\r\n");
     }
     head += "\r\n";
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // The server may answer before the body has been sent (an announced length over
+    // the limit is refused at once) and then close, so the body goes out from its own
+    // task while the answer is read: written first, a refused body would end in a
+    // broken pipe or a reset before the answer could be read.
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    let sender = tokio::spawn(async move {
+        if let Err(e) = writer.write_all(&request).await {
+            assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ),
+                "writing the request: {e}"
+            );
+        }
+        // Dropping the write half would send a FIN, on which the server (no half-close)
+        // ends the connection without answering: it is kept until the answer is read.
+        writer
+    });
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
+    if let Err(e) = reader.read_to_end(&mut raw).await {
+        // A reset after the answer has arrived (the server closed with our body
+        // unread) still leaves the answer, which is what is checked.
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "reading: {e}"
+        );
+    }
+    drop(sender.await.unwrap());
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
