@@ -4,9 +4,14 @@
 mod common;
 
 use common::*;
+use ebsnap::block::{BlockIndex, Digest, HashedBlock};
 use ebsnap::engine::{self, BackupOptions, NoProgress, Progress, RestoreOptions, Stop};
 use ebsnap::store::local::{Access, LockWait};
-use ebsnap::store::{LocalStore, SnapshotStore};
+use ebsnap::store::{
+    BlockPage, BlockToken, ChangedBlockPage, FetchedBlock, LocalStore, MemoryStore, PageRequest,
+    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError,
+    StoreResult, Tag, TagFilter,
+};
 use ebsnap::Error;
 use serde_json::Value;
 use std::fs::OpenOptions;
@@ -141,6 +146,12 @@ fn backups_killed_at_random_moments_resume_and_restore_identically() {
         env.restore(report["snapshot_id"].as_str().unwrap(), &target);
         assert_same_content(&image, &target);
         std::fs::remove_file(&target).unwrap();
+    }
+    // Nothing was left behind: each snapshot a killed run started was completed by
+    // its rerun or deleted (one whose start was in doubt too: see the journal's token).
+    let snapshots = env.json(&["snapshots"]);
+    for s in snapshots["snapshots"].as_array().unwrap() {
+        assert_eq!(s["status"], "completed", "seed {seed}: {snapshots}");
     }
     eprintln!("20 kills: {resumed_runs} reruns resumed, {runs_with_fewer} put fewer blocks");
     assert!(
@@ -422,5 +433,124 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another restore onto"), "{stderr}");
     assert!(slow.wait().unwrap().success());
+    assert_same_content(&image, &target);
+}
+
+/// A memory store that makes the first snapshot it is asked for, then loses the
+/// answer: the network failed after the request arrived (and after every retry).
+#[derive(Debug, Default)]
+struct LosesFirstStartAnswer {
+    inner: MemoryStore,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl SnapshotStore for LosesFirstStartAnswer {
+    fn identity(&self) -> String {
+        "loses-first-start-answer".into()
+    }
+    async fn start_snapshot(&self, r: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        let info = self.inner.start_snapshot(r).await?;
+        if self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(info);
+        }
+        Err(StoreError::Unavailable {
+            message: "connection reset after the request was sent".into(),
+        })
+    }
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        i: BlockIndex,
+        b: HashedBlock,
+        c: Digest,
+    ) -> StoreResult<()> {
+        self.inner.put_block(id, i, b, c).await
+    }
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        n: u64,
+        a: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        self.inner.complete_snapshot(id, n, a).await
+    }
+    async fn list_blocks(&self, id: &SnapshotId, p: PageRequest) -> StoreResult<BlockPage> {
+        self.inner.list_blocks(id, p).await
+    }
+    async fn list_changed_blocks(
+        &self,
+        f: Option<&SnapshotId>,
+        s: &SnapshotId,
+        p: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        self.inner.list_changed_blocks(f, s, p).await
+    }
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        i: BlockIndex,
+        t: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        self.inner.get_block(id, i, t).await
+    }
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
+        self.inner.describe_snapshot(id).await
+    }
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        self.inner.list_snapshots().await
+    }
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
+        self.inner.delete_snapshot(id).await
+    }
+    async fn create_tags(&self, id: &SnapshotId, t: &[Tag]) -> StoreResult<()> {
+        self.inner.create_tags(id, t).await
+    }
+    async fn delete_tags(&self, id: &SnapshotId, t: &[TagFilter]) -> StoreResult<()> {
+        self.inner.delete_tags(id, t).await
+    }
+}
+
+/// StartSnapshot made a snapshot but its answer was lost: the journal named the
+/// request's client token before it was sent, so the rerun sends the same token, gets
+/// that snapshot back and completes it. No snapshot is left behind, pending.
+#[tokio::test]
+async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 8;
+    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 4);
+    let store = Arc::new(LosesFirstStartAnswer::default());
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        ..BackupOptions::default()
+    };
+    let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
+    assert!(
+        matches!(first, Err(Error::StoreOnly(StoreError::Unavailable { .. }))),
+        "{first:?}"
+    );
+    let made = store.inner.list_snapshots().await.unwrap();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].status, SnapshotStatus::Pending);
+
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(report.snapshot_id, Some(made[0].id.to_string()));
+    assert_eq!(report.blocks_written, blocks);
+    let all = store.inner.list_snapshots().await.unwrap();
+    assert_eq!(all.len(), 1, "a snapshot was left behind: {all:?}");
+    assert_eq!(all[0].status, SnapshotStatus::Completed);
+    let target = env.path("restored");
+    engine::restore(
+        store,
+        &made[0].id,
+        &target,
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     assert_same_content(&image, &target);
 }

@@ -26,7 +26,9 @@ use crate::block::{
 };
 use crate::error::{Error, Result};
 use crate::store::local::LockWait;
-use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag};
+use crate::store::{
+    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -156,7 +158,14 @@ async fn upload(
     progress: &dyn Progress,
 ) -> Result<(SnapshotId, Sent)> {
     let (id, mut journal) = match resume {
-        Some(j) => (j.header().snapshot_id.parse()?, Some(j)),
+        Some(j) => (
+            j.header()
+                .snapshot_id
+                .as_deref()
+                .unwrap_or_default()
+                .parse()?,
+            Some(j),
+        ),
         None => start(store, plan, options).await?,
     };
     progress.start(
@@ -191,30 +200,65 @@ async fn upload(
     Ok((id, sent))
 }
 
-/// Starts a new snapshot, and its journal when there is a state directory.
+/// Starts a new snapshot, and its journal when there is a state directory. An
+/// interrupted run's start in doubt is taken up first: its token, sent again, brings
+/// back the snapshot it may have made.
 async fn start(
     store: &Arc<dyn SnapshotStore>,
     plan: &Plan,
     options: &BackupOptions,
 ) -> Result<(SnapshotId, Option<UploadJournal>)> {
-    let request = start_request(plan, options);
-    let info = store.start_snapshot(request.clone()).await?;
-    let id = info.id.clone();
-    if !info.block_size_ok() {
-        abandon(&**store, &id).await;
-        return Err(Error::BlockSize {
-            got: info.block_size,
-        });
+    let mut request = start_request(plan, options);
+    if let Some(token) = &plan.client_token {
+        request.client_token = Some(token.clone());
+        let journal = new_journal(store, plan, &request)?;
+        match store.start_snapshot(request.clone()).await {
+            Ok(info) if info.status == SnapshotStatus::Pending => {
+                return started(&**store, info, journal).await;
+            }
+            Ok(info) => {
+                tracing::warn!(
+                    "{}, started by an interrupted run, is {}: starting afresh",
+                    info.id,
+                    info.status
+                );
+                if info.status == SnapshotStatus::Error {
+                    abandon(&**store, &info.id).await;
+                }
+            }
+            // The store knows the token from another request: this run starts its
+            // snapshot otherwise (new options, a new parent).
+            Err(StoreError::Conflict { message }) => tracing::warn!(
+                "not taking up the interrupted run's start ({message}); a snapshot it may have made is failed by the store after its timeout"
+            ),
+            Err(e) => return Err(start_failed(e, journal)),
+        }
+        request.client_token = Some(new_client_token());
     }
+    let journal = new_journal(store, plan, &request)?;
+    match store.start_snapshot(request).await {
+        Ok(info) => started(&**store, info, journal).await,
+        Err(e) => Err(start_failed(e, journal)),
+    }
+}
+
+/// The journal of a snapshot about to be started (with a state directory). It names
+/// the client token before StartSnapshot is sent: a run killed before the answer is
+/// recorded leaves the token for the rerun to send again.
+fn new_journal(
+    store: &Arc<dyn SnapshotStore>,
+    plan: &Plan,
+    request: &StartSnapshot,
+) -> Result<Option<UploadJournal>> {
     let Some(path) = &plan.journal_path else {
-        return Ok((id, None));
+        return Ok(None);
     };
     let header = UploadHeader {
         store: store.identity(),
         source: plan.source_name.clone(),
-        snapshot_id: id.to_string(),
-        client_token: request.client_token.unwrap_or_default(),
-        parent: request.parent.map(|p| p.to_string()),
+        snapshot_id: None,
+        client_token: request.client_token.clone().unwrap_or_default(),
+        parent: request.parent.as_ref().map(|p| p.to_string()),
         volume_size_gib: plan.volume_size_gib,
         encrypted: plan.baseline.encrypted(),
         timeout_minutes: SNAPSHOT_TIMEOUT_MINUTES,
@@ -222,16 +266,61 @@ async fn start(
         intent_below: 0,
         completion: None,
     };
-    match UploadJournal::create(path, header) {
-        Ok(j) => Ok((id, Some(j))),
-        Err(e) => {
-            abandon(&**store, &id).await;
-            Err(Error::State {
-                path: path.clone(),
-                source: e,
-            })
-        }
+    UploadJournal::create(path, header)
+        .map(Some)
+        .map_err(|e| Error::State {
+            path: path.clone(),
+            source: e,
+        })
+}
+
+/// Takes a started snapshot into use: checks it, and records it in the journal before
+/// any block is put. A snapshot that cannot be used is deleted, then its journal.
+async fn started(
+    store: &dyn SnapshotStore,
+    info: SnapshotInfo,
+    journal: Option<UploadJournal>,
+) -> Result<(SnapshotId, Option<UploadJournal>)> {
+    let id = info.id.clone();
+    let (error, journal) = match journal {
+        _ if !info.block_size_ok() => (
+            Error::BlockSize {
+                got: info.block_size,
+            },
+            journal,
+        ),
+        None => return Ok((id, None)),
+        Some(mut j) => match j.started(id.as_str()) {
+            Ok(()) => return Ok((id, Some(j))),
+            Err(e) => (
+                Error::State {
+                    path: j.path().to_owned(),
+                    source: e,
+                },
+                Some(j),
+            ),
+        },
+    };
+    abandon(store, &id).await;
+    if let Some(j) = journal {
+        let _ = j.remove();
     }
+    Err(error)
+}
+
+/// A StartSnapshot that failed. The snapshot may have been made all the same (the
+/// answer was lost), so for a failure that a rerun can get past the journal stays, and
+/// the rerun sends the same token again.
+fn start_failed(e: StoreError, journal: Option<UploadJournal>) -> Error {
+    let error = Error::from(e);
+    if let Some(j) = journal.filter(|_| !worth_resuming(&error)) {
+        let _ = j.remove();
+    }
+    error
+}
+
+fn new_client_token() -> String {
+    SnapshotId::generate().to_string()
 }
 
 /// Sends what must be sent and requests completion.
@@ -323,7 +412,7 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
     request
         .tags
         .push(Tag::new(SOURCE_PATH_TAG, plan.source_name.clone()));
-    request.client_token = Some(SnapshotId::generate().to_string());
+    request.client_token = Some(new_client_token());
     request.timeout_minutes = Some(SNAPSHOT_TIMEOUT_MINUTES);
     request.parent = plan.baseline.parent.as_ref().map(|p| p.id.clone());
     if request.parent.is_none() {

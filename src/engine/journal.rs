@@ -19,6 +19,12 @@
 //!
 //! A record's position is its block index, so records written twice (a block put again
 //! with new content) simply overwrite.
+//!
+//! The journal is made before StartSnapshot is sent, naming its client token and no
+//! snapshot yet; the snapshot id is added when the answer comes. A run killed in
+//! between leaves the token, and the rerun sends StartSnapshot again with it: the store
+//! then hands back the snapshot the first request may have made, instead of that one
+//! staying behind, pending and known to nobody.
 
 use super::baseline::Bitmap;
 use crate::block::{BlockIndex, Digest, Source, BLOCK_SIZE};
@@ -39,7 +45,9 @@ const RECORD_LEN: u64 = 32;
 pub(crate) struct UploadHeader {
     pub store: String,
     pub source: String,
-    pub snapshot_id: String,
+    /// `None` while StartSnapshot is in doubt (sent, and its answer not yet recorded).
+    pub snapshot_id: Option<String>,
+    /// The StartSnapshot request's `ClientToken`.
     pub client_token: String,
     pub parent: Option<String>,
     pub volume_size_gib: u64,
@@ -77,8 +85,8 @@ fn invalid(path: &Path, what: &str) -> io::Error {
 }
 
 impl UploadJournal {
-    /// Starts a journal for a snapshot just started, replacing any older one. The header
-    /// is durable (and the file in place) before the first block is put.
+    /// Starts a journal for a snapshot about to be started, replacing any older one.
+    /// The header is durable (and the file in place) before StartSnapshot is sent.
     pub fn create(path: &Path, header: UploadHeader) -> io::Result<UploadJournal> {
         let dir = path.parent().expect("journals live in a directory");
         std::fs::create_dir_all(dir)?;
@@ -117,6 +125,13 @@ impl UploadJournal {
 
     pub fn header(&self) -> &UploadHeader {
         &self.header
+    }
+
+    /// Records (durably) the snapshot StartSnapshot answered with, before any block
+    /// is put into it.
+    pub fn started(&mut self, id: &str) -> io::Result<()> {
+        self.header.snapshot_id = Some(id.to_owned());
+        self.write_header()
     }
 
     pub fn path(&self) -> &Path {
@@ -263,7 +278,7 @@ mod tests {
         UploadHeader {
             store: "local:/s".into(),
             source: "/dev/x".into(),
-            snapshot_id: "snap-0123456789abcdef0".into(),
+            snapshot_id: Some("snap-0123456789abcdef0".into()),
             client_token: "t".into(),
             parent: None,
             volume_size_gib: 1,
@@ -315,6 +330,24 @@ mod tests {
         assert!(UploadJournal::open(&dir.path().join("none"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_start_in_doubt_keeps_its_token_until_the_snapshot_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.journal");
+        let in_doubt = UploadHeader {
+            snapshot_id: None,
+            ..header()
+        };
+        let mut j = UploadJournal::create(&path, in_doubt.clone()).unwrap();
+        assert_eq!(
+            UploadJournal::open(&path).unwrap().unwrap().header(),
+            &in_doubt
+        );
+        j.started("snap-0123456789abcdef0").unwrap();
+        let j = UploadJournal::open(&path).unwrap().unwrap();
+        assert_eq!(j.header(), &header());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::backup::BackupOptions;
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
 use super::journal::{UploadHeader, UploadJournal};
-use super::resume::{give_up, take_over};
+use super::resume::{give_up, take_over, Left};
 use super::state::{lock_source, manifest_path, upload_journal_path};
 use crate::block::manifest::Manifest;
 use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
@@ -24,6 +24,9 @@ pub(super) struct Plan {
     pub journal_path: Option<PathBuf>,
     /// The interrupted run this one continues.
     pub resume: Option<UploadJournal>,
+    /// The client token of an interrupted run's StartSnapshot that may have made a
+    /// snapshot: this run's StartSnapshot sends it again, and so gets that snapshot.
+    pub client_token: Option<String>,
     /// Held for the whole backup: one backup of a source into a store at a time.
     pub _source_lock: Option<std::fs::File>,
 }
@@ -67,9 +70,14 @@ pub(super) async fn plan(
         )?),
         _ => None,
     };
-    let mut resume = match &journal_path {
+    let left = match &journal_path {
         Some(p) if !options.dry_run => take_over(store, p, &options.parent, &source_name).await?,
         _ => None,
+    };
+    let (mut resume, client_token) = match left {
+        Some(Left::Pending(j)) => (Some(j), None),
+        Some(Left::StartInDoubt { client_token }) => (None, Some(client_token)),
+        None => (None, None),
     };
     let encrypted = options.encrypted || options.kms_key_arn.is_some();
     let mut lineage = match &resume {
@@ -104,7 +112,7 @@ pub(super) async fn plan(
         if let Some(j) = resume.take() {
             tracing::warn!(
                 "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
-                j.header().snapshot_id
+                j.header().snapshot_id.as_deref().unwrap_or_default()
             );
             give_up(store, j).await;
         }
@@ -139,6 +147,7 @@ pub(super) async fn plan(
         manifest_path,
         journal_path,
         resume,
+        client_token,
         _source_lock: source_lock,
     })
 }

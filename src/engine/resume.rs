@@ -1,5 +1,6 @@
 //! What a backup does with the journal an interrupted run left: resume its pending
-//! snapshot, finish the completion it had sent, or give it up and start afresh.
+//! snapshot, finish the completion it had sent, send its StartSnapshot again, or give
+//! it up and start afresh.
 
 use super::baseline::ParentChoice;
 use super::journal::{Completion, UploadJournal};
@@ -14,15 +15,26 @@ use std::time::{Duration, SystemTime};
 /// read up to where the interrupted run stopped before it writes again.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-/// The journal at `path`, if its pending snapshot can and should be continued by this
-/// backup (of `source`, asking for `choice`). Anything else it left is settled here: a
-/// completion it had sent is finished; a snapshot that cannot be resumed is deleted.
+/// What an interrupted backup left that this one takes up.
+pub(crate) enum Left {
+    /// Its pending snapshot, to continue.
+    Pending(UploadJournal),
+    /// A StartSnapshot whose answer it never recorded, and that request's client token.
+    /// Sent again with that token, StartSnapshot hands back the snapshot the first
+    /// request may have made (the store keeps tokens), so none is left behind.
+    StartInDoubt { client_token: String },
+}
+
+/// What the journal at `path` leaves for this backup (of `source`, asking for
+/// `choice`): a pending snapshot that can and should be continued, or a start in doubt.
+/// Anything else it left is settled here: a completion it had sent is finished; a
+/// snapshot that cannot be resumed is deleted.
 pub(crate) async fn take_over(
     store: &dyn SnapshotStore,
     path: &Path,
     choice: &ParentChoice,
     source: &str,
-) -> Result<Option<UploadJournal>> {
+) -> Result<Option<Left>> {
     let journal = match UploadJournal::open(path) {
         Ok(Some(j)) => j,
         Ok(None) => return Ok(None),
@@ -33,13 +45,26 @@ pub(crate) async fn take_over(
         }
     };
     let header = journal.header().clone();
-    let id = match header.snapshot_id.parse::<SnapshotId>() {
-        Ok(id) if header.store == store.identity() && header.source == source => id,
-        _ => {
-            tracing::warn!("ignoring {}: it is not this backup's", path.display());
-            forget(journal);
-            return Ok(None);
-        }
+    if header.store != store.identity() || header.source != source {
+        tracing::warn!("ignoring {}: it is not this backup's", path.display());
+        forget(journal);
+        return Ok(None);
+    }
+    let Some(started) = &header.snapshot_id else {
+        // Left in place: the journal this backup makes replaces it, so a run killed
+        // before that still finds the token.
+        tracing::info!("sending again the StartSnapshot an interrupted run had sent");
+        return Ok(Some(Left::StartInDoubt {
+            client_token: header.client_token,
+        }));
+    };
+    let Ok(id) = started.parse::<SnapshotId>() else {
+        tracing::warn!(
+            "ignoring {}: {started:?} is not a snapshot id",
+            path.display()
+        );
+        forget(journal);
+        return Ok(None);
     };
     if let Some(completion) = &header.completion {
         finish_completion(store, &id, completion).await?;
@@ -62,7 +87,7 @@ pub(crate) async fn take_over(
         }
         Some(_) => {
             tracing::info!("resuming {id}, interrupted earlier");
-            return Ok(Some(journal));
+            return Ok(Some(Left::Pending(journal)));
         }
     };
     tracing::warn!("not resuming the interrupted backup {id}: {why_not}; starting afresh");
@@ -72,7 +97,8 @@ pub(crate) async fn take_over(
 
 /// Deletes the journal's snapshot (unless it completed after all) and the journal.
 pub(crate) async fn give_up(store: &dyn SnapshotStore, journal: UploadJournal) {
-    if let Ok(id) = journal.header().snapshot_id.parse::<SnapshotId>() {
+    let started = journal.header().snapshot_id.as_deref();
+    if let Some(id) = started.and_then(|s| s.parse::<SnapshotId>().ok()) {
         super::backup::abandon(store, &id).await;
     }
     forget(journal);

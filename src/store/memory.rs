@@ -87,10 +87,17 @@ impl State {
         Ok(snap)
     }
 
-    fn by_client_token(&self, token: &str) -> Option<&Snapshot> {
-        self.snapshots
+    /// The snapshot started with `token`, through [`State::get`] (so that one idle
+    /// past its timeout says `error`).
+    fn by_client_token(&mut self, token: &str) -> Option<&Snapshot> {
+        let id = self
+            .snapshots
             .values()
-            .find(|s| s.client_token.as_deref() == Some(token))
+            .find(|s| s.client_token.as_deref() == Some(token))?
+            .info
+            .id
+            .clone();
+        self.get(&id).ok().map(|s| &*s)
     }
 }
 

@@ -186,11 +186,14 @@ impl Shared {
         self.writable()?;
         let mut inner = self.lock();
         if let Some(token) = &req.client_token {
-            if let Some(existing) = inner
+            let known = inner
                 .snapshots
                 .values()
                 .find(|e| e.meta.client_token.as_ref() == Some(token))
-            {
+                .map(|e| e.info.id.clone());
+            if let Some(known) = known {
+                // Through `get`, so that a snapshot idle past its timeout says `error`.
+                let existing = inner.get(&known)?;
                 if existing.meta.request_fingerprint.as_deref()
                     == Some(&rules::start_fingerprint(&req))
                 {
