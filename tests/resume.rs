@@ -398,6 +398,72 @@ fn interrupted_restores_resume_where_they_stopped() {
     }
 }
 
+/// A restore of another snapshot onto the same target, killed (`kill -9`) before its
+/// first checkpoint, leaves nothing of the restore it replaced to be resumed: running
+/// that one again writes the whole target, not only what its old progress said was
+/// left (the rest of the file now holds the other snapshot's blocks, or zeros).
+#[test]
+fn a_restore_of_another_snapshot_forgets_the_progress_it_replaces() {
+    let env = Env::new();
+    let blocks = 128;
+    let (a_image, b_image) = (env.path("a"), env.path("b"));
+    make_image(
+        &a_image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        31,
+    );
+    make_image(
+        &b_image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        32,
+    );
+    let snapshot = |image: &Path| {
+        env.backup(image)["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (a, b) = (snapshot(&a_image), snapshot(&b_image));
+    let target = env.path("target");
+    let t = target.to_str().unwrap();
+
+    // A, paced to last about 6 s, stopped by SIGINT after its first checkpoint.
+    let restore_a = ["restore", &a, t, "--max-rate", "20"];
+    let child = env.process(&restore_a).arg("-q").spawn().unwrap();
+    wait_until("no restore progress appeared", || {
+        !restore_progress_files(&env).is_empty()
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+
+    // B, at two blocks a second, killed once it has written its first block: long
+    // before its first checkpoint (2 s).
+    let mut b_first = vec![0u8; BLOCK as usize];
+    std::fs::File::open(&b_image)
+        .unwrap()
+        .read_exact_at(&mut b_first, 0)
+        .unwrap();
+    let partial = env.path("target.ebsnap-partial");
+    let mut child = env
+        .process(&["restore", &b, t, "--max-rate", "2", "-q"])
+        .spawn()
+        .unwrap();
+    wait_until("the restore of B wrote nothing", || {
+        let mut first = vec![0u8; BLOCK as usize];
+        std::fs::File::open(&partial).is_ok_and(|f| f.read_exact_at(&mut first, 0).is_ok())
+            && first == b_first
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let report = env.json(&restore_a);
+    assert_eq!(report["resumed_at_block"], Value::Null, "{report}");
+    assert_same_content(&a_image, &target);
+}
+
 /// Two restores onto one target: the second waits, or with `--lock-wait 0` fails
 /// clearly.
 #[test]

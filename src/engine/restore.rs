@@ -129,6 +129,12 @@ pub async fn restore(
             .clone()
             .or_else(|| recorded_base(record.as_ref(), path)),
     };
+    if let (None, Some(dir)) = (&resume, state) {
+        // Another restore's progress (of another snapshot, or asked otherwise) goes
+        // before the target changes: were this one killed before its first checkpoint,
+        // the other's rerun would take what this one wrote for its own.
+        clear_restore_progress(dir, &target_name)?;
+    }
     if let Some(p) = &resume {
         tracing::info!(
             "resuming the interrupted restore of {id} onto {target_name} at block {}",

@@ -91,6 +91,7 @@ pub fn clear_restore_records(state_dir: &Path, target: &str) -> Result<()> {
             })
         }
     };
+    let mut removed = false;
     for entry in entries.flatten() {
         let path = entry.path();
         let about_target = std::fs::read(&path)
@@ -102,9 +103,25 @@ pub fn clear_restore_records(state_dir: &Path, target: &str) -> Result<()> {
                 path: path.clone(),
                 source: e,
             })?;
+            removed = true;
         }
     }
+    if removed {
+        sync_dir(&dir)?;
+    }
     Ok(())
+}
+
+/// Makes the removal of a file in `dir` durable. The target is written next, and its
+/// writes can reach the disk before the directory does: a record that came back after
+/// a power cut would claim a half-written target.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::State {
+            path: dir.to_owned(),
+            source: e,
+        })
 }
 
 /// The name a target is known by: its canonical path (symlinks such as
@@ -206,10 +223,12 @@ pub fn write_restore_progress(state_dir: &Path, progress: &RestoreProgress) -> R
     atomic_json(&path, progress)
 }
 
+/// Forgets an unfinished restore's progress, durably (see [`sync_dir`]).
 pub fn clear_restore_progress(state_dir: &Path, target: &str) -> Result<()> {
     let path = progress_path(state_dir, target);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::State { path, source: e }),
-        _ => Ok(()),
+        Ok(()) => sync_dir(path.parent().expect("a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::State { path, source: e }),
     }
 }
