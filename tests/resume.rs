@@ -280,6 +280,55 @@ async fn a_resumed_backup_takes_in_what_changed_since_the_interruption() {
     assert!(verified.ok, "{verified:?}");
 }
 
+/// The source grew between the interruption and the rerun, within the same volume
+/// size: the rerun starts afresh, since the pending snapshot's size tag (what a restore
+/// gives back) was set at its start and says the old size.
+#[tokio::test]
+async fn a_source_that_changed_size_since_the_interruption_is_backed_up_afresh() {
+    let env = Env::new();
+    let image = env.path("image");
+    let size = 64 * BLOCK + 1000;
+    make_image(&image, size, &[(0, size as usize)], 8);
+    let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+    let store: Arc<dyn SnapshotStore> = Arc::new(local);
+    let stop = Stop::default();
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        workers: 4,
+        stop: stop.clone(),
+        ..BackupOptions::default()
+    };
+    let halfway = StopAfter {
+        stop,
+        after: size / 2,
+    };
+    let first = engine::backup(store.clone(), &image, &options, &halfway).await;
+    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
+
+    let mut more = vec![0u8; 300_000];
+    fill_random(&mut more, 9);
+    OpenOptions::new()
+        .append(true)
+        .open(&image)
+        .unwrap()
+        .write_all_at(&more, size)
+        .unwrap();
+    let options = BackupOptions {
+        stop: Stop::default(),
+        ..options
+    };
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert!(!report.resumed, "{report:?}");
+    let id = report.snapshot_id.unwrap().parse().unwrap();
+    let target = env.path("restored");
+    engine::restore(store, &id, &target, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_same_content(&image, &target);
+}
+
 /// A rerun that asks for something else (`--full` where the interrupted run had a
 /// parent) does not resume: it deletes the interrupted snapshot and starts afresh.
 #[test]

@@ -256,6 +256,7 @@ fn new_journal(
     let header = UploadHeader {
         store: store.identity(),
         source: plan.source_name.clone(),
+        source_bytes: plan.source.size(),
         snapshot_id: None,
         client_token: request.client_token.clone().unwrap_or_default(),
         parent: request.parent.as_ref().map(|p| p.to_string()),

@@ -45,6 +45,9 @@ const RECORD_LEN: u64 = 32;
 pub(crate) struct UploadHeader {
     pub store: String,
     pub source: String,
+    /// The source's size in bytes when the snapshot was started (its size tag).
+    #[serde(default)]
+    pub source_bytes: u64,
     /// `None` while StartSnapshot is in doubt (sent, and its answer not yet recorded).
     pub snapshot_id: Option<String>,
     /// The StartSnapshot request's `ClientToken`.
@@ -278,6 +281,7 @@ mod tests {
         UploadHeader {
             store: "local:/s".into(),
             source: "/dev/x".into(),
+            source_bytes: 1 << 30,
             snapshot_id: Some("snap-0123456789abcdef0".into()),
             client_token: "t".into(),
             parent: None,

@@ -96,7 +96,7 @@ pub(super) async fn plan(
             )
             .await;
             match planned {
-                Ok(l) if l.fits(j.header()) => Some(l),
+                Ok(l) if l.fits(j.header(), size) => Some(l),
                 // The source or the parent changed since: that snapshot is not for us.
                 Ok(_) | Err(Error::UnfitParent { .. } | Error::NotCompleted { .. }) => None,
                 Err(Error::Store {
@@ -175,10 +175,13 @@ struct Lineage {
 }
 
 impl Lineage {
-    /// Whether the pending snapshot a journal describes was started for this lineage.
-    fn fits(&self, started: &UploadHeader) -> bool {
+    /// Whether the pending snapshot a journal describes was started for this lineage,
+    /// and for a source of this size (its tag says the size a restore gives back, and
+    /// is set only at the start).
+    fn fits(&self, started: &UploadHeader, source_bytes: u64) -> bool {
         let parent = self.baseline.parent.as_ref().map(|p| p.id.to_string());
-        started.parent == parent
+        started.source_bytes == source_bytes
+            && started.parent == parent
             && started.volume_size_gib == self.volume_size_gib
             && started.encrypted == self.baseline.encrypted()
     }
