@@ -3,21 +3,20 @@
 
 mod common;
 
+use common::rigged::{unavailable, Call, Rigged};
 use common::*;
-use ebsnap::block::{BlockIndex, Digest, HashedBlock};
 use ebsnap::engine::{self, BackupOptions, NoProgress, Progress, RestoreOptions, Stop};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::{
-    BlockPage, BlockToken, ChangedBlockPage, FetchedBlock, LocalStore, MemoryStore, PageRequest,
-    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError,
-    StoreResult, Tag, TagFilter,
+    LocalStore, SnapshotId, SnapshotStatus, SnapshotStore, StoreError, ValidationReason,
 };
 use ebsnap::Error;
 use serde_json::Value;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A small deterministic generator (splitmix64), so that a failing run can be replayed.
@@ -551,81 +550,6 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
     assert_same_content(&image, &target);
 }
 
-/// A memory store that makes the first snapshot it is asked for, then loses the
-/// answer: the network failed after the request arrived (and after every retry).
-#[derive(Debug, Default)]
-struct LosesFirstStartAnswer {
-    inner: MemoryStore,
-    lost: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl SnapshotStore for LosesFirstStartAnswer {
-    fn identity(&self) -> String {
-        "loses-first-start-answer".into()
-    }
-    async fn start_snapshot(&self, r: StartSnapshot) -> StoreResult<SnapshotInfo> {
-        let info = self.inner.start_snapshot(r).await?;
-        if self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Ok(info);
-        }
-        Err(StoreError::Unavailable {
-            message: "connection reset after the request was sent".into(),
-        })
-    }
-    async fn put_block(
-        &self,
-        id: &SnapshotId,
-        i: BlockIndex,
-        b: HashedBlock,
-        c: Digest,
-    ) -> StoreResult<()> {
-        self.inner.put_block(id, i, b, c).await
-    }
-    async fn complete_snapshot(
-        &self,
-        id: &SnapshotId,
-        n: u64,
-        a: Option<Digest>,
-    ) -> StoreResult<SnapshotStatus> {
-        self.inner.complete_snapshot(id, n, a).await
-    }
-    async fn list_blocks(&self, id: &SnapshotId, p: PageRequest) -> StoreResult<BlockPage> {
-        self.inner.list_blocks(id, p).await
-    }
-    async fn list_changed_blocks(
-        &self,
-        f: Option<&SnapshotId>,
-        s: &SnapshotId,
-        p: PageRequest,
-    ) -> StoreResult<ChangedBlockPage> {
-        self.inner.list_changed_blocks(f, s, p).await
-    }
-    async fn get_block(
-        &self,
-        id: &SnapshotId,
-        i: BlockIndex,
-        t: &BlockToken,
-    ) -> StoreResult<FetchedBlock> {
-        self.inner.get_block(id, i, t).await
-    }
-    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
-        self.inner.describe_snapshot(id).await
-    }
-    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
-        self.inner.list_snapshots().await
-    }
-    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
-        self.inner.delete_snapshot(id).await
-    }
-    async fn create_tags(&self, id: &SnapshotId, t: &[Tag]) -> StoreResult<()> {
-        self.inner.create_tags(id, t).await
-    }
-    async fn delete_tags(&self, id: &SnapshotId, t: &[TagFilter]) -> StoreResult<()> {
-        self.inner.delete_tags(id, t).await
-    }
-}
-
 /// StartSnapshot made a snapshot but its answer was lost: the journal named the
 /// request's client token before it was sent, so the rerun sends the same token, gets
 /// that snapshot back and completes it. No snapshot is left behind, pending.
@@ -635,7 +559,14 @@ async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes()
     let image = env.path("image");
     let blocks = 8;
     make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 4);
-    let store = Arc::new(LosesFirstStartAnswer::default());
+    let lost = AtomicBool::new(false);
+    let store = Arc::new(Rigged::new(
+        |_| Ok(()),
+        move |call| match call {
+            Call::Start if !lost.swap(true, SeqCst) => Err(unavailable()),
+            _ => Ok(()),
+        },
+    ));
     let options = BackupOptions {
         state_dir: Some(env.path("state")),
         ..BackupOptions::default()
@@ -668,4 +599,53 @@ async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes()
     .await
     .unwrap();
     assert_same_content(&image, &target);
+}
+
+/// The completion an interrupted run sent can never finish (the service failed the
+/// snapshot while sealing, and refuses to complete it): the rerun gives that snapshot
+/// up and backs up afresh, instead of failing on it at every run from then on.
+#[tokio::test]
+async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 8;
+    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 6);
+    let failed = Arc::new(Mutex::new(None::<SnapshotId>));
+    let sealing = failed.clone();
+    let store = Arc::new(Rigged::new(
+        move |call| {
+            let Call::Complete(id) = call else {
+                return Ok(());
+            };
+            let mut failed = sealing.lock().unwrap();
+            match &*failed {
+                None => {
+                    *failed = Some(id.clone());
+                    Err(unavailable())
+                }
+                Some(f) if f == id => Err(StoreError::invalid(
+                    ValidationReason::InvalidParameterValue,
+                    format!("{id} failed while sealing"),
+                )),
+                Some(_) => Ok(()),
+            }
+        },
+        |_| Ok(()),
+    ));
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        ..BackupOptions::default()
+    };
+    let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
+    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
+
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    let failed = failed.lock().unwrap().clone().unwrap();
+    assert_ne!(report.snapshot_id, Some(failed.to_string()));
+    assert_eq!(report.blocks_written, blocks);
+    let all = store.inner.list_snapshots().await.unwrap();
+    assert_eq!(all.len(), 1, "the failed snapshot stays: {all:?}");
+    assert_eq!(all[0].status, SnapshotStatus::Completed);
 }

@@ -67,8 +67,19 @@ pub(crate) async fn take_over(
         return Ok(None);
     };
     if let Some(completion) = &header.completion {
-        finish_completion(store, &id, completion).await?;
-        forget(journal);
+        match finish_completion(store, &id, completion).await {
+            Ok(()) => forget(journal),
+            // The journal stays for the next run: the store could not be asked.
+            Err(e) if worth_resuming(&e) => return Err(e),
+            // The snapshot will never complete (it failed while sealing, or its timeout
+            // passed first): kept, it would stop every later backup here.
+            Err(e) => {
+                tracing::warn!(
+                    "{id}, interrupted while completing, cannot complete ({e}); starting afresh"
+                );
+                give_up(store, journal).await;
+            }
+        }
         return Ok(None);
     }
     let status = match store.describe_snapshot(&id).await {

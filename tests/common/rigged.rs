@@ -1,0 +1,124 @@
+//! A memory store whose calls a test can break: refused before they reach the store,
+//! or with their answer lost after the store acted on them.
+
+use async_trait::async_trait;
+use ebsnap::block::{BlockIndex, Digest, HashedBlock};
+use ebsnap::store::*;
+
+/// A call, as the rig sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Call<'a> {
+    Start,
+    Put(&'a SnapshotId, BlockIndex),
+    Complete(&'a SnapshotId),
+    Describe(&'a SnapshotId),
+    Delete(&'a SnapshotId),
+}
+
+type Rig = Box<dyn Fn(Call) -> StoreResult<()> + Send + Sync>;
+
+pub struct Rigged {
+    pub inner: MemoryStore,
+    /// Before a call: an error is the answer, and the store never sees the call.
+    before: Rig,
+    /// After a call the store carried out: an error replaces its answer (lost on the
+    /// way back, after every retry).
+    after: Rig,
+}
+
+impl std::fmt::Debug for Rigged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rigged")
+    }
+}
+
+impl Rigged {
+    pub fn new(
+        before: impl Fn(Call) -> StoreResult<()> + Send + Sync + 'static,
+        after: impl Fn(Call) -> StoreResult<()> + Send + Sync + 'static,
+    ) -> Rigged {
+        Rigged {
+            inner: MemoryStore::new(),
+            before: Box::new(before),
+            after: Box::new(after),
+        }
+    }
+}
+
+/// A failure worth retrying later, as the network or the service gives.
+pub fn unavailable() -> StoreError {
+    StoreError::Unavailable {
+        message: "connection reset (rigged)".into(),
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for Rigged {
+    fn identity(&self) -> String {
+        "rigged".into()
+    }
+    async fn start_snapshot(&self, r: StartSnapshot) -> StoreResult<SnapshotInfo> {
+        (self.before)(Call::Start)?;
+        let info = self.inner.start_snapshot(r).await?;
+        (self.after)(Call::Start)?;
+        Ok(info)
+    }
+    async fn put_block(
+        &self,
+        id: &SnapshotId,
+        i: BlockIndex,
+        b: HashedBlock,
+        c: Digest,
+    ) -> StoreResult<()> {
+        (self.before)(Call::Put(id, i))?;
+        self.inner.put_block(id, i, b, c).await?;
+        (self.after)(Call::Put(id, i))
+    }
+    async fn complete_snapshot(
+        &self,
+        id: &SnapshotId,
+        n: u64,
+        a: Option<Digest>,
+    ) -> StoreResult<SnapshotStatus> {
+        (self.before)(Call::Complete(id))?;
+        let status = self.inner.complete_snapshot(id, n, a).await?;
+        (self.after)(Call::Complete(id))?;
+        Ok(status)
+    }
+    async fn list_blocks(&self, id: &SnapshotId, p: PageRequest) -> StoreResult<BlockPage> {
+        self.inner.list_blocks(id, p).await
+    }
+    async fn list_changed_blocks(
+        &self,
+        f: Option<&SnapshotId>,
+        s: &SnapshotId,
+        p: PageRequest,
+    ) -> StoreResult<ChangedBlockPage> {
+        self.inner.list_changed_blocks(f, s, p).await
+    }
+    async fn get_block(
+        &self,
+        id: &SnapshotId,
+        i: BlockIndex,
+        t: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        self.inner.get_block(id, i, t).await
+    }
+    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
+        (self.before)(Call::Describe(id))?;
+        self.inner.describe_snapshot(id).await
+    }
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        self.inner.list_snapshots().await
+    }
+    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
+        (self.before)(Call::Delete(id))?;
+        self.inner.delete_snapshot(id).await
+    }
+    async fn create_tags(&self, id: &SnapshotId, t: &[Tag]) -> StoreResult<()> {
+        self.inner.create_tags(id, t).await
+    }
+    async fn delete_tags(&self, id: &SnapshotId, t: &[TagFilter]) -> StoreResult<()> {
+        self.inner.delete_tags(id, t).await
+    }
+}
