@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::rigged::{unavailable, Call, Rigged};
+use common::rigged::{unavailable, Call, Rigged, Then};
 use common::*;
+use ebsnap::block::BlockIndex;
 use ebsnap::engine::{self, BackupOptions, NoProgress, Progress, RestoreOptions, Stop};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::{
@@ -561,10 +562,10 @@ async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes()
     make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 4);
     let lost = AtomicBool::new(false);
     let store = Arc::new(Rigged::new(
-        |_| Ok(()),
+        |_| Then::Answer,
         move |call| match call {
-            Call::Start if !lost.swap(true, SeqCst) => Err(unavailable()),
-            _ => Ok(()),
+            Call::Start if !lost.swap(true, SeqCst) => Then::Fail(unavailable()),
+            _ => Then::Answer,
         },
     ));
     let options = BackupOptions {
@@ -615,22 +616,22 @@ async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
     let store = Arc::new(Rigged::new(
         move |call| {
             let Call::Complete(id) = call else {
-                return Ok(());
+                return Then::Answer;
             };
             let mut failed = sealing.lock().unwrap();
             match &*failed {
                 None => {
                     *failed = Some(id.clone());
-                    Err(unavailable())
+                    Then::Fail(unavailable())
                 }
-                Some(f) if f == id => Err(StoreError::invalid(
+                Some(f) if f == id => Then::Fail(StoreError::invalid(
                     ValidationReason::InvalidParameterValue,
                     format!("{id} failed while sealing"),
                 )),
-                Some(_) => Ok(()),
+                Some(_) => Then::Answer,
             }
         },
-        |_| Ok(()),
+        |_| Then::Answer,
     ));
     let options = BackupOptions {
         state_dir: Some(env.path("state")),
@@ -648,4 +649,135 @@ async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
     let all = store.inner.list_snapshots().await.unwrap();
     assert_eq!(all.len(), 1, "the failed snapshot stays: {all:?}");
     assert_eq!(all[0].status, SnapshotStatus::Completed);
+}
+
+/// A put that failed may have landed all the same (its answer lost after every
+/// retry). The rerun must not take that block as never put: here the source turns to
+/// zeros there, and the resumed snapshot must read zeros there too.
+#[tokio::test]
+async fn a_put_whose_answer_was_lost_is_not_taken_as_never_made() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 32;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        12,
+    );
+    let lost = AtomicBool::new(false);
+    let store = Arc::new(Rigged::new(
+        |_| Then::Answer,
+        move |call| match call {
+            Call::Put(_, BlockIndex(10)) if !lost.swap(true, SeqCst) => Then::Fail(unavailable()),
+            _ => Then::Answer,
+        },
+    ));
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        workers: 4,
+        ..BackupOptions::default()
+    };
+    let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
+    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
+
+    write_block(&image, 10, &vec![0u8; BLOCK as usize]);
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.resumed, "{report:?}");
+    restore_and_compare(&env, store, &report, &image).await;
+}
+
+/// A resumed run puts a block again (its content changed since) and is killed before
+/// that put is recorded: the block's record in the journal is stale. The next rerun
+/// must not trust it, whatever the source holds there by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_put_again_by_a_killed_rerun_is_put_again_by_the_next() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 32;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        13,
+    );
+    let hang = Arc::new(AtomicBool::new(false));
+    let landed = Arc::new(tokio::sync::Notify::new());
+    let (hanging, landing) = (hang.clone(), landed.clone());
+    let store = Arc::new(Rigged::new(
+        |_| Then::Answer,
+        move |call| match call {
+            Call::Put(_, BlockIndex(10)) if hanging.load(SeqCst) => {
+                landing.notify_one();
+                Then::Hang
+            }
+            _ => Then::Answer,
+        },
+    ));
+    let stop = Stop::default();
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        workers: 4,
+        stop: stop.clone(),
+        ..BackupOptions::default()
+    };
+    let three_quarters = StopAfter {
+        stop,
+        after: 24 * BLOCK,
+    };
+    let first = engine::backup(store.clone(), &image, &options, &three_quarters).await;
+    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
+    let options = BackupOptions {
+        stop: Stop::default(),
+        ..options
+    };
+
+    // Block 10 changes; the rerun puts it (the store takes it) and is killed while it
+    // waits for the answer, long before its first checkpoint.
+    let mut old = vec![0u8; BLOCK as usize];
+    std::fs::File::open(&image)
+        .unwrap()
+        .read_exact_at(&mut old, 10 * BLOCK)
+        .unwrap();
+    let mut new = vec![0u8; BLOCK as usize];
+    fill_random(&mut new, 99);
+    write_block(&image, 10, &new);
+    hang.store(true, SeqCst);
+    let rerun = tokio::spawn({
+        let (store, image, options) = (store.clone(), image.clone(), options.clone());
+        async move { engine::backup(store, &image, &options, &NoProgress).await }
+    });
+    landed.notified().await;
+    rerun.abort();
+    assert!(rerun.await.unwrap_err().is_cancelled());
+    hang.store(false, SeqCst);
+
+    // Back to the content the journal's record names.
+    write_block(&image, 10, &old);
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.resumed, "{report:?}");
+    restore_and_compare(&env, store, &report, &image).await;
+}
+
+fn write_block(image: &Path, index: u64, data: &[u8]) {
+    let f = OpenOptions::new().write(true).open(image).unwrap();
+    f.write_all_at(data, index * BLOCK).unwrap();
+}
+
+async fn restore_and_compare(
+    env: &Env,
+    store: Arc<Rigged>,
+    report: &engine::BackupReport,
+    image: &Path,
+) {
+    let id = report.snapshot_id.as_deref().unwrap().parse().unwrap();
+    let target = env.path("restored");
+    engine::restore(store, &id, &target, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_same_content(image, &target);
 }

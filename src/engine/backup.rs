@@ -500,7 +500,8 @@ async fn send_blocks(
                 .push(index, &digest)
                 .expect("the reader yields ascending indexes");
             if let Some(up) = uploader.as_deref_mut() {
-                if plan.baseline.was_put(index) && up.already_put(index, &digest)? {
+                let recorded = plan.baseline.was_put(index) && !plan.baseline.put_in_doubt(index);
+                if recorded && up.already_put(index, &digest)? {
                     resumed += 1;
                 } else {
                     up.put(index, data).await?;

@@ -91,7 +91,13 @@ impl Baseline {
 
     /// Whether an interrupted run put (or may have put) a block at `i`.
     pub fn was_put(&self, i: BlockIndex) -> bool {
-        self.rewrite.get(i) || self.uncertain.contains(&i.0)
+        self.rewrite.get(i) || self.put_in_doubt(i)
+    }
+
+    /// Whether the interrupted run's record of `i` may be missing or stale: a put
+    /// there may have landed after its last checkpoint. Such a block is put again.
+    pub fn put_in_doubt(&self, i: BlockIndex) -> bool {
+        self.uncertain.contains(&i.0)
     }
 
     pub fn block(&self, i: BlockIndex) -> ParentBlock {

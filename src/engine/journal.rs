@@ -15,7 +15,9 @@
 //! Puts go out in ascending index order, so the header bounds them: every put below
 //! `settled_below` is recorded (or never happened), and none was sent at or above
 //! `intent_below` (raised, durably, before a put beyond it is sent). A resumed backup
-//! writes every block in between again, so no stray put survives unaccounted.
+//! writes every block in between again, so no stray put survives unaccounted. A
+//! resumed backup that puts a block again below `settled_below` (its content changed)
+//! first lowers the mark to it: until the next checkpoint, that record is stale.
 //!
 //! A record's position is its block index, so records written twice (a block put again
 //! with new content) simply overwrite.
@@ -183,6 +185,16 @@ impl UploadJournal {
     pub fn raise_intent(&mut self, intent_below: u64) -> io::Result<()> {
         if intent_below > self.header.intent_below {
             self.header.intent_below = intent_below;
+            self.write_header()?;
+        }
+        Ok(())
+    }
+
+    /// Notes (durably) that a put is about to be sent at `index`, below the settled
+    /// mark: the puts from there on are not all recorded until a checkpoint says so.
+    pub fn unsettle(&mut self, index: u64) -> io::Result<()> {
+        if index < self.header.settled_below {
+            self.header.settled_below = index;
             self.write_header()?;
         }
         Ok(())

@@ -95,11 +95,18 @@ impl<'a> Uploader<'a> {
     /// in flight). Fails with the first failed put seen so far.
     pub async fn put(&mut self, index: BlockIndex, block: HashedBlock) -> Result<()> {
         if let Some(journal) = self.journal.as_deref_mut() {
-            if index.0 >= journal.header().intent_below {
-                journal
-                    .raise_intent(intent_mark(index.0, self.put_end))
-                    .map_err(journal_error(journal.path()))?;
-            }
+            let header = journal.header();
+            let marked = if index.0 >= header.intent_below {
+                journal.raise_intent(intent_mark(index.0, self.put_end))
+            } else if index.0 < header.settled_below {
+                // A block the interrupted run put is put again (with other content): its
+                // record says the old content until the next checkpoint, so the record
+                // stops being trusted first.
+                journal.unsettle(index.0)
+            } else {
+                Ok(())
+            };
+            marked.map_err(journal_error(journal.path()))?;
         }
         let permit = self
             .permits
@@ -136,8 +143,11 @@ impl<'a> Uploader<'a> {
         finished: std::result::Result<(BlockIndex, Result<Digest>), tokio::task::JoinError>,
     ) -> Result<()> {
         let (index, put) = finished.expect("put task panicked");
-        self.in_flight.remove(&index.0);
+        // A failed put stays in flight for good: an attempt may have landed with its
+        // answer lost, so the settled mark stays below it and a resumed run puts it
+        // again.
         let digest = put?;
+        self.in_flight.remove(&index.0);
         self.written += 1;
         self.unrecorded.push((index, digest));
         Ok(())

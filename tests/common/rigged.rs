@@ -5,6 +5,26 @@ use async_trait::async_trait;
 use ebsnap::block::{BlockIndex, Digest, HashedBlock};
 use ebsnap::store::*;
 
+/// What a rigged call does.
+pub enum Then {
+    /// What the store answers.
+    Answer,
+    /// Fails with this error.
+    Fail(StoreError),
+    /// Never answers (a client killed while it waits drops the call this way).
+    Hang,
+}
+
+impl Then {
+    async fn apply(self) -> StoreResult<()> {
+        match self {
+            Then::Answer => Ok(()),
+            Then::Fail(e) => Err(e),
+            Then::Hang => std::future::pending().await,
+        }
+    }
+}
+
 /// A call, as the rig sees it.
 #[derive(Clone, Copy, Debug)]
 pub enum Call<'a> {
@@ -15,11 +35,11 @@ pub enum Call<'a> {
     Delete(&'a SnapshotId),
 }
 
-type Rig = Box<dyn Fn(Call) -> StoreResult<()> + Send + Sync>;
+type Rig = Box<dyn Fn(Call) -> Then + Send + Sync>;
 
 pub struct Rigged {
     pub inner: MemoryStore,
-    /// Before a call: an error is the answer, and the store never sees the call.
+    /// Before a call: other than [`Then::Answer`], the store never sees the call.
     before: Rig,
     /// After a call the store carried out: an error replaces its answer (lost on the
     /// way back, after every retry).
@@ -34,8 +54,8 @@ impl std::fmt::Debug for Rigged {
 
 impl Rigged {
     pub fn new(
-        before: impl Fn(Call) -> StoreResult<()> + Send + Sync + 'static,
-        after: impl Fn(Call) -> StoreResult<()> + Send + Sync + 'static,
+        before: impl Fn(Call) -> Then + Send + Sync + 'static,
+        after: impl Fn(Call) -> Then + Send + Sync + 'static,
     ) -> Rigged {
         Rigged {
             inner: MemoryStore::new(),
@@ -58,9 +78,9 @@ impl SnapshotStore for Rigged {
         "rigged".into()
     }
     async fn start_snapshot(&self, r: StartSnapshot) -> StoreResult<SnapshotInfo> {
-        (self.before)(Call::Start)?;
+        (self.before)(Call::Start).apply().await?;
         let info = self.inner.start_snapshot(r).await?;
-        (self.after)(Call::Start)?;
+        (self.after)(Call::Start).apply().await?;
         Ok(info)
     }
     async fn put_block(
@@ -70,9 +90,9 @@ impl SnapshotStore for Rigged {
         b: HashedBlock,
         c: Digest,
     ) -> StoreResult<()> {
-        (self.before)(Call::Put(id, i))?;
+        (self.before)(Call::Put(id, i)).apply().await?;
         self.inner.put_block(id, i, b, c).await?;
-        (self.after)(Call::Put(id, i))
+        (self.after)(Call::Put(id, i)).apply().await
     }
     async fn complete_snapshot(
         &self,
@@ -80,9 +100,9 @@ impl SnapshotStore for Rigged {
         n: u64,
         a: Option<Digest>,
     ) -> StoreResult<SnapshotStatus> {
-        (self.before)(Call::Complete(id))?;
+        (self.before)(Call::Complete(id)).apply().await?;
         let status = self.inner.complete_snapshot(id, n, a).await?;
-        (self.after)(Call::Complete(id))?;
+        (self.after)(Call::Complete(id)).apply().await?;
         Ok(status)
     }
     async fn list_blocks(&self, id: &SnapshotId, p: PageRequest) -> StoreResult<BlockPage> {
@@ -105,14 +125,14 @@ impl SnapshotStore for Rigged {
         self.inner.get_block(id, i, t).await
     }
     async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
-        (self.before)(Call::Describe(id))?;
+        (self.before)(Call::Describe(id)).apply().await?;
         self.inner.describe_snapshot(id).await
     }
     async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
         self.inner.list_snapshots().await
     }
     async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
-        (self.before)(Call::Delete(id))?;
+        (self.before)(Call::Delete(id)).apply().await?;
         self.inner.delete_snapshot(id).await
     }
     async fn create_tags(&self, id: &SnapshotId, t: &[Tag]) -> StoreResult<()> {
