@@ -56,11 +56,10 @@ impl<S: SnapshotStore> PacedStore<S> {
         &self,
         request: impl std::future::Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        self.window.enter().await;
+        let turn = self.window.turn().await;
         self.rate.until_ready().await;
         let result = request.await;
-        self.window
-            .leave(matches!(result, Err(StoreError::Throttled { .. })));
+        turn.leave(matches!(result, Err(StoreError::Throttled { .. })));
         result
     }
 }
@@ -104,6 +103,15 @@ impl Window {
         self.permits.acquire().await.expect("never closed").forget();
     }
 
+    /// A place in the window, for one request.
+    async fn turn(&self) -> Turn<'_> {
+        self.enter().await;
+        Turn {
+            window: self,
+            left: false,
+        }
+    }
+
     fn leave(&self, throttled: bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if throttled {
@@ -131,10 +139,39 @@ impl Window {
                 s.limit += 1;
             }
         }
+        self.give_back(&mut s);
+    }
+
+    /// A request's place, back in the window (unless withheld after a cut).
+    fn give_back(&self, s: &mut WindowState) {
         if s.owed > 0 {
             s.owed -= 1;
         } else {
             self.permits.add_permits(1);
+        }
+    }
+}
+
+/// A request's place in the window. Given back when the request ends, and also when it
+/// is dropped unfinished (a caller that stopped waiting): a place lost that way would
+/// shrink the window for good, down to nothing.
+struct Turn<'a> {
+    window: &'a Window,
+    left: bool,
+}
+
+impl Turn<'_> {
+    fn leave(mut self, throttled: bool) {
+        self.left = true;
+        self.window.leave(throttled);
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.left {
+            let mut s = self.window.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.window.give_back(&mut s);
         }
     }
 }
@@ -241,6 +278,20 @@ mod tests {
         assert_eq!(w.limit(), 5);
         // Two still in flight, three free: five in all.
         assert_eq!(w.permits.available_permits(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unfinished_gives_its_place_back() {
+        let store = PacedStore::new(MemoryStore::new(), NonZeroU32::new(1000).unwrap(), 1);
+        let never = store.paced(std::future::pending::<StoreResult<()>>());
+        let waited = tokio::time::timeout(Duration::from_millis(10), never).await;
+        assert!(waited.is_err());
+        assert_eq!(store.window.permits.available_permits(), 1);
+        let answered = store.paced(async { Ok(()) });
+        tokio::time::timeout(Duration::from_secs(5), answered)
+            .await
+            .expect("the window has room")
+            .unwrap();
     }
 
     #[tokio::test]
