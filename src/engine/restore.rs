@@ -332,6 +332,13 @@ impl Job<'_> {
         let error = match result {
             Ok(counts) => {
                 drop(checkpoints); // it holds the target too
+                // Forgotten before the file is put in place: a crash in between then
+                // costs a restore from the start, where the other order would leave a
+                // record pointing at a partial file that is gone (the rerun would stop
+                // at the finished target).
+                if let Some((dir, p)) = &self.state {
+                    clear_restore_progress(dir, &p.target)?;
+                }
                 Arc::into_inner(target)
                     .expect("all writers finished")
                     .finish()?;
