@@ -7,27 +7,26 @@
 //! before it is written, so a damaged block stops the restore with an error naming the
 //! snapshot and block, and a new file is never put in place.
 
-use super::pages::{BlockLister, ChangedLister};
+mod checkpoints;
+mod write;
+
+use super::pages::ChangedLister;
 use super::resume::worth_resuming;
 use super::state::{
     clear_restore_progress, clear_restore_records, lock_target, read_restore_progress,
-    read_restore_record, target_name, write_restore_progress, write_restore_record,
-    RestoreProgress, RestoreRecord,
+    read_restore_record, target_name, write_restore_record, RestoreProgress, RestoreRecord,
 };
 use super::target::Target;
 use super::{completed_snapshot, restored_size, Progress, Stop};
-use crate::block::{is_zero, BlockIndex, Digest};
+use crate::block::BlockIndex;
 use crate::error::{Error, Result};
 use crate::store::local::LockWait;
-use crate::store::{
-    BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore, StoreError, ValidationReason,
-};
-use std::collections::BTreeSet;
+use crate::store::{SnapshotId, SnapshotStore, StoreError, ValidationReason};
+use checkpoints::Checkpoints;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use std::time::Instant;
+use write::{write_all, write_changed};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -332,10 +331,10 @@ impl Job<'_> {
         let error = match result {
             Ok(counts) => {
                 drop(checkpoints); // it holds the target too
-                // Forgotten before the file is put in place: a crash in between then
-                // costs a restore from the start, where the other order would leave a
-                // record pointing at a partial file that is gone (the rerun would stop
-                // at the finished target).
+                                   // Forgotten before the file is put in place: a crash in between then
+                                   // costs a restore from the start, where the other order would leave a
+                                   // record pointing at a partial file that is gone (the rerun would stop
+                                   // at the finished target).
                 if let Some((dir, p)) = &self.state {
                     clear_restore_progress(dir, &p.target)?;
                 }
@@ -369,311 +368,4 @@ impl Job<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// Saves how far a restore got, now and then: the target's data is made durable, then
-/// the progress record says every block below the lowest one still being written is
-/// done. Blocks are handed out in ascending order, so that is a true low-water mark.
-struct Checkpoints<'a> {
-    target: Arc<Target>,
-    state: Option<(&'a Path, RestoreProgress)>,
-    /// The first block index each unfinished task writes (a task may zero a gap first).
-    in_flight: BTreeSet<u64>,
-    /// One past the highest block handed out.
-    frontier: u64,
-    since: usize,
-    last: Instant,
-}
-
-/// A checkpoint after this many blocks (128 MiB) or this long, whichever comes first.
-const CHECKPOINT_BLOCKS: usize = 256;
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
-
-impl<'a> Checkpoints<'a> {
-    fn new(target: Arc<Target>, state: Option<(&'a Path, RestoreProgress)>, start: u64) -> Self {
-        let state = state.map(|(dir, p)| {
-            (
-                dir,
-                RestoreProgress {
-                    done_below: start,
-                    ..p
-                },
-            )
-        });
-        Checkpoints {
-            target,
-            state,
-            in_flight: BTreeSet::new(),
-            frontier: start,
-            since: 0,
-            last: Instant::now(),
-        }
-    }
-
-    fn handed_out(&mut self, first: BlockIndex, next: BlockIndex) {
-        self.in_flight.insert(first.0);
-        self.frontier = self.frontier.max(next.0);
-    }
-
-    fn finished(&mut self, first: u64) {
-        self.in_flight.remove(&first);
-        self.since += 1;
-    }
-
-    async fn maybe_save(&mut self) -> Result<()> {
-        if self.since >= CHECKPOINT_BLOCKS || self.last.elapsed() >= CHECKPOINT_EVERY {
-            self.save().await?;
-        }
-        Ok(())
-    }
-
-    async fn save(&mut self) -> Result<()> {
-        self.since = 0;
-        self.last = Instant::now();
-        let done_below = self.in_flight.first().copied().unwrap_or(self.frontier);
-        let Some((dir, progress)) = &mut self.state else {
-            return Ok(());
-        };
-        if done_below <= progress.done_below {
-            return Ok(());
-        }
-        let target = self.target.clone();
-        tokio::task::spawn_blocking(move || target.sync())
-            .await
-            .expect("sync panicked")?;
-        progress.done_below = done_below;
-        write_restore_progress(dir, progress)
-    }
-}
-
-/// Restore tasks: each says which block it started at, and what it did.
-type Tasks = JoinSet<(u64, Result<Counts>)>;
-
-/// Collects finished tasks (all of them with `wait`), keeping the first failure.
-async fn reap(
-    tasks: &mut Tasks,
-    counts: &mut Counts,
-    checkpoints: &mut Checkpoints<'_>,
-    wait: bool,
-) -> Result<()> {
-    let mut first_error = None;
-    loop {
-        let joined = if wait {
-            tasks.join_next().await
-        } else {
-            tasks.try_join_next()
-        };
-        let Some(joined) = joined else { break };
-        let (first, done) = joined.expect("restore task panicked");
-        match done {
-            Ok(done) => {
-                counts.add(done);
-                checkpoints.finished(first);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-/// Ends a write loop: every task finishes (on error or interruption too, so that the
-/// last checkpoint knows exactly what was written), then the first failure wins.
-async fn drain(
-    tasks: &mut Tasks,
-    counts: &mut Counts,
-    checkpoints: &mut Checkpoints<'_>,
-    looped: Result<()>,
-) -> Result<()> {
-    let drained = reap(tasks, counts, checkpoints, true).await;
-    looped.and(drained)
-}
-
-fn interrupted(stop: &Stop) -> Result<()> {
-    match stop.requested() {
-        Some(signal) => Err(Error::Interrupted { signal }),
-        None => Ok(()),
-    }
-}
-
-async fn write_all(
-    job: &Job<'_>,
-    target: Arc<Target>,
-    start: BlockIndex,
-    checkpoints: &mut Checkpoints<'_>,
-) -> Result<Counts> {
-    let (store, id) = (job.store, job.id);
-    let permits = Arc::new(Semaphore::new(job.options.workers.max(1)));
-    let mut tasks = Tasks::new();
-    let mut counts = Counts::default();
-    let end = BlockIndex(target.blocks());
-    let mut next = start;
-    job.progress.set(start.offset().min(job.size));
-    let looped = async {
-        let mut lister = BlockLister::new(&**store, id);
-        while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
-            for block in page
-                .into_iter()
-                .filter(|b| b.index >= start && b.index < end)
-            {
-                if block.index < next {
-                    return Err(Error::Inconsistent {
-                        snapshot: id.clone(),
-                        message: format!("block {} listed out of order", block.index),
-                    });
-                }
-                interrupted(&job.options.stop)?;
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                let (store, id, task_target, gap) =
-                    (store.clone(), id.clone(), target.clone(), next..block.index);
-                checkpoints.handed_out(next, block.index.next());
-                next = block.index.next();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let first = gap.start.0;
-                    let done = async {
-                        let mut done = zero_gap(&task_target, gap).await?;
-                        done.add(fetch_and_write(&*store, &id, block, task_target).await?);
-                        Ok(done)
-                    };
-                    (first, done.await)
-                });
-                reap(&mut tasks, &mut counts, checkpoints, false).await?;
-                checkpoints.maybe_save().await?;
-                job.progress.set(next.offset().min(job.size));
-            }
-        }
-        counts.add(zero_gap(&target, next..end).await?);
-        checkpoints.handed_out(next, end);
-        Ok(())
-    }
-    .await;
-    drain(&mut tasks, &mut counts, checkpoints, looped).await?;
-    job.progress.set(job.size);
-    Ok(counts)
-}
-
-/// Applies ListChangedBlocks(base, id): blocks with data in `id` are fetched and
-/// written, blocks without are zeroed.
-async fn write_changed(
-    job: &Job<'_>,
-    target: Arc<Target>,
-    first: Option<Vec<ChangedBlock>>,
-    mut pages: ChangedLister<'_>,
-    start: BlockIndex,
-    checkpoints: &mut Checkpoints<'_>,
-) -> Result<Counts> {
-    let (store, id) = (job.store, job.id);
-    let permits = Arc::new(Semaphore::new(job.options.workers.max(1)));
-    let mut tasks = Tasks::new();
-    let mut counts = Counts::default();
-    let end = BlockIndex(target.blocks());
-    job.progress.set(start.offset().min(job.size));
-    let looped = async {
-        let mut page = first;
-        while let Some(blocks) = page {
-            for changed in blocks
-                .into_iter()
-                .filter(|b| b.index >= start && b.index < end)
-            {
-                interrupted(&job.options.stop)?;
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                let (store, id, task_target, index) =
-                    (store.clone(), id.clone(), target.clone(), changed.index);
-                let token: Option<BlockToken> = changed.second_token;
-                checkpoints.handed_out(index, index.next());
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let done = match token {
-                        Some(token) => {
-                            let block = BlockRef { index, token };
-                            fetch_and_write(&*store, &id, block, task_target).await
-                        }
-                        None => zero_block(task_target, index).await,
-                    };
-                    (index.0, done)
-                });
-                reap(&mut tasks, &mut counts, checkpoints, false).await?;
-                checkpoints.maybe_save().await?;
-                job.progress.set(index.next().offset().min(job.size));
-            }
-            page = pages.next_page().await.map_err(Error::store(id))?;
-        }
-        checkpoints.handed_out(end, end);
-        Ok(())
-    }
-    .await;
-    drain(&mut tasks, &mut counts, checkpoints, looped).await?;
-    job.progress.set(job.size);
-    Ok(counts)
-}
-
-/// Makes one block read as zeros, where the snapshot no longer has data.
-async fn zero_block(target: Arc<Target>, index: BlockIndex) -> Result<Counts> {
-    tokio::task::spawn_blocking(move || target.clear_blocks(index, index.next()))
-        .await
-        .expect("zeroing panicked")?;
-    Ok(Counts {
-        zeroed: 1,
-        ..Counts::default()
-    })
-}
-
-/// Zeros blocks the snapshot has no data for (only a device needs it).
-async fn zero_gap(target: &Arc<Target>, gap: std::ops::Range<BlockIndex>) -> Result<Counts> {
-    if !target.is_device() || gap.is_empty() {
-        return Ok(Counts::default());
-    }
-    let target = target.clone();
-    let blocks = gap.end.0 - gap.start.0;
-    tokio::task::spawn_blocking(move || target.zero_blocks(gap.start, gap.end))
-        .await
-        .expect("zeroing panicked")?;
-    Ok(Counts {
-        zeroed: blocks,
-        ..Counts::default()
-    })
-}
-
-async fn fetch_and_write(
-    store: &dyn SnapshotStore,
-    id: &SnapshotId,
-    block: BlockRef,
-    target: Arc<Target>,
-) -> Result<Counts> {
-    let index = block.index;
-    let fetched = store
-        .get_block(id, index, &block.token)
-        .await
-        .map_err(Error::block(id, index))?;
-    let id = id.clone();
-    tokio::task::spawn_blocking(move || {
-        let actual = Digest::of(&fetched.data);
-        if actual != fetched.checksum {
-            return Err(Error::BadBlock {
-                snapshot: id,
-                index,
-                expected: fetched.checksum,
-                actual,
-            });
-        }
-        let mut done = Counts {
-            fetched: 1,
-            ..Counts::default()
-        };
-        if is_zero(&fetched.data) && !target.is_device() {
-            // A new file reads zeros where nothing is written; an existing one gets a hole.
-            if target.in_place() {
-                target.clear_blocks(index, index.next())?;
-                done.zeroed = 1;
-            }
-            return Ok(done);
-        }
-        done.written = 1;
-        done.bytes = target.write_block(index, &fetched.data)?;
-        Ok(done)
-    })
-    .await
-    .expect("write task panicked")
 }
