@@ -217,6 +217,32 @@ impl Progress for StopAfter {
     }
 }
 
+/// Backs up `image` and stops it (as a signal would) once `after` bytes are behind it.
+/// Returns the snapshot kept pending for a resume, and the options to resume it with.
+async fn interrupted_backup(
+    env: &Env,
+    store: Arc<dyn SnapshotStore>,
+    image: &Path,
+    after: u64,
+) -> (SnapshotId, BackupOptions) {
+    let stop = Stop::default();
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        workers: 4,
+        stop: stop.clone(),
+        ..BackupOptions::default()
+    };
+    let first = engine::backup(store, image, &options, &StopAfter { stop, after }).await;
+    let Err(Error::Resumable { snapshot, .. }) = first else {
+        panic!("expected a resumable interruption, got {first:?}");
+    };
+    let rerun = BackupOptions {
+        stop: Stop::default(),
+        ..options
+    };
+    (snapshot, rerun)
+}
+
 /// The source changes between the interruption and the rerun: blocks the interrupted
 /// run put become zeros, or get other data. The resumed snapshot must hold the new
 /// content, with no block of the interrupted run left behind.
@@ -228,21 +254,8 @@ async fn a_resumed_backup_takes_in_what_changed_since_the_interruption() {
     make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 3);
     let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(local);
-    let stop = Stop::default();
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        workers: 4,
-        stop: stop.clone(),
-        ..BackupOptions::default()
-    };
-    let halfway = StopAfter {
-        stop,
-        after: blocks / 2 * BLOCK,
-    };
-    let first = engine::backup(store.clone(), &image, &options, &halfway).await;
-    let Err(Error::Resumable { snapshot, .. }) = first else {
-        panic!("expected a resumable interruption, got {first:?}");
-    };
+    let (snapshot, options) =
+        interrupted_backup(&env, store.clone(), &image, blocks / 2 * BLOCK).await;
 
     // Zeros where the first run put data (and a hole), new data elsewhere.
     let f = OpenOptions::new().write(true).open(&image).unwrap();
@@ -255,10 +268,6 @@ async fn a_resumed_backup_takes_in_what_changed_since_the_interruption() {
     f.write_all_at(&data, (blocks - 1) * BLOCK).unwrap();
     drop(f);
 
-    let options = BackupOptions {
-        stop: Stop::default(),
-        ..options
-    };
     let report = engine::backup(store.clone(), &image, &options, &NoProgress)
         .await
         .unwrap();
@@ -291,19 +300,7 @@ async fn a_source_that_changed_size_since_the_interruption_is_backed_up_afresh()
     make_image(&image, size, &[(0, size as usize)], 8);
     let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(local);
-    let stop = Stop::default();
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        workers: 4,
-        stop: stop.clone(),
-        ..BackupOptions::default()
-    };
-    let halfway = StopAfter {
-        stop,
-        after: size / 2,
-    };
-    let first = engine::backup(store.clone(), &image, &options, &halfway).await;
-    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
+    let (_, options) = interrupted_backup(&env, store.clone(), &image, size / 2).await;
 
     let mut more = vec![0u8; 300_000];
     fill_random(&mut more, 9);
@@ -313,10 +310,6 @@ async fn a_source_that_changed_size_since_the_interruption_is_backed_up_afresh()
         .unwrap()
         .write_all_at(&more, size)
         .unwrap();
-    let options = BackupOptions {
-        stop: Stop::default(),
-        ..options
-    };
     let report = engine::backup(store.clone(), &image, &options, &NoProgress)
         .await
         .unwrap();
@@ -716,23 +709,7 @@ async fn a_block_put_again_by_a_killed_rerun_is_put_again_by_the_next() {
             _ => Then::Answer,
         },
     ));
-    let stop = Stop::default();
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        workers: 4,
-        stop: stop.clone(),
-        ..BackupOptions::default()
-    };
-    let three_quarters = StopAfter {
-        stop,
-        after: 24 * BLOCK,
-    };
-    let first = engine::backup(store.clone(), &image, &options, &three_quarters).await;
-    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
-    let options = BackupOptions {
-        stop: Stop::default(),
-        ..options
-    };
+    let (_, options) = interrupted_backup(&env, store.clone(), &image, 24 * BLOCK).await;
 
     // Block 10 changes; the rerun puts it (the store takes it) and is killed while it
     // waits for the answer, long before its first checkpoint.
