@@ -595,37 +595,47 @@ async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes()
     assert_same_content(&image, &target);
 }
 
+/// A store whose first CompleteSnapshot never arrives (the run ends resumable), and
+/// which then refuses to complete that snapshot, describing it with `status`.
+fn store_refusing_a_second_completion(
+    status: SnapshotStatus,
+) -> (Arc<Rigged>, Arc<Mutex<Option<SnapshotId>>>) {
+    let first = Arc::new(Mutex::new(None::<SnapshotId>));
+    let (refusing, describing) = (first.clone(), first.clone());
+    let store = Rigged::new(
+        move |call| {
+            let Call::Complete(id) = call else {
+                return Then::Answer;
+            };
+            let mut first = refusing.lock().unwrap();
+            match &*first {
+                None => {
+                    *first = Some(id.clone());
+                    Then::Fail(unavailable())
+                }
+                Some(f) if f == id => Then::Fail(StoreError::invalid(
+                    ValidationReason::InvalidParameterValue,
+                    format!("{id} cannot be completed now"),
+                )),
+                Some(_) => Then::Answer,
+            }
+        },
+        |_| Then::Answer,
+    )
+    .with_status(move |id| (describing.lock().unwrap().as_ref() == Some(id)).then_some(status));
+    (Arc::new(store), first)
+}
+
 /// The completion an interrupted run sent can never finish (the service failed the
-/// snapshot while sealing, and refuses to complete it): the rerun gives that snapshot
-/// up and backs up afresh, instead of failing on it at every run from then on.
+/// snapshot while sealing): the rerun gives that snapshot up and backs up afresh,
+/// instead of failing on it at every run from then on.
 #[tokio::test]
 async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
     let env = Env::new();
     let image = env.path("image");
     let blocks = 8;
     make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 6);
-    let failed = Arc::new(Mutex::new(None::<SnapshotId>));
-    let sealing = failed.clone();
-    let store = Arc::new(Rigged::new(
-        move |call| {
-            let Call::Complete(id) = call else {
-                return Then::Answer;
-            };
-            let mut failed = sealing.lock().unwrap();
-            match &*failed {
-                None => {
-                    *failed = Some(id.clone());
-                    Then::Fail(unavailable())
-                }
-                Some(f) if f == id => Then::Fail(StoreError::invalid(
-                    ValidationReason::InvalidParameterValue,
-                    format!("{id} failed while sealing"),
-                )),
-                Some(_) => Then::Answer,
-            }
-        },
-        |_| Then::Answer,
-    ));
+    let (store, failed) = store_refusing_a_second_completion(SnapshotStatus::Error);
     let options = BackupOptions {
         state_dir: Some(env.path("state")),
         ..BackupOptions::default()
@@ -642,6 +652,40 @@ async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
     let all = store.inner.list_snapshots().await.unwrap();
     assert_eq!(all.len(), 1, "the failed snapshot stays: {all:?}");
     assert_eq!(all[0].status, SnapshotStatus::Completed);
+}
+
+/// The completion is refused while the snapshot still says `pending` (sealing, as
+/// far as the client can tell): the rerun reports the error and keeps the snapshot
+/// and its journal, rather than delete a backup that may be about to complete.
+#[tokio::test]
+async fn a_snapshot_that_may_be_sealing_is_never_deleted_by_the_rerun() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 8;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        16,
+    );
+    let (store, sealing) = store_refusing_a_second_completion(SnapshotStatus::Pending);
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        ..BackupOptions::default()
+    };
+    let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
+    assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
+
+    let second = engine::backup(store.clone(), &image, &options, &NoProgress).await;
+    assert!(second.is_err(), "{second:?}");
+    let sealing = sealing.lock().unwrap().clone().unwrap();
+    let all = store.inner.list_snapshots().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].id, sealing, "the snapshot was deleted: {all:?}");
+    let journals = std::fs::read_dir(env.path("state/uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 1, "the journal was dropped");
 }
 
 /// A put that failed may have landed all the same (its answer lost after every
@@ -757,4 +801,46 @@ async fn restore_and_compare(
         .await
         .unwrap();
     assert_same_content(image, &target);
+}
+
+/// A resumed run stopped before it has put anything (still reading past what the
+/// interrupted run had settled) must not cost the next rerun what was already put:
+/// that one puts only what the interruptions left unsettled.
+#[tokio::test]
+async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 64;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        15,
+    );
+    let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+    let store: Arc<dyn SnapshotStore> = Arc::new(local);
+    let (_, options) = interrupted_backup(&env, store.clone(), &image, 48 * BLOCK).await;
+
+    let stop = Stop::default();
+    let early = BackupOptions {
+        stop: stop.clone(),
+        ..options.clone()
+    };
+    let second = engine::backup(store.clone(), &image, &early, &StopAfter { stop, after: 1 }).await;
+    assert!(matches!(second, Err(Error::Resumable { .. })), "{second:?}");
+
+    let report = engine::backup(store.clone(), &image, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.resumed, "{report:?}");
+    assert!(
+        report.blocks_resumed >= 32,
+        "the first run's settled blocks were put again: {report:?}"
+    );
+    let id = report.snapshot_id.unwrap().parse().unwrap();
+    let target = env.path("restored");
+    engine::restore(store, &id, &target, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_same_content(&image, &target);
 }

@@ -67,19 +67,7 @@ pub(crate) async fn take_over(
         return Ok(None);
     };
     if let Some(completion) = &header.completion {
-        match finish_completion(store, &id, completion).await {
-            Ok(()) => forget(journal),
-            // The journal stays for the next run: the store could not be asked.
-            Err(e) if worth_resuming(&e) => return Err(e),
-            // The snapshot will never complete (it failed while sealing, or its timeout
-            // passed first): kept, it would stop every later backup here.
-            Err(e) => {
-                tracing::warn!(
-                    "{id}, interrupted while completing, cannot complete ({e}); starting afresh"
-                );
-                give_up(store, journal).await;
-            }
-        }
+        settle_completion(store, &id, completion, journal).await?;
         return Ok(None);
     }
     let status = match store.describe_snapshot(&id).await {
@@ -104,6 +92,38 @@ pub(crate) async fn take_over(
     tracing::warn!("not resuming the interrupted backup {id}: {why_not}; starting afresh");
     give_up(store, journal).await;
     Ok(None)
+}
+
+/// Settles a completion the interrupted run had sent: sends it again and waits for
+/// the snapshot to complete. A snapshot that failed instead is given up, and a new
+/// backup follows: kept, it would stop every later backup here. One that is still
+/// `pending` when its completion is refused (sealing, or the store would not let us
+/// ask) is kept with its journal for a later run: never deleted on a guess.
+async fn settle_completion(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    completion: &Completion,
+    journal: UploadJournal,
+) -> Result<()> {
+    let error = match finish_completion(store, id, completion).await {
+        Ok(()) => {
+            forget(journal);
+            return Ok(());
+        }
+        Err(e) if worth_resuming(&e) => return Err(e),
+        Err(e) => e,
+    };
+    match store.describe_snapshot(id).await.map(|info| info.status) {
+        Ok(SnapshotStatus::Completed) | Err(StoreError::NotFound { .. }) => forget(journal),
+        Ok(SnapshotStatus::Error) => {
+            tracing::warn!(
+                "{id}, interrupted while completing, cannot complete ({error}); starting afresh"
+            );
+            give_up(store, journal).await;
+        }
+        Ok(SnapshotStatus::Pending) | Err(_) => return Err(error),
+    }
+    Ok(())
 }
 
 /// Deletes the journal's snapshot (unless it completed after all) and the journal.

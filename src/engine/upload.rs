@@ -38,6 +38,9 @@ pub(crate) struct Uploader<'a> {
     unrecorded: Vec<(BlockIndex, Digest)>,
     /// One past the highest index sent.
     frontier: u64,
+    /// The journal's settled mark when this run began: below it, the interrupted
+    /// run's puts are all recorded (this run's own puts there are tracked as usual).
+    settled_from: u64,
     last_checkpoint: Instant,
     /// Puts that succeeded in this run.
     pub written: u64,
@@ -51,6 +54,7 @@ impl<'a> Uploader<'a> {
         put_end: u64,
         workers: usize,
     ) -> Self {
+        let settled_from = journal.as_deref().map_or(0, |j| j.header().settled_below);
         Uploader {
             store,
             id,
@@ -62,6 +66,7 @@ impl<'a> Uploader<'a> {
             in_flight: BTreeSet::new(),
             unrecorded: Vec::new(),
             frontier: 0,
+            settled_from,
             last_checkpoint: Instant::now(),
             written: 0,
         }
@@ -160,9 +165,16 @@ impl<'a> Uploader<'a> {
             self.unrecorded.clear();
             return Ok(());
         };
-        // Every put below the lowest one still in flight has been reaped (puts are sent
-        // in ascending order), so it is recorded by the end of this checkpoint.
-        let settled = self.in_flight.first().copied().unwrap_or(self.frontier);
+        // Every put of this run below the lowest one still in flight has been reaped
+        // (puts are sent in ascending order), so it is recorded by the end of this
+        // checkpoint; below where the interrupted run had settled, so are its puts. (Not
+        // this run's frontier alone: a resumed run stopped early would then discard the
+        // interrupted run's settled records.)
+        let passed = self.frontier.max(self.settled_from);
+        let settled = self
+            .in_flight
+            .first()
+            .map_or(passed, |&lowest| lowest.min(passed));
         if self.unrecorded.is_empty() && settled == journal.header().settled_below {
             return Ok(());
         }

@@ -36,6 +36,7 @@ pub enum Call<'a> {
 }
 
 type Rig = Box<dyn Fn(Call) -> Then + Send + Sync>;
+type StatusRig = Box<dyn Fn(&SnapshotId) -> Option<SnapshotStatus> + Send + Sync>;
 
 pub struct Rigged {
     pub inner: MemoryStore,
@@ -44,6 +45,9 @@ pub struct Rigged {
     /// After a call the store carried out: an error replaces its answer (lost on the
     /// way back, after every retry).
     after: Rig,
+    /// The status a snapshot is described with, instead of the store's (one that
+    /// failed while sealing, say).
+    status: StatusRig,
 }
 
 impl std::fmt::Debug for Rigged {
@@ -61,7 +65,17 @@ impl Rigged {
             inner: MemoryStore::new(),
             before: Box::new(before),
             after: Box::new(after),
+            status: Box::new(|_| None),
         }
+    }
+
+    /// Describes snapshots with the status `status` gives, where it gives one.
+    pub fn with_status(
+        mut self,
+        status: impl Fn(&SnapshotId) -> Option<SnapshotStatus> + Send + Sync + 'static,
+    ) -> Rigged {
+        self.status = Box::new(status);
+        self
     }
 }
 
@@ -126,7 +140,11 @@ impl SnapshotStore for Rigged {
     }
     async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
         (self.before)(Call::Describe(id)).apply().await?;
-        self.inner.describe_snapshot(id).await
+        let mut info = self.inner.describe_snapshot(id).await?;
+        if let Some(status) = (self.status)(id) {
+            info.status = status;
+        }
+        Ok(info)
     }
     async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
         self.inner.list_snapshots().await

@@ -182,6 +182,10 @@ pub async fn restore(
                         state,
                         ..job.clone()
                     };
+                    // The incremental restore's progress says nothing of a full one.
+                    if let Some(dir) = options.state_dir.as_deref() {
+                        clear_restore_progress(dir, &target_name)?;
+                    }
                     fresh.full(true).await?
                 }
                 Err(e) => return Err(e),
@@ -330,11 +334,12 @@ impl Job<'_> {
     ) -> Result<Counts> {
         let error = match result {
             Ok(counts) => {
-                drop(checkpoints); // it holds the target too
-                                   // Forgotten before the file is put in place: a crash in between then
-                                   // costs a restore from the start, where the other order would leave a
-                                   // record pointing at a partial file that is gone (the rerun would stop
-                                   // at the finished target).
+                // The checkpoints hold the target too.
+                drop(checkpoints);
+                // Forgotten before the file is put in place: a crash in between then
+                // costs a restore from the start, where the other order would leave a
+                // record pointing at a partial file that is gone (the rerun would stop
+                // at the finished target).
                 if let Some((dir, p)) = &self.state {
                     clear_restore_progress(dir, &p.target)?;
                 }
