@@ -229,7 +229,7 @@ async fn start(
             // The store knows the token from another request: this run starts its
             // snapshot otherwise (new options, a new parent).
             Err(StoreError::Conflict { message }) => tracing::warn!(
-                "not taking up the interrupted run's start ({message}); a snapshot it may have made is failed by the store after its timeout"
+                "not taking up the interrupted run's start ({message}); a snapshot it may have made goes to error after its timeout: delete it with `ebsnap delete`"
             ),
             Err(e) => return Err(start_failed(e, journal)),
         }
