@@ -844,3 +844,48 @@ async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
         .unwrap();
     assert_same_content(&image, &target);
 }
+
+/// A start in doubt, and a rerun that starts its snapshot otherwise (another
+/// description): the store refuses the old token for the new request, and the rerun
+/// goes on with a new one. The first request's snapshot is left pending (logged).
+#[tokio::test]
+async fn a_start_in_doubt_taken_up_with_other_parameters_starts_anew() {
+    let env = Env::new();
+    let image = env.path("image");
+    let blocks = 4;
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        17,
+    );
+    let lost = AtomicBool::new(false);
+    let store = Arc::new(Rigged::new(
+        |_| Then::Answer,
+        move |call| match call {
+            Call::Start if !lost.swap(true, SeqCst) => Then::Fail(unavailable()),
+            _ => Then::Answer,
+        },
+    ));
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        ..BackupOptions::default()
+    };
+    let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
+    assert!(first.is_err(), "{first:?}");
+    let orphan = store.inner.list_snapshots().await.unwrap()[0].id.clone();
+
+    let other = BackupOptions {
+        description: Some("another description".into()),
+        ..options
+    };
+    let report = engine::backup(store.clone(), &image, &other, &NoProgress)
+        .await
+        .unwrap();
+    assert_ne!(report.snapshot_id, Some(orphan.to_string()));
+    let id = report.snapshot_id.as_deref().unwrap();
+    let all = store.inner.list_snapshots().await.unwrap();
+    let status = |wanted: &str| all.iter().find(|s| s.id.as_str() == wanted).unwrap().status;
+    assert_eq!(status(id), SnapshotStatus::Completed);
+    assert_eq!(status(orphan.as_str()), SnapshotStatus::Pending);
+}
