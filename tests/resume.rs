@@ -249,9 +249,8 @@ async fn interrupted_backup(
 #[tokio::test]
 async fn a_resumed_backup_takes_in_what_changed_since_the_interruption() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 64;
-    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 3);
+    let image = dense_image(&env, blocks, 3);
     let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(local);
     let (snapshot, options) =
@@ -369,14 +368,8 @@ fn restore_progress_files(env: &Env) -> Vec<std::path::PathBuf> {
 #[test]
 fn interrupted_restores_resume_where_they_stopped() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 768;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        11,
-    );
+    let image = dense_image(&env, blocks, 11);
     let id = env.backup(&image)["snapshot_id"]
         .as_str()
         .unwrap()
@@ -511,14 +504,8 @@ fn a_restore_of_another_snapshot_forgets_the_progress_it_replaces() {
 #[test]
 fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 256;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        12,
-    );
+    let image = dense_image(&env, blocks, 12);
     let id = env.backup(&image)["snapshot_id"]
         .as_str()
         .unwrap()
@@ -550,21 +537,10 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
 #[tokio::test]
 async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 8;
-    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 4);
-    let lost = AtomicBool::new(false);
-    let store = Arc::new(Rigged::new(
-        |_| Then::Answer,
-        move |call| match call {
-            Call::Start if !lost.swap(true, SeqCst) => Then::Fail(unavailable()),
-            _ => Then::Answer,
-        },
-    ));
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        ..BackupOptions::default()
-    };
+    let image = dense_image(&env, blocks, 4);
+    let store = losing_the_first_start_answer();
+    let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
     assert!(
         matches!(first, Err(Error::StoreOnly(StoreError::Unavailable { .. }))),
@@ -632,14 +608,10 @@ fn store_refusing_a_second_completion(
 #[tokio::test]
 async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 8;
-    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 6);
+    let image = dense_image(&env, blocks, 6);
     let (store, failed) = store_refusing_a_second_completion(SnapshotStatus::Error);
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        ..BackupOptions::default()
-    };
+    let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
     assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
 
@@ -660,19 +632,10 @@ async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
 #[tokio::test]
 async fn a_snapshot_that_may_be_sealing_is_never_deleted_by_the_rerun() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 8;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        16,
-    );
+    let image = dense_image(&env, blocks, 16);
     let (store, sealing) = store_refusing_a_second_completion(SnapshotStatus::Pending);
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        ..BackupOptions::default()
-    };
+    let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
     assert!(matches!(first, Err(Error::Resumable { .. })), "{first:?}");
 
@@ -694,14 +657,8 @@ async fn a_snapshot_that_may_be_sealing_is_never_deleted_by_the_rerun() {
 #[tokio::test]
 async fn a_put_whose_answer_was_lost_is_not_taken_as_never_made() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 32;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        12,
-    );
+    let image = dense_image(&env, blocks, 12);
     let lost = AtomicBool::new(false);
     let store = Arc::new(Rigged::new(
         |_| Then::Answer,
@@ -732,14 +689,8 @@ async fn a_put_whose_answer_was_lost_is_not_taken_as_never_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_put_again_by_a_killed_rerun_is_put_again_by_the_next() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 32;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        13,
-    );
+    let image = dense_image(&env, blocks, 13);
     let hang = Arc::new(AtomicBool::new(false));
     let landed = Arc::new(tokio::sync::Notify::new());
     let (hanging, landing) = (hang.clone(), landed.clone());
@@ -809,14 +760,8 @@ async fn restore_and_compare(
 #[tokio::test]
 async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 64;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        15,
-    );
+    let image = dense_image(&env, blocks, 15);
     let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(local);
     let (_, options) = interrupted_backup(&env, store.clone(), &image, 48 * BLOCK).await;
@@ -851,26 +796,10 @@ async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
 #[tokio::test]
 async fn a_start_in_doubt_taken_up_with_other_parameters_starts_anew() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 4;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        17,
-    );
-    let lost = AtomicBool::new(false);
-    let store = Arc::new(Rigged::new(
-        |_| Then::Answer,
-        move |call| match call {
-            Call::Start if !lost.swap(true, SeqCst) => Then::Fail(unavailable()),
-            _ => Then::Answer,
-        },
-    ));
-    let options = BackupOptions {
-        state_dir: Some(env.path("state")),
-        ..BackupOptions::default()
-    };
+    let image = dense_image(&env, blocks, 17);
+    let store = losing_the_first_start_answer();
+    let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
     assert!(first.is_err(), "{first:?}");
     let orphan = store.inner.list_snapshots().await.unwrap()[0].id.clone();
@@ -888,4 +817,36 @@ async fn a_start_in_doubt_taken_up_with_other_parameters_starts_anew() {
     let status = |wanted: &str| all.iter().find(|s| s.id.as_str() == wanted).unwrap().status;
     assert_eq!(status(id), SnapshotStatus::Completed);
     assert_eq!(status(orphan.as_str()), SnapshotStatus::Pending);
+}
+
+/// A dense image of `blocks` blocks of random data from `seed`.
+fn dense_image(env: &Env, blocks: u64, seed: u64) -> std::path::PathBuf {
+    let image = env.path("image");
+    make_image(
+        &image,
+        blocks * BLOCK,
+        &[(0, (blocks * BLOCK) as usize)],
+        seed,
+    );
+    image
+}
+
+/// Backup options that keep state (journals, manifests) in the test directory.
+fn with_state(env: &Env) -> BackupOptions {
+    BackupOptions {
+        state_dir: Some(env.path("state")),
+        ..BackupOptions::default()
+    }
+}
+
+/// A store that makes the first snapshot asked for, and loses the answer.
+fn losing_the_first_start_answer() -> Arc<Rigged> {
+    let lost = AtomicBool::new(false);
+    Arc::new(Rigged::new(
+        |_| Then::Answer,
+        move |call| match call {
+            Call::Start if !lost.swap(true, SeqCst) => Then::Fail(unavailable()),
+            _ => Then::Answer,
+        },
+    ))
 }
