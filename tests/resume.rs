@@ -513,7 +513,7 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
     let target = env.path("target");
     let t = target.to_str().unwrap();
     let mut slow = env
-        .process(&["restore", &id, t, "--max-rate", "200", "-q"])
+        .process(&["restore", &id, t, "--max-rate", "50", "-q"])
         .spawn()
         .unwrap();
     // The first restore holds the target once its partial file exists.
@@ -527,6 +527,37 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another restore onto"), "{stderr}");
+
+    // A restore waiting for the target stops at once on a signal: nothing has started.
+    let mut waiting = env
+        .process(&["restore", &id, t, "--force"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (said, mut stderr) = (said.clone(), waiting.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+                said.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    wait_until("the second restore did not wait", || {
+        said.lock().unwrap().contains("waiting for it")
+    });
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGINT) };
+    let status = waiting.wait().unwrap();
+    reader.join().unwrap();
+    let said = said.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the first restore ended first: the wait was not cut short"
+    );
     assert!(slow.wait().unwrap().success());
     assert_same_content(&image, &target);
 }

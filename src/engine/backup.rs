@@ -157,6 +157,10 @@ async fn upload(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<(SnapshotId, Sent)> {
+    // Asked to stop while planning: no snapshot is started only to be left pending.
+    if let Some(signal) = options.stop.requested() {
+        return Err(Error::Interrupted { signal });
+    }
     let (id, mut journal) = match resume {
         Some(j) => (
             j.header()

@@ -62,12 +62,16 @@ pub(super) async fn plan(
     // Taken before the manifest is read: an overlapping run sees the manifest the
     // other one leaves, and chooses its parent from it.
     let source_lock = match &options.state_dir {
-        Some(dir) if !options.dry_run => Some(lock_source(
-            dir,
-            &store.identity(),
-            &source_name,
-            options.lock_wait,
-        )?),
+        Some(dir) if !options.dry_run => Some(
+            lock_source(
+                dir,
+                &store.identity(),
+                &source_name,
+                options.lock_wait,
+                &options.stop,
+            )
+            .await?,
+        ),
         _ => None,
     };
     let left = match &journal_path {

@@ -1,12 +1,14 @@
 //! Local state under `$XDG_STATE_HOME/ebsnap`: manifests of the sources backed up, and
 //! records of the snapshot last restored onto each target.
 
+use super::Stop;
 use crate::error::{Error, Result};
 use crate::store::local::lock::take;
 use crate::store::local::LockWait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A short stable name for a (store, path) pair.
 fn key(store: &str, path: &str) -> String {
@@ -141,36 +143,79 @@ pub fn target_name(path: &Path) -> String {
 }
 
 /// An exclusive lock on one source's backups into one store, held for a whole backup:
-/// two overlapping runs (cron) must not interleave their manifests. A second run waits.
-pub fn lock_source(
+/// two overlapping runs (cron) must not interleave their manifests. A second run waits
+/// (until `stop` is requested).
+pub async fn lock_source(
     state_dir: &Path,
     store: &str,
     source: &str,
     wait: LockWait,
+    stop: &Stop,
 ) -> Result<std::fs::File> {
     let path = state_dir
         .join("manifests")
         .join(format!("{}.lock", key(store, source)));
     let busy = format!("another backup of {source} into this store is running");
-    lock(&path, &busy, wait)
+    lock_or_stop(&path, &busy, wait, stop).await
 }
 
 /// An exclusive lock on one restore target (whatever the store), held for a whole
 /// restore: two restores onto one disk would interleave their blocks.
-pub fn lock_target(state_dir: &Path, target: &str, wait: LockWait) -> Result<std::fs::File> {
+pub async fn lock_target(
+    state_dir: &Path,
+    target: &str,
+    wait: LockWait,
+    stop: &Stop,
+) -> Result<std::fs::File> {
     let path = state_dir
         .join("restoring")
         .join(format!("{}.lock", key("", target)));
-    lock(
-        &path,
-        &format!("another restore onto {target} is running"),
-        wait,
-    )
+    let busy = format!("another restore onto {target} is running");
+    lock_or_stop(&path, &busy, wait, stop).await
 }
 
-/// Takes the lock file at `path` (a dead holder's lock is free: flock goes with the
-/// process); waits as `wait` says, saying why it waits.
-fn lock(path: &Path, busy: &str, wait: LockWait) -> Result<std::fs::File> {
+/// Takes the lock file at `path` as `wait` says, saying why it waits. The wait polls
+/// (flock has no timeout, and a blocked thread could not be called off) and ends with
+/// [`Error::Interrupted`] when `stop` is requested: nothing has started, so a signal
+/// while waiting needs nothing saved.
+async fn lock_or_stop(
+    path: &Path,
+    busy: &str,
+    wait: LockWait,
+    stop: &Stop,
+) -> Result<std::fs::File> {
+    let deadline = match wait {
+        LockWait::Fail => return lock(path, busy),
+        LockWait::Wait => None,
+        LockWait::Up(limit) => Some(Instant::now() + limit),
+    };
+    let mut said = false;
+    loop {
+        match lock(path, busy) {
+            Err(Error::Busy { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {}
+            taken_or_failed => return taken_or_failed,
+        }
+        if !said {
+            tracing::warn!("{busy}; waiting for it");
+            said = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOCK_POLL) => {}
+            () = stop.wait() => {
+                return Err(Error::Interrupted {
+                    signal: stop.requested().unwrap_or_default(),
+                })
+            }
+        }
+    }
+}
+
+/// How often a lock wait tries again.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// Takes the lock file at `path` if it is free (a dead holder's lock is free: flock goes
+/// with the process).
+fn lock(path: &Path, busy: &str) -> Result<std::fs::File> {
     let io = |e| Error::State {
         path: path.to_owned(),
         source: e,
@@ -182,8 +227,7 @@ fn lock(path: &Path, busy: &str, wait: LockWait) -> Result<std::fs::File> {
         .write(true)
         .open(path)
         .map_err(io)?;
-    let on_wait = || tracing::warn!("{busy}; waiting for it");
-    if !take(&file, false, wait, on_wait).map_err(io)? {
+    if !take(&file, false, LockWait::Fail, || ()).map_err(io)? {
         return Err(Error::Busy {
             what: busy.to_owned(),
         });

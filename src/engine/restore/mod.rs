@@ -112,9 +112,10 @@ pub async fn restore(
     let target_name = target_name(path);
     let identity = store.identity();
     let state = options.state_dir.as_deref();
-    let _lock = state
-        .map(|d| lock_target(d, &target_name, options.lock_wait))
-        .transpose()?;
+    let _lock = match state {
+        Some(d) => Some(lock_target(d, &target_name, options.lock_wait, &options.stop).await?),
+        None => None,
+    };
     let record = state.and_then(|d| read_restore_record(d, &identity, &target_name));
     let resume = state
         .and_then(|d| read_restore_progress(d, &target_name))
