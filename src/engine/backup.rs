@@ -158,16 +158,11 @@ async fn upload(
     progress: &dyn Progress,
 ) -> Result<(SnapshotId, Sent)> {
     // Asked to stop while planning: no snapshot is started only to be left pending.
-    if let Some(signal) = options.stop.requested() {
-        return Err(Error::Interrupted { signal });
-    }
+    options.stop.check()?;
     let (id, mut journal) = match resume {
         Some(j) => (
-            j.header()
-                .snapshot_id
-                .as_deref()
-                .unwrap_or_default()
-                .parse()?,
+            j.snapshot()
+                .expect("only a journal naming its snapshot is resumed"),
             Some(j),
         ),
         None => start(store, plan, options).await?,
@@ -468,9 +463,7 @@ async fn send_blocks(
     loop {
         let batch = tokio::select! {
             biased;
-            () = stop.wait() => {
-                return Err(Error::Interrupted { signal: stop.requested().unwrap_or(0) });
-            }
+            e = stop.stopped() => return Err(e),
             batch = batches.recv() => match batch {
                 Some(batch) => batch?,
                 None => break,
@@ -504,8 +497,7 @@ async fn send_blocks(
                 .push(index, &digest)
                 .expect("the reader yields ascending indexes");
             if let Some(up) = uploader.as_deref_mut() {
-                let recorded = plan.baseline.was_put(index) && !plan.baseline.put_in_doubt(index);
-                if recorded && up.already_put(index, &digest)? {
+                if plan.baseline.put_recorded(index) && up.already_put(index, &digest)? {
                     resumed += 1;
                 } else {
                     up.put(index, data).await?;
@@ -536,11 +528,7 @@ async fn send_blocks(
 fn manifest_header(plan: &Plan, uploader: Option<&Uploader<'_>>) -> ManifestHeader {
     // An encrypted snapshot holds explicit zeros up to the end of its volume: the
     // manifest says so, so the next backup need not write them again.
-    let volume_end = if plan.baseline.encrypted() {
-        volume_blocks(plan.volume_size_gib)
-    } else {
-        0
-    };
+    let volume_end = plan.written_volume_end();
     ManifestHeader {
         store: uploader.map(|u| u.store_identity()).unwrap_or_default(),
         snapshot_id: uploader.map(|u| u.snapshot_id()).unwrap_or_default(),

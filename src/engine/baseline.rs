@@ -100,6 +100,12 @@ impl Baseline {
         self.uncertain.contains(&i.0)
     }
 
+    /// Whether the interrupted run's record of `i` can be trusted: it put a block
+    /// there, before its last checkpoint.
+    pub fn put_recorded(&self, i: BlockIndex) -> bool {
+        self.rewrite.get(i) && !self.put_in_doubt(i)
+    }
+
     pub fn block(&self, i: BlockIndex) -> ParentBlock {
         if self.parent.is_none() {
             return ParentBlock::Unknown { has_data: false };

@@ -30,6 +30,8 @@
 
 use super::baseline::Bitmap;
 use crate::block::{BlockIndex, Digest, Source, BLOCK_SIZE};
+use crate::store::local::fsutil;
+use crate::store::SnapshotId;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -109,7 +111,7 @@ impl UploadJournal {
         };
         journal.write_header()?;
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()?;
+        fsutil::sync_dir(dir)?;
         Ok(journal)
     }
 
@@ -130,6 +132,11 @@ impl UploadJournal {
 
     pub fn header(&self) -> &UploadHeader {
         &self.header
+    }
+
+    /// The snapshot StartSnapshot answered with, once recorded (and well formed).
+    pub fn snapshot(&self) -> Option<SnapshotId> {
+        self.header.snapshot_id.as_deref()?.parse().ok()
     }
 
     /// Records (durably) the snapshot StartSnapshot answered with, before any block

@@ -157,14 +157,20 @@ pub(super) async fn plan(
 }
 
 impl Plan {
-    /// One past the last block the backup may write: the source's end, where the
-    /// parent (or an interrupted run) may hold data, or the volume's end when encrypted.
-    pub fn blocks_visited(&self) -> u64 {
-        let volume_end = if self.baseline.encrypted() {
+    /// One past the last block an encrypted snapshot holds explicitly (zeros up to
+    /// its volume's end); 0 for one that is not encrypted.
+    pub fn written_volume_end(&self) -> u64 {
+        if self.baseline.encrypted() {
             volume_blocks(self.volume_size_gib)
         } else {
             0
-        };
+        }
+    }
+
+    /// One past the last block the backup may write: the source's end, where the
+    /// parent (or an interrupted run) may hold data, or the volume's end when encrypted.
+    pub fn blocks_visited(&self) -> u64 {
+        let volume_end = self.written_volume_end();
         self.source
             .block_count()
             .max(self.baseline.end())

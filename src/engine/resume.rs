@@ -128,8 +128,7 @@ async fn settle_completion(
 
 /// Deletes the journal's snapshot (unless it completed after all) and the journal.
 pub(crate) async fn give_up(store: &dyn SnapshotStore, journal: UploadJournal) {
-    let started = journal.header().snapshot_id.as_deref();
-    if let Some(id) = started.and_then(|s| s.parse::<SnapshotId>().ok()) {
+    if let Some(id) = journal.snapshot() {
         super::backup::abandon(store, &id).await;
     }
     forget(journal);

@@ -3,6 +3,7 @@
 
 use super::Stop;
 use crate::error::{Error, Result};
+use crate::store::local::fsutil;
 use crate::store::local::lock::take;
 use crate::store::local::LockWait;
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,7 @@ fn atomic_json(path: &Path, value: &impl Serialize) -> Result<()> {
         f.write_all(&serde_json::to_vec_pretty(value).expect("serializable"))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(path.parent().expect("a directory"))?.sync_all()
+        fsutil::sync_dir(path.parent().expect("a directory"))
     };
     write().map_err(io)
 }
@@ -118,12 +119,10 @@ pub fn clear_restore_records(state_dir: &Path, target: &str) -> Result<()> {
 /// writes can reach the disk before the directory does: a record that came back after
 /// a power cut would claim a half-written target.
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::State {
-            path: dir.to_owned(),
-            source: e,
-        })
+    fsutil::sync_dir(dir).map_err(|e| Error::State {
+        path: dir.to_owned(),
+        source: e,
+    })
 }
 
 /// The name a target is known by: its canonical path (symlinks such as
@@ -184,38 +183,6 @@ async fn lock_or_stop(
     wait: LockWait,
     stop: &Stop,
 ) -> Result<std::fs::File> {
-    let deadline = match wait {
-        LockWait::Fail => return lock(path, busy),
-        LockWait::Wait => None,
-        LockWait::Up(limit) => Some(Instant::now() + limit),
-    };
-    let mut said = false;
-    loop {
-        match lock(path, busy) {
-            Err(Error::Busy { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {}
-            taken_or_failed => return taken_or_failed,
-        }
-        if !said {
-            tracing::warn!("{busy}; waiting for it");
-            said = true;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(LOCK_POLL) => {}
-            () = stop.wait() => {
-                return Err(Error::Interrupted {
-                    signal: stop.requested().unwrap_or_default(),
-                })
-            }
-        }
-    }
-}
-
-/// How often a lock wait tries again.
-const LOCK_POLL: Duration = Duration::from_millis(100);
-
-/// Takes the lock file at `path` if it is free (a dead holder's lock is free: flock goes
-/// with the process).
-fn lock(path: &Path, busy: &str) -> Result<std::fs::File> {
     let io = |e| Error::State {
         path: path.to_owned(),
         source: e,
@@ -227,13 +194,33 @@ fn lock(path: &Path, busy: &str) -> Result<std::fs::File> {
         .write(true)
         .open(path)
         .map_err(io)?;
-    if !take(&file, false, LockWait::Fail, || ()).map_err(io)? {
-        return Err(Error::Busy {
-            what: busy.to_owned(),
-        });
+    let give_up_at = match wait {
+        LockWait::Fail => Some(Instant::now()),
+        LockWait::Wait => None,
+        LockWait::Up(limit) => Some(Instant::now() + limit),
+    };
+    let mut said = false;
+    // A dead holder's lock is free: flock goes with the process.
+    while !take(&file, false, LockWait::Fail, || ()).map_err(io)? {
+        if give_up_at.is_some_and(|t| Instant::now() >= t) {
+            return Err(Error::Busy {
+                what: busy.to_owned(),
+            });
+        }
+        if !said {
+            tracing::warn!("{busy}; waiting for it");
+            said = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOCK_POLL) => {}
+            e = stop.stopped() => return Err(e),
+        }
     }
     Ok(file)
 }
+
+/// How often a lock wait tries again.
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// How far an unfinished restore got: every block below `done_below` is written and
 /// durable (in the partial file of a new file, or in place).

@@ -27,9 +27,27 @@ impl Stop {
         Some(self.signal.load(Ordering::SeqCst)).filter(|_| self.token.is_cancelled())
     }
 
+    /// Fails with [`Error::Interrupted`](crate::Error::Interrupted) once a stop is
+    /// requested: for work that looks between steps.
+    pub fn check(&self) -> crate::Result<()> {
+        match self.requested() {
+            Some(signal) => Err(crate::Error::Interrupted { signal }),
+            None => Ok(()),
+        }
+    }
+
     /// Resolves once a stop is requested.
     pub async fn wait(&self) {
         self.token.cancelled().await
+    }
+
+    /// Resolves, once a stop is requested, to the [`Error::Interrupted`](crate::Error::Interrupted)
+    /// to fail with: for work that waits.
+    pub async fn stopped(&self) -> crate::Error {
+        self.wait().await;
+        crate::Error::Interrupted {
+            signal: self.requested().unwrap_or_default(),
+        }
     }
 }
 

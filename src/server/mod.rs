@@ -219,12 +219,14 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
         }
     }
     // A body announced larger than the limit is refused before it is waited for.
-    if declared_length(&request).is_some_and(|n| n > MAX_BODY as u64) {
+    let declared = declared_length(&request);
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return body_error(ec2, BodyError::TooLarge);
     }
     let _turn = state.in_flight.acquire().await.expect("never closed");
     let (parts, body) = request.into_parts();
-    let body = match tokio::time::timeout(state.body_timeout, read_body(body)).await {
+    let read = read_body(body, declared.unwrap_or(0) as usize);
+    let body = match tokio::time::timeout(state.body_timeout, read).await {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => return body_error(ec2, e),
         Err(_) => return body_error(ec2, BodyError::Timeout(state.body_timeout)),
@@ -282,12 +284,13 @@ fn declared_length(request: &Request) -> Option<u64> {
         .ok()
 }
 
-/// Reads a body of at most [`MAX_BODY`] bytes. A body without a length (chunked) is
-/// counted as it arrives and refused as soon as it passes the limit, so a client can
-/// never make the server hold more than that.
-async fn read_body(body: Body) -> Result<Bytes, BodyError> {
+/// Reads a body of at most [`MAX_BODY`] bytes, into a buffer of its announced length
+/// (`declared`, already checked against the limit: a block is copied once). A body
+/// without a length (chunked) is counted as it arrives and refused as soon as it passes
+/// the limit, so a client can never make the server hold more than that.
+async fn read_body(body: Body, declared: usize) -> Result<Bytes, BodyError> {
     let mut stream = body.into_data_stream();
-    let mut out = BytesMut::new();
+    let mut out = BytesMut::with_capacity(declared);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
         if out.len() + chunk.len() > MAX_BODY {

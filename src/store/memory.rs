@@ -30,6 +30,17 @@ struct Snapshot {
     own: BTreeMap<BlockIndex, Digest>,
 }
 
+impl Snapshot {
+    /// Moves the snapshot to `error` if it sat pending past its timeout.
+    fn expire(&mut self) {
+        rules::expire(
+            &mut self.info.status,
+            self.last_activity,
+            self.timeout_minutes,
+        );
+    }
+}
+
 #[derive(Default)]
 struct State {
     snapshots: HashMap<SnapshotId, Snapshot>,
@@ -75,9 +86,7 @@ impl State {
             .snapshots
             .get_mut(id)
             .ok_or_else(|| StoreError::snapshot_not_found(id))?;
-        if rules::timed_out(snap.info.status, snap.last_activity, snap.timeout_minutes) {
-            snap.info.status = SnapshotStatus::Error;
-        }
+        snap.expire();
         Ok(snap)
     }
 
@@ -87,17 +96,14 @@ impl State {
         Ok(snap)
     }
 
-    /// The snapshot started with `token`, through [`State::get`] (so that one idle
-    /// past its timeout says `error`).
+    /// The snapshot started with `token` (one idle past its timeout says `error`).
     fn by_client_token(&mut self, token: &str) -> Option<&Snapshot> {
-        let id = self
+        let made = self
             .snapshots
-            .values()
-            .find(|s| s.client_token.as_deref() == Some(token))?
-            .info
-            .id
-            .clone();
-        self.get(&id).ok().map(|s| &*s)
+            .values_mut()
+            .find(|s| s.client_token.as_deref() == Some(token))?;
+        made.expire();
+        Some(made)
     }
 }
 
@@ -117,11 +123,8 @@ impl SnapshotStore for MemoryStore {
     async fn start_snapshot(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
         let mut state = self.lock();
         if let Some(token) = &req.client_token {
-            if let Some(existing) = state.by_client_token(token) {
-                if existing.fingerprint == rules::start_fingerprint(&req) {
-                    return Ok(existing.info.clone());
-                }
-                return Err(rules::conflict(token, &existing.info.id));
+            if let Some(made) = state.by_client_token(token) {
+                return rules::replay_start(token, &req, Some(&made.fingerprint), &made.info);
             }
         }
         let parent = match &req.parent {

@@ -131,11 +131,8 @@ impl Window {
             s.successes += 1;
             if s.successes >= s.limit && s.limit < s.max {
                 s.successes = 0;
-                if s.owed > 0 {
-                    s.owed -= 1; // one fewer to withhold is one more in flight
-                } else {
-                    self.permits.add_permits(1);
-                }
+                // One more in flight (or one fewer withheld after a cut).
+                self.give_back(&mut s);
                 s.limit += 1;
             }
         }

@@ -107,6 +107,30 @@ pub(crate) fn timed_out(
         && last_activity + Duration::from_secs(60 * u64::from(timeout_minutes)) < SystemTime::now()
 }
 
+/// Moves a pending snapshot idle past its timeout to `error`: stores apply this
+/// wherever they look a snapshot up.
+pub(crate) fn expire(status: &mut SnapshotStatus, last_activity: SystemTime, timeout_minutes: u32) {
+    if timed_out(*status, last_activity, timeout_minutes) {
+        *status = SnapshotStatus::Error;
+    }
+}
+
+/// StartSnapshot with a client token the store knows, from the request that `made`
+/// (whose fingerprint is `made_by`): the same request gets that snapshot back, another
+/// one a conflict.
+pub(crate) fn replay_start(
+    token: &str,
+    req: &StartSnapshot,
+    made_by: Option<&str>,
+    made: &SnapshotInfo,
+) -> StoreResult<SnapshotInfo> {
+    if made_by == Some(start_fingerprint(req).as_str()) {
+        Ok(made.clone())
+    } else {
+        Err(conflict(token, &made.id))
+    }
+}
+
 /// Checks that a block may be written to this snapshot at `index` with this checksum.
 pub(crate) fn check_put(
     info: &SnapshotInfo,

@@ -195,7 +195,6 @@ pub async fn restore(
         None => job.full(options.force || record.is_some()).await?,
     };
     if let Some(dir) = state {
-        clear_restore_progress(dir, &target_name)?;
         let record = RestoreRecord {
             store: identity,
             target: target_name.clone(),

@@ -7,61 +7,95 @@ use super::{Counts, Job};
 use crate::block::{is_zero, BlockIndex, Digest};
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::target::Target;
-use crate::engine::Stop;
 use crate::error::{Error, Result};
 use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Restore tasks: each says which block it started at, and what it did.
-type Tasks = JoinSet<(u64, Result<Counts>)>;
+/// The tasks of one write loop: each starts once a permit is free (at most `workers`
+/// at once) and says which block it started at and what it did. What they did is
+/// counted, and the checkpoints and progress are kept up to date as they go.
+struct Tasks<'j, 'c, 'a> {
+    job: &'j Job<'j>,
+    checkpoints: &'c mut Checkpoints<'a>,
+    permits: Arc<Semaphore>,
+    running: JoinSet<(u64, Result<Counts>)>,
+    counts: Counts,
+}
 
-/// Collects finished tasks (all of them with `wait`), keeping the first failure.
-async fn reap(
-    tasks: &mut Tasks,
-    counts: &mut Counts,
-    checkpoints: &mut Checkpoints<'_>,
-    wait: bool,
-) -> Result<()> {
-    let mut first_error = None;
-    loop {
-        let joined = if wait {
-            tasks.join_next().await
-        } else {
-            tasks.try_join_next()
-        };
-        let Some(joined) = joined else { break };
-        let (first, done) = joined.expect("restore task panicked");
-        match done {
-            Ok(done) => {
-                counts.add(done);
-                checkpoints.finished(first);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
+    /// Tasks for a loop that starts writing at `start`.
+    fn new(job: &'j Job<'j>, checkpoints: &'c mut Checkpoints<'a>, start: BlockIndex) -> Self {
+        job.progress.set(start.offset().min(job.size));
+        Tasks {
+            job,
+            checkpoints,
+            permits: Arc::new(Semaphore::new(job.options.workers.max(1))),
+            running: JoinSet::new(),
+            counts: Counts::default(),
         }
     }
-    first_error.map_or(Ok(()), Err)
-}
 
-/// Ends a write loop: every task finishes (on error or interruption too, so that the
-/// last checkpoint knows exactly what was written), then the first failure wins.
-async fn drain(
-    tasks: &mut Tasks,
-    counts: &mut Counts,
-    checkpoints: &mut Checkpoints<'_>,
-    looped: Result<()>,
-) -> Result<()> {
-    let drained = reap(tasks, counts, checkpoints, true).await;
-    looped.and(drained)
-}
+    /// Starts `task`, which writes the blocks from `first` up to `next`, once a permit
+    /// is free; stops early, with [`Error::Interrupted`], when a stop is asked. Then
+    /// collects the tasks that finished, and saves a checkpoint when one is due.
+    async fn spawn(
+        &mut self,
+        first: BlockIndex,
+        next: BlockIndex,
+        task: impl Future<Output = Result<Counts>> + Send + 'static,
+    ) -> Result<()> {
+        self.job.options.stop.check()?;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        self.checkpoints.handed_out(first, next);
+        self.running.spawn(async move {
+            let _permit = permit;
+            (first.0, task.await)
+        });
+        self.reap(false).await?;
+        self.checkpoints.maybe_save().await?;
+        self.job.progress.set(next.offset().min(self.job.size));
+        Ok(())
+    }
 
-fn interrupted(stop: &Stop) -> Result<()> {
-    match stop.requested() {
-        Some(signal) => Err(Error::Interrupted { signal }),
-        None => Ok(()),
+    /// Collects finished tasks (all of them with `wait`), keeping the first failure.
+    async fn reap(&mut self, wait: bool) -> Result<()> {
+        let mut first_error = None;
+        loop {
+            let joined = if wait {
+                self.running.join_next().await
+            } else {
+                self.running.try_join_next()
+            };
+            let Some(joined) = joined else { break };
+            let (first, done) = joined.expect("restore task panicked");
+            match done {
+                Ok(done) => {
+                    self.counts.add(done);
+                    self.checkpoints.finished(first);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Ends a write loop: every task finishes (on error or interruption too, so that
+    /// the last checkpoint knows exactly what was written), then the first failure wins.
+    async fn finish(mut self, looped: Result<()>) -> Result<Counts> {
+        let drained = self.reap(true).await;
+        looped.and(drained)?;
+        self.job.progress.set(self.job.size);
+        Ok(self.counts)
     }
 }
 
@@ -72,12 +106,9 @@ pub(super) async fn write_all(
     checkpoints: &mut Checkpoints<'_>,
 ) -> Result<Counts> {
     let (store, id) = (job.store, job.id);
-    let permits = Arc::new(Semaphore::new(job.options.workers.max(1)));
-    let mut tasks = Tasks::new();
-    let mut counts = Counts::default();
     let end = BlockIndex(target.blocks());
     let mut next = start;
-    job.progress.set(start.offset().min(job.size));
+    let mut tasks = Tasks::new(job, checkpoints, start);
     let looped = async {
         let mut lister = BlockLister::new(&**store, id);
         while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
@@ -91,35 +122,25 @@ pub(super) async fn write_all(
                         message: format!("block {} listed out of order", block.index),
                     });
                 }
-                interrupted(&job.options.stop)?;
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (store, id, task_target, gap) =
                     (store.clone(), id.clone(), target.clone(), next..block.index);
-                checkpoints.handed_out(next, block.index.next());
+                let first = next;
                 next = block.index.next();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let first = gap.start.0;
-                    let done = async {
+                tasks
+                    .spawn(first, next, async move {
                         let mut done = zero_gap(&task_target, gap).await?;
                         done.add(fetch_and_write(&*store, &id, block, task_target).await?);
                         Ok(done)
-                    };
-                    (first, done.await)
-                });
-                reap(&mut tasks, &mut counts, checkpoints, false).await?;
-                checkpoints.maybe_save().await?;
-                job.progress.set(next.offset().min(job.size));
+                    })
+                    .await?;
             }
         }
-        counts.add(zero_gap(&target, next..end).await?);
-        checkpoints.handed_out(next, end);
+        tasks.counts.add(zero_gap(&target, next..end).await?);
+        tasks.checkpoints.handed_out(next, end);
         Ok(())
     }
     .await;
-    drain(&mut tasks, &mut counts, checkpoints, looped).await?;
-    job.progress.set(job.size);
-    Ok(counts)
+    tasks.finish(looped).await
 }
 
 /// Applies ListChangedBlocks(base, id): blocks with data in `id` are fetched and
@@ -133,11 +154,8 @@ pub(super) async fn write_changed(
     checkpoints: &mut Checkpoints<'_>,
 ) -> Result<Counts> {
     let (store, id) = (job.store, job.id);
-    let permits = Arc::new(Semaphore::new(job.options.workers.max(1)));
-    let mut tasks = Tasks::new();
-    let mut counts = Counts::default();
     let end = BlockIndex(target.blocks());
-    job.progress.set(start.offset().min(job.size));
+    let mut tasks = Tasks::new(job, checkpoints, start);
     let looped = async {
         let mut page = first;
         while let Some(blocks) = page {
@@ -145,36 +163,28 @@ pub(super) async fn write_changed(
                 .into_iter()
                 .filter(|b| b.index >= start && b.index < end)
             {
-                interrupted(&job.options.stop)?;
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (store, id, task_target, index) =
                     (store.clone(), id.clone(), target.clone(), changed.index);
                 let token: Option<BlockToken> = changed.second_token;
-                checkpoints.handed_out(index, index.next());
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let done = match token {
-                        Some(token) => {
-                            let block = BlockRef { index, token };
-                            fetch_and_write(&*store, &id, block, task_target).await
+                tasks
+                    .spawn(index, index.next(), async move {
+                        match token {
+                            Some(token) => {
+                                let block = BlockRef { index, token };
+                                fetch_and_write(&*store, &id, block, task_target).await
+                            }
+                            None => zero_block(task_target, index).await,
                         }
-                        None => zero_block(task_target, index).await,
-                    };
-                    (index.0, done)
-                });
-                reap(&mut tasks, &mut counts, checkpoints, false).await?;
-                checkpoints.maybe_save().await?;
-                job.progress.set(index.next().offset().min(job.size));
+                    })
+                    .await?;
             }
             page = pages.next_page().await.map_err(Error::store(id))?;
         }
-        checkpoints.handed_out(end, end);
+        tasks.checkpoints.handed_out(end, end);
         Ok(())
     }
     .await;
-    drain(&mut tasks, &mut counts, checkpoints, looped).await?;
-    job.progress.set(job.size);
-    Ok(counts)
+    tasks.finish(looped).await
 }
 
 /// Makes one block read as zeros, where the snapshot no longer has data.

@@ -80,13 +80,7 @@ impl Inner {
             .snapshots
             .get_mut(id)
             .ok_or_else(|| StoreError::snapshot_not_found(id))?;
-        if rules::timed_out(
-            entry.info.status,
-            entry.last_activity,
-            entry.meta.timeout_minutes,
-        ) {
-            entry.info.status = SnapshotStatus::Error;
-        }
+        entry.expire();
         Ok(entry)
     }
 

@@ -14,7 +14,7 @@
 
 mod chain;
 mod check;
-mod fsutil;
+pub(crate) mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;

@@ -61,6 +61,14 @@ pub(super) struct Entry {
     pub journal: Option<Arc<Journal>>,
 }
 
+impl Entry {
+    /// Moves the snapshot to `error` if it sat pending past its timeout.
+    pub fn expire(&mut self) {
+        let timeout = self.meta.timeout_minutes;
+        rules::expire(&mut self.info.status, self.last_activity, timeout);
+    }
+}
+
 impl LocalStore {
     /// Opens the store at `root`. A writer creates it on first use and repairs what a
     /// crash left behind; a reader needs it to exist.
@@ -188,18 +196,12 @@ impl Shared {
         if let Some(token) = &req.client_token {
             let known = inner
                 .snapshots
-                .values()
-                .find(|e| e.meta.client_token.as_ref() == Some(token))
-                .map(|e| e.info.id.clone());
-            if let Some(known) = known {
-                // Through `get`, so that a snapshot idle past its timeout says `error`.
-                let existing = inner.get(&known)?;
-                if existing.meta.request_fingerprint.as_deref()
-                    == Some(&rules::start_fingerprint(&req))
-                {
-                    return Ok(existing.info.clone());
-                }
-                return Err(rules::conflict(token, &existing.info.id));
+                .values_mut()
+                .find(|e| e.meta.client_token.as_ref() == Some(token));
+            if let Some(made) = known {
+                made.expire();
+                let made_by = made.meta.request_fingerprint.as_deref();
+                return rules::replay_start(token, &req, made_by, &made.info);
             }
         }
         let parent = match &req.parent {
