@@ -323,14 +323,8 @@ fn backup_and_restore_survive_a_faulty_server() {
 #[test]
 fn a_killed_server_restarts_on_an_intact_store_and_the_backup_resumes() {
     let env = Env::new();
-    let image = env.path("image");
     let blocks = 512;
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        14,
-    );
+    let image = env.dense_image("image", blocks, 14);
     let img = image.to_str().unwrap();
     // Paced, so that the upload takes about a second and the kills land within it.
     let backup = ["backup", img, "--max-rate", "500"];
@@ -342,14 +336,7 @@ fn a_killed_server_restarts_on_an_intact_store_and_the_backup_resumes() {
 
     // Both die: the server mid-upload, the client with it.
     let mut client = ebs_command(&served, &env, &backup).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !journal_exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until("the backup never started", journal_exists);
     std::thread::sleep(std::time::Duration::from_millis(600));
     served.kill();
     let _ = client.kill();

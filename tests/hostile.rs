@@ -18,7 +18,7 @@
 mod common;
 
 use common::server::{ServeProcess, KEY_ID, SECRET};
-use ebsnap::block::{BlockIndex, Digest, LinearAggregate};
+use ebsnap::block::{BlockIndex, Digest, LinearAggregate, BLOCK_SIZE as BLOCK};
 use ebsnap::store::conformance::{block, read_all, snapshot_with};
 use ebsnap::store::{EbsStore, SnapshotId, SnapshotStore, StartSnapshot};
 use hmac::{Hmac, Mac};
@@ -32,7 +32,6 @@ use std::time::{Duration, SystemTime};
 
 /// Longer than any answer can take on a loaded machine: reaching it means a hang.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-const BLOCK: usize = 524_288;
 
 /// What came back on a connection.
 #[derive(Debug)]
@@ -655,13 +654,7 @@ fn oversized_bodies_get_413_in_the_aws_shape() {
     fx.assert_intact("2 MiB Content-Length");
 
     // Chunked: counted as it arrives.
-    let mut chunked_body = Vec::new();
-    for _ in 0..32 {
-        chunked_body.extend_from_slice(format!("{:x}\r\n", 64 * 1024).as_bytes());
-        chunked_body.extend_from_slice(&[0u8; 64 * 1024]);
-        chunked_body.extend_from_slice(b"\r\n");
-    }
-    chunked_body.extend_from_slice(b"0\r\n\r\n");
+    let chunked_body = chunked(&vec![0u8; 2 * BLOCK], 64 * 1024);
     let chunked = put(&fx)
         .header("transfer-encoding", "chunked")
         .signed()
@@ -803,13 +796,7 @@ fn truncated_and_misframed_bodies_write_nothing() {
     }
 
     // A well-framed chunked body goes through the same checks as any other.
-    let mut body = Vec::new();
-    for piece in data.data().chunks(100_000) {
-        body.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        body.extend_from_slice(piece);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let body = chunked(data.data(), 100_000);
     let wrong_sum = put("0")
         .set("x-amz-checksum", block(8).digest().to_base64())
         .header("transfer-encoding", "chunked")
@@ -1303,4 +1290,16 @@ fn the_raw_client_here_is_a_valid_client() {
         .insert(0, ("host".into(), fx.server.addr.clone().into()));
     let reply = fx.send(&Fixture::with_length(describe).signed()).reply();
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// `body` in HTTP/1.1 chunked encoding, in pieces of `piece` bytes.
+fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in body.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
 }

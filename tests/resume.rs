@@ -65,15 +65,6 @@ fn journals(env: &Env) -> Vec<std::path::PathBuf> {
     }
 }
 
-/// Polls `ready` until it holds; fails with `what` after a minute.
-fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn number(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
 }
@@ -95,14 +86,8 @@ fn backups_killed_at_random_moments_resume_and_restore_identically() {
         .unwrap_or(0x5eed);
     let mut rng = Rng(seed);
     let env = Env::new();
-    let image = env.path("image");
+    let image = env.dense_image("image", BLOCKS, seed);
     let img = image.to_str().unwrap();
-    make_image(
-        &image,
-        BLOCKS * BLOCK,
-        &[(0, (BLOCKS * BLOCK) as usize)],
-        seed,
-    );
     // An uninterrupted backup: the parent of what follows, and how long one takes here.
     let started = Instant::now();
     env.json(&["backup", img, "--max-rate", RATE]);
@@ -175,10 +160,9 @@ fn keep_only(env: &Env, latest: &str, context: &str) {
 fn a_signal_stops_a_backup_that_the_same_command_resumes() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let env = Env::new();
-        let image = env.path("image");
-        let img = image.to_str().unwrap();
         let blocks = 768;
-        make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 9);
+        let image = env.dense_image("image", blocks, 9);
+        let img = image.to_str().unwrap();
         let child = env
             .process(&["backup", img, "-q"])
             .stderr(std::process::Stdio::piped())
@@ -259,7 +243,7 @@ async fn interrupted_backup(
 async fn a_resumed_backup_takes_in_what_changed_since_the_interruption() {
     let env = Env::new();
     let blocks = 64;
-    let image = dense_image(&env, blocks, 3);
+    let image = env.dense_image("image", blocks, 3);
     let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(local);
     let (snapshot, options) =
@@ -322,12 +306,7 @@ async fn a_source_that_changed_size_since_the_interruption_is_backed_up_afresh()
         .await
         .unwrap();
     assert!(!report.resumed, "{report:?}");
-    let id = report.snapshot_id.unwrap().parse().unwrap();
-    let target = env.path("restored");
-    engine::restore(store, &id, &target, &RestoreOptions::default(), &NoProgress)
-        .await
-        .unwrap();
-    assert_same_content(&image, &target);
+    restore_and_compare(&env, store, &report, &image).await;
 }
 
 /// A rerun that asks for something else (`--full` where the interrupted run had a
@@ -335,10 +314,9 @@ async fn a_source_that_changed_size_since_the_interruption_is_backed_up_afresh()
 #[test]
 fn a_rerun_asking_for_another_parent_starts_afresh() {
     let env = Env::new();
-    let image = env.path("image");
-    let img = image.to_str().unwrap();
     let blocks = 768;
-    make_image(&image, blocks * BLOCK, &[(0, (blocks * BLOCK) as usize)], 5);
+    let image = env.dense_image("image", blocks, 5);
+    let img = image.to_str().unwrap();
     env.backup(&image);
     rewrite_blocks(&image, blocks, blocks, &mut Rng(1));
     let child = env.process(&["backup", img, "-q"]).spawn().unwrap();
@@ -378,7 +356,7 @@ fn restore_progress_files(env: &Env) -> Vec<std::path::PathBuf> {
 fn interrupted_restores_resume_where_they_stopped() {
     let env = Env::new();
     let blocks = 768;
-    let image = dense_image(&env, blocks, 11);
+    let image = env.dense_image("image", blocks, 11);
     let id = env.backup(&image)["snapshot_id"]
         .as_str()
         .unwrap()
@@ -452,18 +430,9 @@ fn interrupted_restores_resume_where_they_stopped() {
 fn a_restore_of_another_snapshot_forgets_the_progress_it_replaces() {
     let env = Env::new();
     let blocks = 128;
-    let (a_image, b_image) = (env.path("a"), env.path("b"));
-    make_image(
-        &a_image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        31,
-    );
-    make_image(
-        &b_image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        32,
+    let (a_image, b_image) = (
+        env.dense_image("a", blocks, 31),
+        env.dense_image("b", blocks, 32),
     );
     let snapshot = |image: &Path| {
         env.backup(image)["snapshot_id"]
@@ -516,7 +485,7 @@ fn a_restore_of_another_snapshot_forgets_the_progress_it_replaces() {
 fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
     let env = Env::new();
     let blocks = 256;
-    let image = dense_image(&env, blocks, 12);
+    let image = env.dense_image("image", blocks, 12);
     let id = env.backup(&image)["snapshot_id"]
         .as_str()
         .unwrap()
@@ -580,7 +549,7 @@ fn a_second_restore_onto_the_same_target_waits_or_fails_clearly() {
 async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes() {
     let env = Env::new();
     let blocks = 8;
-    let image = dense_image(&env, blocks, 4);
+    let image = env.dense_image("image", blocks, 4);
     let store = losing_the_first_start_answer();
     let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
@@ -600,17 +569,7 @@ async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes()
     let all = store.inner.list_snapshots().await.unwrap();
     assert_eq!(all.len(), 1, "a snapshot was left behind: {all:?}");
     assert_eq!(all[0].status, SnapshotStatus::Completed);
-    let target = env.path("restored");
-    engine::restore(
-        store,
-        &made[0].id,
-        &target,
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    assert_same_content(&image, &target);
+    restore_and_compare(&env, store, &report, &image).await;
 }
 
 /// A store whose first CompleteSnapshot never arrives (the run ends resumable), and
@@ -651,7 +610,7 @@ fn store_refusing_a_second_completion(
 async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
     let env = Env::new();
     let blocks = 8;
-    let image = dense_image(&env, blocks, 6);
+    let image = env.dense_image("image", blocks, 6);
     let (store, failed) = store_refusing_a_second_completion(SnapshotStatus::Error);
     let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
@@ -675,7 +634,7 @@ async fn a_completion_that_can_never_finish_is_given_up_by_the_rerun() {
 async fn a_snapshot_that_may_be_sealing_is_never_deleted_by_the_rerun() {
     let env = Env::new();
     let blocks = 8;
-    let image = dense_image(&env, blocks, 16);
+    let image = env.dense_image("image", blocks, 16);
     let (store, sealing) = store_refusing_a_second_completion(SnapshotStatus::Pending);
     let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
@@ -700,7 +659,7 @@ async fn a_snapshot_that_may_be_sealing_is_never_deleted_by_the_rerun() {
 async fn a_put_whose_answer_was_lost_is_not_taken_as_never_made() {
     let env = Env::new();
     let blocks = 32;
-    let image = dense_image(&env, blocks, 12);
+    let image = env.dense_image("image", blocks, 12);
     let lost = AtomicBool::new(false);
     let store = Arc::new(Rigged::new(
         |_| Then::Answer,
@@ -732,7 +691,7 @@ async fn a_put_whose_answer_was_lost_is_not_taken_as_never_made() {
 async fn a_block_put_again_by_a_killed_rerun_is_put_again_by_the_next() {
     let env = Env::new();
     let blocks = 32;
-    let image = dense_image(&env, blocks, 13);
+    let image = env.dense_image("image", blocks, 13);
     let hang = Arc::new(AtomicBool::new(false));
     let landed = Arc::new(tokio::sync::Notify::new());
     let (hanging, landing) = (hang.clone(), landed.clone());
@@ -784,7 +743,7 @@ fn write_block(image: &Path, index: u64, data: &[u8]) {
 
 async fn restore_and_compare(
     env: &Env,
-    store: Arc<Rigged>,
+    store: Arc<dyn SnapshotStore>,
     report: &engine::BackupReport,
     image: &Path,
 ) {
@@ -803,7 +762,7 @@ async fn restore_and_compare(
 async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
     let env = Env::new();
     let blocks = 64;
-    let image = dense_image(&env, blocks, 15);
+    let image = env.dense_image("image", blocks, 15);
     let local = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(local);
     let (_, options) = interrupted_backup(&env, store.clone(), &image, 48 * BLOCK).await;
@@ -824,12 +783,7 @@ async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
         report.blocks_resumed >= 32,
         "the first run's settled blocks were put again: {report:?}"
     );
-    let id = report.snapshot_id.unwrap().parse().unwrap();
-    let target = env.path("restored");
-    engine::restore(store, &id, &target, &RestoreOptions::default(), &NoProgress)
-        .await
-        .unwrap();
-    assert_same_content(&image, &target);
+    restore_and_compare(&env, store, &report, &image).await;
 }
 
 /// A start in doubt, and a rerun that starts its snapshot otherwise (another
@@ -839,7 +793,7 @@ async fn a_resumed_run_stopped_early_keeps_what_the_first_run_settled() {
 async fn a_start_in_doubt_taken_up_with_other_parameters_starts_anew() {
     let env = Env::new();
     let blocks = 4;
-    let image = dense_image(&env, blocks, 17);
+    let image = env.dense_image("image", blocks, 17);
     let store = losing_the_first_start_answer();
     let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
@@ -859,18 +813,6 @@ async fn a_start_in_doubt_taken_up_with_other_parameters_starts_anew() {
     let status = |wanted: &str| all.iter().find(|s| s.id.as_str() == wanted).unwrap().status;
     assert_eq!(status(id), SnapshotStatus::Completed);
     assert_eq!(status(orphan.as_str()), SnapshotStatus::Pending);
-}
-
-/// A dense image of `blocks` blocks of random data from `seed`.
-fn dense_image(env: &Env, blocks: u64, seed: u64) -> std::path::PathBuf {
-    let image = env.path("image");
-    make_image(
-        &image,
-        blocks * BLOCK,
-        &[(0, (blocks * BLOCK) as usize)],
-        seed,
-    );
-    image
 }
 
 /// Backup options that keep state (journals, manifests) in the test directory.

@@ -32,6 +32,14 @@ impl Env {
         self.path("store")
     }
 
+    /// An image `name` of `blocks` blocks of random data from `seed`, all of it data.
+    pub fn dense_image(&self, name: &str, blocks: u64, seed: u64) -> PathBuf {
+        let image = self.path(name);
+        let size = blocks * BLOCK;
+        make_image(&image, size, &[(0, size as usize)], seed);
+        image
+    }
+
     /// `ebsnap --store STORE ARGS...`, with no inherited store variables.
     pub fn ebsnap(&self, args: &[&str]) -> Command {
         Command::from_std(self.process(args))
@@ -82,6 +90,15 @@ pub fn fill_random(buf: &mut [u8], seed: u64) {
         x ^= x << 17;
         let bytes = x.to_le_bytes();
         chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// Polls `ready` until it holds; fails with `what` after a minute.
+pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
