@@ -12,18 +12,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use ebsnap::block::BlockIndex;
 use ebsnap::fuzzing::server;
 use ebsnap::store::{BlockToken, MemoryStore, PageRequest, PageToken, SnapshotStore};
+use ebsnap_fuzz::runtime;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = data.split(|&b| b == b'\n');

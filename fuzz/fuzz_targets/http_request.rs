@@ -12,20 +12,9 @@
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
 use ebsnap::fuzzing::server;
-use ebsnap_fuzz::{parse_request, substitute};
+use ebsnap_fuzz::{parse_request, runtime, substitute};
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 use tower::ServiceExt;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     runtime().block_on(async {

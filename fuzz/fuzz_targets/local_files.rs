@@ -5,13 +5,8 @@
 #![no_main]
 
 use ebsnap::fuzzing::local;
+use ebsnap_fuzz::scratch;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
-
-fn scratch() -> &'static std::path::Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, file)) = data.split_first() else {

@@ -13,19 +13,9 @@
 use ebsnap::block::BlockIndex;
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::{LocalStore, PageRequest, SnapshotId, SnapshotStore};
+use ebsnap_fuzz::runtime;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use std::sync::OnceLock;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
 
 /// Whether `name` is one of the store's own file names.
 fn allowed(name: &str) -> bool {

@@ -1,4 +1,5 @@
-//! What the fuzz targets share: a readable request format for the seeds.
+//! What the fuzz targets share: a tokio runtime, a scratch directory, and a readable
+//! request format for the seeds.
 //!
 //! A request is written as text, so that seeds can be written (and read) by hand:
 //!
@@ -12,6 +13,26 @@
 //!
 //! Lines end with `\n` (a `\r` before it is dropped); header values are bytes, not
 //! necessarily UTF-8; everything after the first empty line is the body.
+
+use std::sync::OnceLock;
+
+/// One current-thread runtime for every input of a target (building one per input
+/// would dominate the run).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// A directory of the target's own for files it writes, made once.
+pub fn scratch() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
 
 /// A request as the format above gives it.
 #[derive(Debug, Default)]
