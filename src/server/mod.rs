@@ -54,11 +54,18 @@ pub struct Limits {
     pub body_timeout: Duration,
 }
 
+impl Limits {
+    /// The default head timeout, in seconds (`serve --header-timeout`).
+    pub const HEADER_TIMEOUT_SECS: u64 = 30;
+    /// The default body timeout, in seconds (`serve --body-timeout`).
+    pub const BODY_TIMEOUT_SECS: u64 = 60;
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            header_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(Self::HEADER_TIMEOUT_SECS),
+            body_timeout: Duration::from_secs(Self::BODY_TIMEOUT_SECS),
         }
     }
 }

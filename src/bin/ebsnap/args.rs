@@ -157,10 +157,10 @@ pub enum Command {
 pub struct ServeLimits {
     /// Seconds a client has to send a request's head (an idle connection is closed
     /// after as long).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = ebsnap::server::Limits::HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
     /// Seconds a client has to send a request's body.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = ebsnap::server::Limits::BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
 }
 
