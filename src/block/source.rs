@@ -109,7 +109,7 @@ impl Source {
 }
 
 /// `lseek`, with ENXIO (no more data past the offset) as `None`.
-fn lseek(fd: i32, pos: u64, whence: i32) -> io::Result<Option<u64>> {
+pub(crate) fn lseek(fd: i32, pos: u64, whence: i32) -> io::Result<Option<u64>> {
     // SAFETY: plain syscall on a descriptor we own; it only moves the file offset,
     // which nothing else uses (every read is positional).
     let r = unsafe { libc::lseek(fd, pos as libc::off_t, whence) };

@@ -14,12 +14,15 @@
 //! snapshot, so no half-made snapshot is left behind.
 
 use super::baseline::ParentChoice;
+use super::flow::Flow;
 use super::journal::{Completion, UploadHeader, UploadJournal};
 use super::plan::{plan, Plan};
 use super::reader::{spawn_reader, ReadBlock};
 use super::resume::{give_up, worth_resuming};
 use super::upload::Uploader;
-use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
+use super::{
+    wait_until_completed, Progress, Stop, DEFAULT_WORKERS, SOURCE_BYTES_TAG, SOURCE_PATH_TAG,
+};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
@@ -41,8 +44,11 @@ const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
 pub struct BackupOptions {
     pub description: Option<String>,
     pub tags: Vec<Tag>,
-    /// Puts in flight at once.
+    /// Puts in flight at once, at most (the flow finds how many below that).
     pub workers: usize,
+    /// The store's pace in block requests per second, if it has one: the flow stops
+    /// growing once it is reached.
+    pub max_rate: Option<u32>,
     pub encrypted: bool,
     pub kms_key_arn: Option<String>,
     pub parent: ParentChoice,
@@ -61,7 +67,8 @@ impl Default for BackupOptions {
         BackupOptions {
             description: None,
             tags: Vec::new(),
-            workers: 16,
+            workers: DEFAULT_WORKERS,
+            max_rate: None,
             encrypted: false,
             kms_key_arn: None,
             parent: ParentChoice::Auto,
@@ -96,6 +103,8 @@ pub struct BackupReport {
     /// (`blocks_written` counts only this run's puts).
     pub blocks_resumed: u64,
     pub seconds: f64,
+    /// Of those, the block transfers': from the first put's start to the last one's end.
+    pub transfer_seconds: f64,
 }
 
 /// Backs up the file or block device at `path` into `store`.
@@ -124,6 +133,7 @@ pub async fn backup(
         resumed: plan.resume.is_some(),
         blocks_resumed: 0,
         seconds: 0.0,
+        transfer_seconds: 0.0,
     };
     let sent = if options.dry_run {
         progress.start(&format!("dry run of {}", path.display()), size);
@@ -140,6 +150,7 @@ pub async fn backup(
     };
     report.blocks_written = sent.written;
     report.blocks_resumed = sent.resumed;
+    report.transfer_seconds = sent.transfer_seconds;
     report.blocks_zero = report.blocks_total.saturating_sub(sent.data_blocks);
     report.blocks_unchanged = sent.unchanged;
     report.bytes_written = sent.written * BLOCK_SIZE_U64;
@@ -344,17 +355,19 @@ async fn send_and_complete(
         id.clone(),
         journal.as_deref_mut(),
         plan.blocks_visited(),
-        options.workers,
+        Flow::new(options.workers, options.max_rate),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything
     // else: a resumed run then knows exactly what got through.
     let finished = uploader.finish().await;
     let written = uploader.written;
+    let transfer_seconds = uploader.transfer_seconds();
     drop(uploader);
     let (mut sent, manifest) = streamed?;
     finished?;
     sent.written = written;
+    sent.transfer_seconds = transfer_seconds;
     if let Some(j) = journal {
         let completion = Completion {
             changed_blocks_count: sent.count,
@@ -435,6 +448,7 @@ struct Sent {
     /// Blocks of the source holding something other than zeros.
     data_blocks: u64,
     unchanged: u64,
+    transfer_seconds: f64,
 }
 
 /// Streams the source through the reader and writes what must be written: through the
@@ -521,6 +535,7 @@ async fn send_blocks(
         resumed,
         data_blocks,
         unchanged,
+        transfer_seconds: 0.0,
     };
     Ok((sent, pending))
 }

@@ -168,6 +168,12 @@ async fn open_store(g: &args::Global, access: Access) -> ebsnap::Result<Arc<dyn 
 /// Block requests per second EBS accepts for one snapshot.
 const EBS_MAX_RATE: u32 = 1000;
 
+/// The pace block requests keep, if any: what the store is paced to.
+fn pace(g: &args::Global) -> Option<u32> {
+    let ebs = g.store.as_deref() == Some(std::path::Path::new("ebs"));
+    g.max_rate.or(ebs.then_some(EBS_MAX_RATE))
+}
+
 fn max_rate(g: &args::Global, default: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(g.max_rate.unwrap_or(default)).unwrap_or(std::num::NonZeroU32::MIN)
 }
@@ -206,6 +212,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
                 description,
                 tags,
                 workers,
+                max_rate: pace(&g),
                 encrypted,
                 kms_key_arn: kms_key_id,
                 parent: match (parent, full) {
@@ -234,6 +241,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
             let options = RestoreOptions {
                 force,
                 workers,
+                max_rate: pace(&g),
                 from: from.map(|f| f.0),
                 full,
                 state_dir: Some(state_dir()),

@@ -32,8 +32,10 @@ use write::{write_all, write_changed};
 pub struct RestoreOptions {
     /// Overwrite an existing file (full restore).
     pub force: bool,
-    /// Blocks fetched at once.
+    /// Blocks fetched at once, at most (the flow finds how many below that).
     pub workers: usize,
+    /// The store's pace in block requests per second, if it has one.
+    pub max_rate: Option<u32>,
     /// The target holds this snapshot already: change only what differs.
     pub from: Option<SnapshotId>,
     /// Restore in full even if the target is known to hold an earlier snapshot.
@@ -51,7 +53,8 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             force: false,
-            workers: 16,
+            workers: crate::engine::DEFAULT_WORKERS,
+            max_rate: None,
             from: None,
             full: false,
             state_dir: None,
@@ -80,6 +83,9 @@ pub struct RestoreReport {
     /// on (the counts above are this run's).
     pub resumed_at_block: Option<u64>,
     pub seconds: f64,
+    /// Of those, the block transfers': from the first get's start to the last block
+    /// written.
+    pub transfer_seconds: f64,
 }
 
 #[derive(Default)]
@@ -88,6 +94,7 @@ struct Counts {
     written: u64,
     bytes: u64,
     zeroed: u64,
+    transfer_seconds: f64,
 }
 
 impl Counts {
@@ -96,6 +103,7 @@ impl Counts {
         self.written += other.written;
         self.bytes += other.bytes;
         self.zeroed += other.zeroed;
+        self.transfer_seconds += other.transfer_seconds;
     }
 }
 
@@ -214,6 +222,7 @@ pub async fn restore(
         blocks_zeroed: counts.zeroed,
         resumed_at_block,
         seconds: started.elapsed().as_secs_f64(),
+        transfer_seconds: counts.transfer_seconds,
     })
 }
 
