@@ -4,23 +4,17 @@
 //! anything is written), then applies, streaming blocks with bounded memory.
 
 mod backup;
-mod baseline;
 mod diff;
-mod journal;
 mod pages;
-mod plan;
 mod progress;
-mod reader;
 mod restore;
-mod resume;
 pub mod state;
 mod stop;
 mod target;
-mod upload;
 mod verify;
 
+pub use backup::baseline::ParentChoice;
 pub use backup::{backup, BackupOptions, BackupReport};
-pub use baseline::ParentChoice;
 pub use diff::{diff, DiffReport};
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, RestoreOptions, RestoreReport};

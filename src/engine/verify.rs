@@ -124,7 +124,7 @@ async fn own_blocks(
     if info.aggregate.is_none() {
         return Ok(None);
     }
-    let mut changed = super::baseline::Bitmap::default();
+    let mut changed = super::backup::baseline::Bitmap::default();
     let mut count = 0;
     let mut pages = ChangedLister::new(store, Some(parent), &info.id);
     loop {
@@ -151,7 +151,7 @@ async fn own_blocks(
 
 enum OwnBlocks {
     All,
-    Some(super::baseline::Bitmap),
+    Some(super::backup::baseline::Bitmap),
 }
 
 impl OwnBlocks {

@@ -10,8 +10,8 @@
 mod checkpoints;
 mod write;
 
+use super::backup::resume::worth_resuming;
 use super::pages::ChangedLister;
-use super::resume::worth_resuming;
 use super::state::{
     clear_restore_progress, clear_restore_records, lock_target, read_restore_progress,
     read_restore_record, target_name, write_restore_record, RestoreProgress, RestoreRecord,

@@ -4,8 +4,8 @@
 
 use super::baseline::ParentChoice;
 use super::journal::{Completion, UploadJournal};
-use super::wait_until_completed;
 use crate::block::Digest;
+use crate::engine::wait_until_completed;
 use crate::error::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StoreError};
 use std::path::Path;
@@ -129,7 +129,7 @@ async fn settle_completion(
 /// Deletes the journal's snapshot (unless it completed after all) and the journal.
 pub(crate) async fn give_up(store: &dyn SnapshotStore, journal: UploadJournal) {
     if let Some(id) = journal.snapshot() {
-        super::backup::abandon(store, &id).await;
+        super::abandon(store, &id).await;
     }
     forget(journal);
 }

@@ -7,10 +7,10 @@
 //! data in the parent (ListChangedBlocks from the manifest's snapshot, or
 //! ListSnapshotBlocks), but not what: those blocks are sent if they hold data here.
 
-use super::pages::{BlockLister, ChangedLister};
-use super::SOURCE_PATH_TAG;
 use crate::block::manifest::{ContentDigest, Entry, Manifest};
 use crate::block::BlockIndex;
+use crate::engine::pages::{BlockLister, ChangedLister};
+use crate::engine::SOURCE_PATH_TAG;
 use crate::error::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError, ValidationReason,

@@ -2,13 +2,13 @@
 //! source, take its lock, settle what an interrupted run left, choose the parent, learn
 //! what it holds ([`Baseline`]), and size the volume.
 
-use super::backup::BackupOptions;
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
 use super::journal::{UploadHeader, UploadJournal};
 use super::resume::{give_up, take_over, Left};
-use super::state::{lock_source, manifest_path, upload_journal_path};
+use super::BackupOptions;
 use crate::block::manifest::Manifest;
 use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
+use crate::engine::state::{lock_source, manifest_path, upload_journal_path};
 use crate::error::{Error, Result};
 use crate::store::{SnapshotInfo, SnapshotStore, StoreError};
 use std::path::{Path, PathBuf};

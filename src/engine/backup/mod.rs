@@ -9,16 +9,17 @@
 //!
 //! With a state directory, an upload journal records what was put; a backup that stops
 //! for a reason outside the snapshot (a signal, a crash, the network) keeps its pending
-//! snapshot, and the same command run again resumes it ([`super::resume`]). A failure
+//! snapshot, and the same command run again resumes it ([`resume`]). A failure
 //! that resuming cannot cure (the store refused what was sent) deletes the pending
 //! snapshot, so no half-made snapshot is left behind.
 
-use super::baseline::ParentChoice;
-use super::journal::{Completion, UploadHeader, UploadJournal};
-use super::plan::{plan, Plan};
-use super::reader::{spawn_reader, ReadBlock};
-use super::resume::{give_up, worth_resuming};
-use super::upload::Uploader;
+pub(super) mod baseline;
+mod journal;
+mod plan;
+mod reader;
+pub(super) mod resume;
+mod upload;
+
 use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{
@@ -29,9 +30,15 @@ use crate::store::local::LockWait;
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
 };
+use baseline::ParentChoice;
+use journal::{Completion, UploadHeader, UploadJournal};
+use plan::{plan, Plan};
+use reader::{spawn_reader, ReadBlock};
+use resume::{give_up, worth_resuming};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use upload::Uploader;
 
 /// The `Timeout` ebsnap starts snapshots with: minutes a pending snapshot may sit idle
 /// (EBS's default). An interrupted backup can be resumed within that time.
