@@ -15,6 +15,7 @@
 
 pub(super) mod baseline;
 mod journal;
+mod options;
 mod plan;
 mod reader;
 pub(super) mod resume;
@@ -26,59 +27,23 @@ use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
 };
 use crate::error::{Error, Result};
-use crate::store::local::LockWait;
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
 };
-use baseline::ParentChoice;
 use journal::{Completion, UploadHeader, UploadJournal};
 use plan::{plan, Plan};
 use reader::{spawn_reader, ReadBlock};
-use resume::{give_up, worth_resuming};
-use std::path::{Path, PathBuf};
+use resume::{abandon, give_up, worth_resuming};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use upload::Uploader;
 
+pub use options::BackupOptions;
+
 /// The `Timeout` ebsnap starts snapshots with: minutes a pending snapshot may sit idle
 /// (EBS's default). An interrupted backup can be resumed within that time.
 const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
-
-#[derive(Clone, Debug)]
-pub struct BackupOptions {
-    pub description: Option<String>,
-    pub tags: Vec<Tag>,
-    /// Puts in flight at once.
-    pub workers: usize,
-    pub encrypted: bool,
-    pub kms_key_arn: Option<String>,
-    pub parent: ParentChoice,
-    /// Report what would be written, without starting a snapshot.
-    pub dry_run: bool,
-    /// Where manifests live (`$XDG_STATE_HOME/ebsnap`); `None`: no manifests.
-    pub state_dir: Option<PathBuf>,
-    /// What to do when another backup of the same source into the same store runs.
-    pub lock_wait: LockWait,
-    /// Asked to stop (a signal): the backup stops early and can be resumed.
-    pub stop: Stop,
-}
-
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            description: None,
-            tags: Vec::new(),
-            workers: 16,
-            encrypted: false,
-            kms_key_arn: None,
-            parent: ParentChoice::Auto,
-            dry_run: false,
-            state_dir: None,
-            lock_wait: LockWait::Wait,
-            stop: Stop::default(),
-        }
-    }
-}
 
 /// What a backup did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -560,21 +525,5 @@ fn state_error(plan: &Plan) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::State {
         path: plan.manifest_path.clone().unwrap_or_default(),
         source: e,
-    }
-}
-
-/// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
-/// A snapshot that did complete (the error came after) is never deleted.
-pub(crate) async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
-    match store.describe_snapshot(id).await {
-        Ok(info) if info.status == SnapshotStatus::Completed => {
-            tracing::warn!("{id} completed although the backup reported an error; it is kept");
-            return;
-        }
-        Err(StoreError::NotFound { .. }) => return,
-        _ => {}
-    }
-    if let Err(e) = store.delete_snapshot(id).await {
-        tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
     }
 }

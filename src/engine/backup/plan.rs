@@ -4,8 +4,8 @@
 
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
 use super::journal::{UploadHeader, UploadJournal};
+use super::options::BackupOptions;
 use super::resume::{give_up, take_over, Left};
-use super::BackupOptions;
 use crate::block::manifest::Manifest;
 use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
 use crate::engine::state::{lock_source, manifest_path, upload_journal_path};

@@ -129,9 +129,25 @@ async fn settle_completion(
 /// Deletes the journal's snapshot (unless it completed after all) and the journal.
 pub(crate) async fn give_up(store: &dyn SnapshotStore, journal: UploadJournal) {
     if let Some(id) = journal.snapshot() {
-        super::abandon(store, &id).await;
+        abandon(store, &id).await;
     }
     forget(journal);
+}
+
+/// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
+/// A snapshot that did complete (the error came after) is never deleted.
+pub(super) async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
+    match store.describe_snapshot(id).await {
+        Ok(info) if info.status == SnapshotStatus::Completed => {
+            tracing::warn!("{id} completed although the backup reported an error; it is kept");
+            return;
+        }
+        Err(StoreError::NotFound { .. }) => return,
+        _ => {}
+    }
+    if let Err(e) = store.delete_snapshot(id).await {
+        tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
+    }
 }
 
 fn forget(journal: UploadJournal) {
