@@ -5,6 +5,7 @@
 
 mod backup;
 mod diff;
+mod error;
 mod pages;
 mod progress;
 mod restore;
@@ -16,12 +17,12 @@ mod verify;
 pub use backup::baseline::ParentChoice;
 pub use backup::{backup, BackupOptions, BackupReport};
 pub use diff::{diff, DiffReport};
+pub use error::{Busy, Error, Inconsistency, Result, UnfitParent};
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use stop::{signal_name, Stop};
 pub use verify::{verify, VerifyReport};
 
-use crate::error::{Error, Result};
 use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore};
 use std::time::Duration;
 

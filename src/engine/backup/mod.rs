@@ -26,14 +26,14 @@ use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, Pend
 use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
 };
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
 };
 use journal::{Completion, UploadHeader, UploadJournal};
 use plan::{plan, Plan};
 use reader::{spawn_reader, ReadBlock};
-use resume::{abandon, give_up, worth_resuming};
+use resume::{abandon, give_up};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -285,7 +285,7 @@ async fn started(
 /// the rerun sends the same token again.
 fn start_failed(e: StoreError, journal: Option<UploadJournal>) -> Error {
     let error = Error::from(e);
-    if let Some(j) = journal.filter(|_| !worth_resuming(&error)) {
+    if let Some(j) = journal.filter(|_| !error.worth_resuming()) {
         let _ = j.remove();
     }
     error
@@ -353,7 +353,7 @@ async fn fail(
     error: Error,
 ) -> Error {
     match journal {
-        Some(j) if worth_resuming(&error) => Error::Resumable {
+        Some(j) if error.worth_resuming() => Error::Resumable {
             snapshot: id.clone(),
             timeout_minutes: j.header().timeout_minutes,
             source: Box::new(error),

@@ -6,7 +6,7 @@ use super::baseline::ParentChoice;
 use super::journal::{Completion, UploadJournal};
 use crate::block::Digest;
 use crate::engine::wait_until_completed;
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StoreError};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -110,7 +110,7 @@ async fn settle_completion(
             forget(journal);
             return Ok(());
         }
-        Err(e) if worth_resuming(&e) => return Err(e),
+        Err(e) if e.worth_resuming() => return Err(e),
         Err(e) => e,
     };
     match store.describe_snapshot(id).await.map(|info| info.status) {
@@ -176,27 +176,6 @@ async fn finish_completion(
     wait_until_completed(store, id, status).await?;
     tracing::info!("{id}, interrupted while completing, is now complete");
     Ok(())
-}
-
-/// Whether a failed backup is worth resuming rather than starting afresh: it stopped
-/// for a reason outside the snapshot (a signal, the network, the service, the disk),
-/// not because the store refused what was sent.
-pub(crate) fn worth_resuming(e: &Error) -> bool {
-    let transient = |s: &StoreError| {
-        matches!(
-            s,
-            StoreError::Throttled { .. }
-                | StoreError::Unavailable { .. }
-                | StoreError::Io { .. }
-                | StoreError::Locked { .. }
-        )
-    };
-    match e {
-        Error::Interrupted { .. } | Error::ReadSource { .. } | Error::State { .. } => true,
-        Error::Store { source, .. } | Error::StoreBlock { source, .. } => transient(source),
-        Error::StoreOnly(source) => transient(source),
-        _ => false,
-    }
 }
 
 impl ParentChoice {

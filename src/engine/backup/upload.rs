@@ -4,7 +4,7 @@
 
 use super::journal::UploadJournal;
 use crate::block::{BlockIndex, Digest, HashedBlock};
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use std::collections::BTreeSet;
 use std::path::Path;
