@@ -9,7 +9,7 @@ pub mod manifest;
 mod pool;
 pub(crate) mod source;
 
-pub use aggregate::LinearAggregate;
+pub use aggregate::{LinearAggregate, OutOfOrder};
 pub use digest::{is_zero, Digest, HashedBlock};
 pub use pool::{AlignedBuf, BufferPool, BUFFER_ALIGN};
 pub use source::{DataBlocks, Source, SourceKind};

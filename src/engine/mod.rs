@@ -4,31 +4,26 @@
 //! anything is written), then applies, streaming blocks with bounded memory.
 
 mod backup;
-mod baseline;
 mod diff;
+mod error;
 mod flow;
-mod journal;
 mod pages;
-mod plan;
 mod progress;
-mod reader;
 mod restore;
-mod resume;
 pub mod state;
 mod stop;
 mod target;
-mod upload;
 mod verify;
 
+pub use backup::baseline::ParentChoice;
 pub use backup::{backup, BackupOptions, BackupReport};
-pub use baseline::ParentChoice;
 pub use diff::{diff, DiffReport};
+pub use error::{Busy, Error, Inconsistency, Result, UnfitParent};
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use stop::{signal_name, Stop};
 pub use verify::{verify, VerifyReport};
 
-use crate::error::{Error, Result};
 use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore};
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! records of the snapshot last restored onto each target.
 
 use super::Stop;
-use crate::error::{Error, Result};
+use crate::engine::{Busy, Error, Result};
 use crate::store::local::fsutil;
 use crate::store::local::lock::take;
 use crate::store::local::LockWait;
@@ -154,8 +154,10 @@ pub async fn lock_source(
     let path = state_dir
         .join("manifests")
         .join(format!("{}.lock", key(store, source)));
-    let busy = format!("another backup of {source} into this store is running");
-    lock_or_stop(&path, &busy, wait, stop).await
+    let busy = Busy::Backup {
+        source_name: source.to_owned(),
+    };
+    lock_or_stop(&path, busy, wait, stop).await
 }
 
 /// An exclusive lock on one restore target (whatever the store), held for a whole
@@ -169,8 +171,10 @@ pub async fn lock_target(
     let path = state_dir
         .join("restoring")
         .join(format!("{}.lock", key("", target)));
-    let busy = format!("another restore onto {target} is running");
-    lock_or_stop(&path, &busy, wait, stop).await
+    let busy = Busy::Restore {
+        target: target.to_owned(),
+    };
+    lock_or_stop(&path, busy, wait, stop).await
 }
 
 /// Takes the lock file at `path` as `wait` says, saying why it waits. The wait polls
@@ -179,7 +183,7 @@ pub async fn lock_target(
 /// while waiting needs nothing saved.
 async fn lock_or_stop(
     path: &Path,
-    busy: &str,
+    busy: Busy,
     wait: LockWait,
     stop: &Stop,
 ) -> Result<std::fs::File> {
@@ -203,9 +207,7 @@ async fn lock_or_stop(
     // A dead holder's lock is free: flock goes with the process.
     while !take(&file, false, LockWait::Fail, || ()).map_err(io)? {
         if give_up_at.is_some_and(|t| Instant::now() >= t) {
-            return Err(Error::Busy {
-                what: busy.to_owned(),
-            });
+            return Err(Error::Busy { job: busy });
         }
         if !said {
             tracing::warn!("{busy}; waiting for it");

@@ -3,7 +3,7 @@
 //! incremental restore, an existing file or device changed in place.
 
 use crate::block::{source::device_size, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::SnapshotId;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt};

@@ -4,7 +4,7 @@
 use super::pages::{BlockLister, ChangedLister};
 use super::{completed_snapshot, restored_size, Progress};
 use crate::block::{is_zero, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE};
-use crate::error::{Error, Result};
+use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use bytes::Bytes;
 use futures::stream::{self, TryStreamExt};
@@ -87,7 +87,7 @@ pub async fn verify(
             agg.push(block.index, &block.stored)
                 .map_err(|e| Error::Inconsistent {
                     snapshot: id.clone(),
-                    message: e.to_string(),
+                    what: Inconsistency::Aggregate(e),
                 })?;
         }
         if let Some(c) = &mut compare {
@@ -124,7 +124,7 @@ async fn own_blocks(
     if info.aggregate.is_none() {
         return Ok(None);
     }
-    let mut changed = super::baseline::Bitmap::default();
+    let mut changed = super::backup::baseline::Bitmap::default();
     let mut count = 0;
     let mut pages = ChangedLister::new(store, Some(parent), &info.id);
     loop {
@@ -134,12 +134,7 @@ async fn own_blocks(
             // The parent is gone: its blocks now belong to this snapshot, which the store
             // accounts for; nothing here can tell which.
             Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => {
-                return Err(Error::Store {
-                    snapshot: info.id.clone(),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(Error::store(&info.id)(e)),
         };
         for b in &page {
             changed.set(b.index);
@@ -151,7 +146,7 @@ async fn own_blocks(
 
 enum OwnBlocks {
     All,
-    Some(super::baseline::Bitmap),
+    Some(super::backup::baseline::Bitmap),
 }
 
 impl OwnBlocks {

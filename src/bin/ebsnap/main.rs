@@ -190,11 +190,7 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
         } else {
             output::print(&text)
         };
-        printed.map_err(|e| ebsnap::Error::Target {
-            what: "writing to",
-            path: "stdout".into(),
-            source: e,
-        })
+        printed.map_err(|source| ebsnap::Error::Stdout { source })
     };
     match cli.command {
         Command::Backup {
@@ -278,14 +274,10 @@ async fn run_command(cli: Cli) -> ebsnap::Result<u8> {
         }
         Command::Show { snapshot } => {
             let store = open_store(&g, Access::Read).await?;
-            let info =
-                store
-                    .describe_snapshot(&snapshot.0)
-                    .await
-                    .map_err(|e| ebsnap::Error::Store {
-                        snapshot: snapshot.0.clone(),
-                        source: e,
-                    })?;
+            let info = store
+                .describe_snapshot(&snapshot.0)
+                .await
+                .map_err(ebsnap::Error::store(&snapshot.0))?;
             say(
                 output::snapshot_details(&info),
                 output::snapshot_json(&info),
@@ -442,10 +434,6 @@ async fn delete(g: &args::Global, snapshots: Vec<args::SnapshotArg>) -> ebsnap::
                 .collect::<String>(),
         )
     };
-    printed.map_err(|e| ebsnap::Error::Target {
-        what: "writing to",
-        path: "stdout".into(),
-        source: e,
-    })?;
+    printed.map_err(|source| ebsnap::Error::Stdout { source })?;
     Ok(if failed.is_empty() { 0 } else { EXIT_FAILURE })
 }

@@ -11,7 +11,6 @@ mod checkpoints;
 mod write;
 
 use super::pages::ChangedLister;
-use super::resume::worth_resuming;
 use super::state::{
     clear_restore_progress, clear_restore_records, lock_target, read_restore_progress,
     read_restore_record, target_name, write_restore_record, RestoreProgress, RestoreRecord,
@@ -19,7 +18,7 @@ use super::state::{
 use super::target::Target;
 use super::{completed_snapshot, restored_size, Progress, Stop};
 use crate::block::BlockIndex;
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::local::LockWait;
 use crate::store::{SnapshotId, SnapshotStore, StoreError, ValidationReason};
 use checkpoints::Checkpoints;
@@ -246,11 +245,8 @@ fn recorded_base(record: Option<&RestoreRecord>, path: &Path) -> Option<Snapshot
 /// Whether an incremental restore failed because its base cannot serve (deleted, or of
 /// another lineage), before anything was written.
 fn base_unusable(e: &Error) -> bool {
-    let store_error = match e {
-        Error::Store { source, .. }
-        | Error::StoreBlock { source, .. }
-        | Error::StoreOnly(source) => source,
-        _ => return false,
+    let Some(store_error) = e.store_error() else {
+        return false;
     };
     matches!(store_error, StoreError::NotFound { .. })
         || store_error.reason() == Some(ValidationReason::UnrelatedSnapshots)
@@ -360,7 +356,7 @@ impl Job<'_> {
             Err(e) => e,
         };
         let resumable = self.state.is_some()
-            && (worth_resuming(&error) || matches!(error, Error::Target { .. }));
+            && (error.worth_resuming() || matches!(error, Error::Target { .. }));
         if resumable && checkpoints.save().await.is_ok() {
             target.keep_partial();
             return Err(Error::RestoreResumable {

@@ -8,7 +8,7 @@ use crate::block::{is_zero, BlockIndex, Digest};
 use crate::engine::flow::Flow;
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::target::Target;
-use crate::error::{Error, Result};
+use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore};
 use std::future::Future;
 use std::sync::Arc;
@@ -118,7 +118,7 @@ pub(super) async fn write_all(
                 if block.index < next {
                     return Err(Error::Inconsistent {
                         snapshot: id.clone(),
-                        message: format!("block {} listed out of order", block.index),
+                        what: Inconsistency::ListedOutOfOrder { index: block.index },
                     });
                 }
                 let (store, id, task_target, gap) =

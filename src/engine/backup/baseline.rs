@@ -7,11 +7,11 @@
 //! data in the parent (ListChangedBlocks from the manifest's snapshot, or
 //! ListSnapshotBlocks), but not what: those blocks are sent if they hold data here.
 
-use super::pages::{BlockLister, ChangedLister};
-use super::SOURCE_PATH_TAG;
 use crate::block::manifest::{ContentDigest, Entry, Manifest};
 use crate::block::BlockIndex;
-use crate::error::{Error, Result};
+use crate::engine::pages::{BlockLister, ChangedLister};
+use crate::engine::SOURCE_PATH_TAG;
+use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError, ValidationReason,
 };
@@ -238,12 +238,7 @@ pub(crate) async fn choose_parent(
                 match store.describe_snapshot(&id).await {
                     Ok(info) if info.status == SnapshotStatus::Completed => return Ok(Some(info)),
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => {
-                        return Err(Error::Store {
-                            snapshot: id,
-                            source: e,
-                        })
-                    }
+                    Err(e) => return Err(Error::store(&id)(e)),
                 }
             }
             let all = store.list_snapshots().await?;
@@ -284,7 +279,7 @@ pub(crate) async fn baseline(
                 return Ok(Baseline { parent: Some(parent), manifest: Some(m), untrusted, parent_data, encrypted, ..Baseline::default() });
             }
             Err(e) if unusable(&e) => tracing::info!("the manifest's snapshot {id} cannot be compared with {}: {e}; reading the parent's block list", parent.id),
-            Err(e) => return Err(Error::Store { snapshot: parent.id.clone(), source: e }),
+            Err(e) => return Err(Error::store(&parent.id)(e)),
         }
     }
     let parent_data = listed_blocks(store, &parent.id)

@@ -2,14 +2,14 @@
 //! source, take its lock, settle what an interrupted run left, choose the parent, learn
 //! what it holds ([`Baseline`]), and size the volume.
 
-use super::backup::BackupOptions;
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
 use super::journal::{UploadHeader, UploadJournal};
+use super::options::BackupOptions;
 use super::resume::{give_up, take_over, Left};
-use super::state::{lock_source, manifest_path, upload_journal_path};
 use crate::block::manifest::Manifest;
 use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
-use crate::error::{Error, Result};
+use crate::engine::state::{lock_source, manifest_path, upload_journal_path};
+use crate::engine::{Error, Result, UnfitParent};
 use crate::store::{SnapshotInfo, SnapshotStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -234,22 +234,18 @@ fn fitting_parent(
 ) -> Result<Option<SnapshotInfo>> {
     let Some(p) = parent else { return Ok(None) };
     let why = if volume_size_gib(size) < p.volume_size_gib {
-        format!(
-            "the source ({size} bytes) is smaller than parent {}'s {} GiB volume",
-            p.id, p.volume_size_gib
-        )
+        UnfitParent::Smaller {
+            parent: p.id,
+            source_bytes: size,
+            parent_gib: p.volume_size_gib,
+        }
     } else if encrypted && !p.encrypted {
-        format!(
-            "parent {} is not encrypted, and a child cannot switch encryption on",
-            p.id
-        )
+        UnfitParent::Unencrypted { parent: p.id }
     } else {
         return Ok(Some(p));
     };
     if let ParentChoice::Snapshot(_) = choice {
-        return Err(Error::UnfitParent {
-            message: format!("{why}; use --full for a new lineage"),
-        });
+        return Err(Error::UnfitParent { why });
     }
     tracing::warn!("{why}: starting a new lineage");
     Ok(None)

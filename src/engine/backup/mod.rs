@@ -9,76 +9,42 @@
 //!
 //! With a state directory, an upload journal records what was put; a backup that stops
 //! for a reason outside the snapshot (a signal, a crash, the network) keeps its pending
-//! snapshot, and the same command run again resumes it ([`super::resume`]). A failure
+//! snapshot, and the same command run again resumes it ([`resume`]). A failure
 //! that resuming cannot cure (the store refused what was sent) deletes the pending
 //! snapshot, so no half-made snapshot is left behind.
 
-use super::baseline::ParentChoice;
-use super::flow::Flow;
-use super::journal::{Completion, UploadHeader, UploadJournal};
-use super::plan::{plan, Plan};
-use super::reader::{spawn_reader, ReadBlock};
-use super::resume::{give_up, worth_resuming};
-use super::upload::Uploader;
-use super::{
-    wait_until_completed, Progress, Stop, DEFAULT_WORKERS, SOURCE_BYTES_TAG, SOURCE_PATH_TAG,
-};
+pub(super) mod baseline;
+mod journal;
+mod options;
+mod plan;
+mod reader;
+pub(super) mod resume;
+mod upload;
+
+use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
 };
-use crate::error::{Error, Result};
-use crate::store::local::LockWait;
+use crate::engine::flow::Flow;
+use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
 };
-use std::path::{Path, PathBuf};
+use journal::{Completion, UploadHeader, UploadJournal};
+use plan::{plan, Plan};
+use reader::{spawn_reader, ReadBlock};
+use resume::{abandon, give_up};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use upload::Uploader;
+
+pub use options::BackupOptions;
 
 /// The `Timeout` ebsnap starts snapshots with: minutes a pending snapshot may sit idle
 /// (EBS's default). An interrupted backup can be resumed within that time.
 const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
-
-#[derive(Clone, Debug)]
-pub struct BackupOptions {
-    pub description: Option<String>,
-    pub tags: Vec<Tag>,
-    /// Puts in flight at once, at most (the flow finds how many below that).
-    pub workers: usize,
-    /// The store's pace in block requests per second, if it has one: the flow stops
-    /// growing once it is reached.
-    pub max_rate: Option<u32>,
-    pub encrypted: bool,
-    pub kms_key_arn: Option<String>,
-    pub parent: ParentChoice,
-    /// Report what would be written, without starting a snapshot.
-    pub dry_run: bool,
-    /// Where manifests live (`$XDG_STATE_HOME/ebsnap`); `None`: no manifests.
-    pub state_dir: Option<PathBuf>,
-    /// What to do when another backup of the same source into the same store runs.
-    pub lock_wait: LockWait,
-    /// Asked to stop (a signal): the backup stops early and can be resumed.
-    pub stop: Stop,
-}
-
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            description: None,
-            tags: Vec::new(),
-            workers: DEFAULT_WORKERS,
-            max_rate: None,
-            encrypted: false,
-            kms_key_arn: None,
-            parent: ParentChoice::Auto,
-            dry_run: false,
-            state_dir: None,
-            lock_wait: LockWait::Wait,
-            stop: Stop::default(),
-        }
-    }
-}
 
 /// What a backup did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -324,7 +290,7 @@ async fn started(
 /// the rerun sends the same token again.
 fn start_failed(e: StoreError, journal: Option<UploadJournal>) -> Error {
     let error = Error::from(e);
-    if let Some(j) = journal.filter(|_| !worth_resuming(&error)) {
+    if let Some(j) = journal.filter(|_| !error.worth_resuming()) {
         let _ = j.remove();
     }
     error
@@ -394,7 +360,7 @@ async fn fail(
     error: Error,
 ) -> Error {
     match journal {
-        Some(j) if worth_resuming(&error) => Error::Resumable {
+        Some(j) if error.worth_resuming() => Error::Resumable {
             snapshot: id.clone(),
             timeout_minutes: j.header().timeout_minutes,
             source: Box::new(error),
@@ -568,21 +534,5 @@ fn state_error(plan: &Plan) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::State {
         path: plan.manifest_path.clone().unwrap_or_default(),
         source: e,
-    }
-}
-
-/// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
-/// A snapshot that did complete (the error came after) is never deleted.
-pub(crate) async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
-    match store.describe_snapshot(id).await {
-        Ok(info) if info.status == SnapshotStatus::Completed => {
-            tracing::warn!("{id} completed although the backup reported an error; it is kept");
-            return;
-        }
-        Err(StoreError::NotFound { .. }) => return,
-        _ => {}
-    }
-    if let Err(e) = store.delete_snapshot(id).await {
-        tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
     }
 }

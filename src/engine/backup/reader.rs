@@ -10,7 +10,7 @@
 use super::baseline::{Baseline, ParentBlock};
 use crate::block::manifest::{content_digest, ContentDigest};
 use crate::block::{is_zero, BlockIndex, BufferPool, DataBlocks, HashedBlock, Source};
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use rayon::prelude::*;
 use std::iter::Peekable;
 use std::sync::Arc;

@@ -2,10 +2,10 @@
 //! got through is recorded in the upload journal at checkpoints, once the store has made
 //! it durable, so that an interrupted backup can be resumed without sending it again.
 
-use super::flow::Flow;
 use super::journal::UploadJournal;
 use crate::block::{BlockIndex, Digest, HashedBlock};
-use crate::error::{Error, Result};
+use crate::engine::flow::Flow;
+use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use std::collections::BTreeSet;
 use std::path::Path;
