@@ -85,6 +85,9 @@ pub struct RestoreReport {
     /// Of those, the block transfers': from the first get's start to the last block
     /// written.
     pub transfer_seconds: f64,
+    /// Of those, the final fsync's: what durability costs once writeback has been
+    /// started as the blocks landed.
+    pub sync_seconds: f64,
 }
 
 #[derive(Default)]
@@ -94,6 +97,7 @@ struct Counts {
     bytes: u64,
     zeroed: u64,
     transfer_seconds: f64,
+    sync_seconds: f64,
 }
 
 impl Counts {
@@ -103,6 +107,7 @@ impl Counts {
         self.bytes += other.bytes;
         self.zeroed += other.zeroed;
         self.transfer_seconds += other.transfer_seconds;
+        self.sync_seconds += other.sync_seconds;
     }
 }
 
@@ -222,6 +227,7 @@ pub async fn restore(
         resumed_at_block,
         seconds: started.elapsed().as_secs_f64(),
         transfer_seconds: counts.transfer_seconds,
+        sync_seconds: counts.sync_seconds,
     })
 }
 
@@ -348,10 +354,15 @@ impl Job<'_> {
                 if let Some((dir, p)) = &self.state {
                     clear_restore_progress(dir, &p.target)?;
                 }
+                let syncing = Instant::now();
                 Arc::into_inner(target)
                     .expect("all writers finished")
                     .finish()?;
-                return Ok(counts);
+                let sync_seconds = syncing.elapsed().as_secs_f64();
+                return Ok(Counts {
+                    sync_seconds,
+                    ..counts
+                });
             }
             Err(e) => e,
         };
