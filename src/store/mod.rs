@@ -11,6 +11,7 @@ pub mod ebs;
 pub mod ebs_tags;
 mod error;
 pub mod local;
+pub mod location;
 pub mod memory;
 mod merge;
 pub mod pace;
@@ -25,6 +26,7 @@ pub use error::{StoreError, StoreResult, ValidationReason};
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
+pub use location::{LocationError, StoreLocation};
 pub use memory::MemoryStore;
 pub use pace::PacedStore;
 pub use retry::{RetryPolicy, RetryStore};

@@ -1,10 +1,10 @@
 //! The command line, as clap sees it.
 
 use crate::commands::Command;
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser};
 use ebsnap::store::local::LockWait;
-use ebsnap::store::SnapshotId;
-use std::path::PathBuf;
+use ebsnap::store::{SnapshotId, StoreLocation};
 
 /// Incremental backup of disks and disk images into EBS-style snapshots.
 #[derive(Debug, Parser)]
@@ -18,11 +18,13 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Store location: a directory (the local store, created on first use), or `ebs`
-    /// (Amazon EBS, or any EBS-compatible endpoint such as `ebsnap serve`).
-    /// Default: $EBSNAP_STORE, else $XDG_DATA_HOME/ebsnap/store.
-    #[arg(long, global = true, value_name = "LOCATION")]
-    pub store: Option<PathBuf>,
+    /// Store location: a directory (the local store, created on first use; `./ebs` is
+    /// a directory named ebs), `ebs` or `ebs:REGION` (Amazon EBS), or
+    /// `ebs+http://HOST:PORT` or `ebs+https://HOST:PORT` (any EBS-compatible endpoint,
+    /// such as `ebsnap serve`). Default: $EBSNAP_STORE (the same syntax), else
+    /// $XDG_DATA_HOME/ebsnap/store.
+    #[arg(long, global = true, value_name = "LOCATION", value_parser = OsStringValueParser::new().try_map(|s| StoreLocation::parse_os(&s)))]
+    pub store: Option<StoreLocation>,
 
     /// AWS region for `--store ebs` (default: the AWS configuration's).
     #[arg(long, global = true, value_name = "REGION")]

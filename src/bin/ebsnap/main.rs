@@ -34,7 +34,7 @@ fn run(cli: Cli) -> exit::Result<Exit> {
         .enable_all()
         .build()
         .expect("tokio runtime starts");
-    let ctx = Context::new(cli.global);
+    let ctx = Context::new(cli.global)?;
     runtime.block_on(cli.command.run(&ctx))
 }
 

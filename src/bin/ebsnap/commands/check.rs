@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::exit::{Exit, Failure, Result};
-use crate::store::local_location;
+use crate::store::local_dir;
 use ebsnap::store::local::{Access, CheckReport};
 use ebsnap::store::LocalStore;
 
@@ -14,12 +14,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
-    let Some(location) = local_location(&ctx.global) else {
+    let Some(dir) = local_dir(&ctx.location) else {
         return Err(Failure::usage(
             "check works on a local store (EBS checks its own)",
         ));
     };
-    let store = LocalStore::open(&location, Access::Read, ctx.lock_wait())?;
+    let store = LocalStore::open(dir, Access::Read, ctx.lock_wait())?;
     let report = tokio::task::spawn_blocking(move || store.check(args.read_data))
         .await
         .expect("check panicked")?;

@@ -14,11 +14,12 @@ pub mod verify;
 use crate::args::Global;
 use crate::exit::{Exit, Result};
 use crate::output::Output;
-use crate::{dirs, progress, store};
+use crate::store::{self, StoreSettings};
+use crate::{dirs, progress};
 use clap::Subcommand;
 use ebsnap::engine::Progress;
 use ebsnap::store::local::{Access, LockWait};
-use ebsnap::store::SnapshotStore;
+use ebsnap::store::{SnapshotStore, StoreLocation};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -63,21 +64,31 @@ impl Command {
 /// What every command gets besides its own arguments: the global flags, read once.
 pub struct Context {
     pub global: Global,
+    /// Where the store is (--store, else its default).
+    pub location: StoreLocation,
+    pub settings: StoreSettings,
     pub output: Output,
 }
 
 impl Context {
-    pub fn new(global: Global) -> Context {
+    pub fn new(mut global: Global) -> Result<Context> {
         let output = Output {
             json: global.json,
             quiet: global.quiet,
         };
-        Context { global, output }
+        let location = store::location(global.store.take())?;
+        let settings = StoreSettings::from(&global);
+        Ok(Context {
+            global,
+            location,
+            settings,
+            output,
+        })
     }
 
-    /// The store --store names, opened for `access`.
+    /// The store, opened for `access`.
     pub async fn open_store(&self, access: Access) -> Result<Arc<dyn SnapshotStore>> {
-        store::open_store(&self.global, access).await
+        store::open_store(&self.location, &self.settings, access).await
     }
 
     /// Blocks transferred at once (--workers).

@@ -3,7 +3,7 @@
 use super::Context;
 use crate::exit::{Exit, Failure, Result};
 use crate::signals;
-use crate::store::local_location;
+use crate::store::local_dir;
 use ebsnap::server::faults::{FaultSpec, Faults};
 use ebsnap::server::{self, Credentials, Limits};
 use ebsnap::store::local::{Access, LockWait};
@@ -55,14 +55,15 @@ impl From<&TimeoutArgs> for Limits {
 
 pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     let limits = Limits::from(&args.limits);
-    let Some(root) = local_location(&ctx.global) else {
-        return Err(Failure::usage(
-            "serve needs a local store directory, not `ebs`",
-        ));
+    let Some(root) = local_dir(&ctx.location) else {
+        return Err(Failure::usage(format!(
+            "serve needs a local store directory, not `{}`",
+            ctx.location
+        )));
     };
     let credentials = credentials(args.no_auth)?;
     // The server is the store's one writer for as long as it runs.
-    let store = Arc::new(LocalStore::open(&root, Access::Write, LockWait::Fail)?);
+    let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::Refused {
