@@ -11,6 +11,7 @@ pub mod ebs;
 pub mod ebs_tags;
 mod error;
 pub mod local;
+pub mod location;
 pub mod memory;
 mod merge;
 pub mod pace;
@@ -25,6 +26,7 @@ pub use error::{StoreError, StoreResult, ValidationReason};
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
+pub use location::{LocationError, StoreLocation};
 pub use memory::MemoryStore;
 pub use pace::PacedStore;
 pub use retry::{RetryPolicy, RetryStore};
@@ -46,6 +48,12 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     /// A stable name for this store (its kind and location), to key local state such
     /// as manifests by.
     fn identity(&self) -> String;
+
+    /// Block requests per second this store is paced to, if it is ([`PacedStore`]):
+    /// a client that keeps more in flight than that rate needs only makes them wait.
+    fn pace(&self) -> Option<u32> {
+        None
+    }
 
     /// Starts a pending snapshot (StartSnapshot).
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo>;

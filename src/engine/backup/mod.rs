@@ -321,7 +321,7 @@ async fn send_and_complete(
         id.clone(),
         journal.as_deref_mut(),
         plan.blocks_visited(),
-        Flow::new(options.workers, options.max_rate),
+        Flow::new(options.workers, store.pace()),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything

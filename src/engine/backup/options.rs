@@ -12,9 +12,6 @@ pub struct BackupOptions {
     pub tags: Vec<Tag>,
     /// Puts in flight at once, at most (the flow finds how many below that).
     pub workers: usize,
-    /// The store's pace in block requests per second, if it has one: the flow stops
-    /// growing once it is reached.
-    pub max_rate: Option<u32>,
     pub encrypted: bool,
     pub kms_key_arn: Option<String>,
     pub parent: ParentChoice,
@@ -34,7 +31,6 @@ impl Default for BackupOptions {
             description: None,
             tags: Vec::new(),
             workers: crate::engine::DEFAULT_WORKERS,
-            max_rate: None,
             encrypted: false,
             kms_key_arn: None,
             parent: ParentChoice::Auto,

@@ -33,8 +33,6 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Blocks fetched at once, at most (the flow finds how many below that).
     pub workers: usize,
-    /// The store's pace in block requests per second, if it has one.
-    pub max_rate: Option<u32>,
     /// The target holds this snapshot already: change only what differs.
     pub from: Option<SnapshotId>,
     /// Restore in full even if the target is known to hold an earlier snapshot.
@@ -53,7 +51,6 @@ impl Default for RestoreOptions {
         RestoreOptions {
             force: false,
             workers: crate::engine::DEFAULT_WORKERS,
-            max_rate: None,
             from: None,
             full: false,
             state_dir: None,

@@ -32,7 +32,7 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
         Tasks {
             job,
             checkpoints,
-            flow: Flow::new(job.options.workers, job.options.max_rate),
+            flow: Flow::new(job.options.workers, job.store.pace()),
             running: JoinSet::new(),
             counts: Counts::default(),
         }
