@@ -127,6 +127,25 @@ fn ebs_plus_http_reaches_an_ebsnap_serve() {
     assert_same_content(&image, &restored);
     assert_eq!(run(&["verify", &id, "--against", img])["ok"], true);
     assert_eq!(run(&["show", &id])["status"], "completed");
+    // An endpoint that is not Amazon's has no default cap on block requests.
+    let logged = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+        .args(["--store", &location, "verify", &id, "--json"])
+        .env("EBSNAP_LOG", "ebsnap=debug")
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            env.path("no-aws-credentials"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&logged.stderr);
+    assert!(
+        stderr.contains("at most 1000000 block requests"),
+        "{stderr}"
+    );
     // The same endpoint through `--store ebs --endpoint-url` is the same store: the next
     // backup is incremental on top of the first.
     let second = ok_json(ebsnap_at(

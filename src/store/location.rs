@@ -125,6 +125,27 @@ impl fmt::Display for StoreLocation {
     }
 }
 
+/// The domains of Amazon's own endpoints, in every partition: standard, FIPS,
+/// dual-stack and VPC endpoints all end in one of them.
+const AMAZON_DOMAINS: [&str; 3] = ["amazonaws.com", "amazonaws.com.cn", "api.aws"];
+
+/// Whether `url` is one of Amazon's own endpoints: its host is `amazonaws.com`,
+/// `amazonaws.com.cn` or `api.aws`, or a name under one of them, matched label by label
+/// (`amazonaws.com.evil.example` and `notamazonaws.com` are not Amazon's).
+pub fn is_amazon_endpoint(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    AMAZON_DOMAINS.iter().any(|domain| {
+        host.strip_suffix(domain)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +234,39 @@ mod tests {
             StoreLocation::parse_os(OsStr::new("ebs")),
             Ok(StoreLocation::Ebs { region: None })
         );
+    }
+
+    #[test]
+    fn amazon_endpoints_are_recognised_by_their_host() {
+        for url in [
+            "https://ebs.us-east-1.amazonaws.com",
+            "https://ebs-fips.us-east-1.amazonaws.com",
+            "https://vpce-0123-abcd.ebs.us-east-1.vpce.amazonaws.com",
+            "https://ebs.us-east-1.api.aws",
+            "https://ebs.cn-north-1.amazonaws.com.cn",
+            "https://EBS.US-EAST-1.AMAZONAWS.COM./",
+            "https://amazonaws.com",
+            "http://ebs.us-east-1.amazonaws.com:8080/path",
+        ] {
+            assert!(is_amazon_endpoint(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn other_endpoints_are_not_amazon_whatever_their_names_contain() {
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000",
+            "https://amazonaws.com.evil.example",
+            "https://notamazonaws.com",
+            "https://ebs.us-east-1.amazonaws.com@evil.example",
+            "https://evil.example/ebs.us-east-1.amazonaws.com",
+            "https://api.aws.example",
+            "https://evilapi.aws",
+            "not a url",
+            "",
+        ] {
+            assert!(!is_amazon_endpoint(url), "{url}");
+        }
     }
 }

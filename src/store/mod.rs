@@ -26,7 +26,7 @@ pub use error::{StoreError, StoreResult, ValidationReason};
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
-pub use location::{LocationError, StoreLocation};
+pub use location::{is_amazon_endpoint, LocationError, StoreLocation};
 pub use memory::MemoryStore;
 pub use pace::PacedStore;
 pub use retry::{RetryPolicy, RetryStore};

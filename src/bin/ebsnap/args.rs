@@ -61,8 +61,10 @@ pub struct Global {
     #[arg(long, global = true, value_name = "N", default_value_t = ebsnap::engine::DEFAULT_WORKERS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
 
-    /// Block requests (puts and gets) per second, at most. Default: 1000 with `--store
-    /// ebs` (what EBS allows per snapshot); no limit on a local store.
+    /// Block requests (puts and gets) per second, at most. Default: 1000 on Amazon EBS
+    /// (what it allows per snapshot: no endpoint given, or one under amazonaws.com,
+    /// amazonaws.com.cn or api.aws); no limit on any other endpoint (`ebsnap serve`) or
+    /// on a local store. Throttling slows requests down whatever the limit.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_rate: Option<u32>,
 }
