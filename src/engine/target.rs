@@ -244,12 +244,10 @@ impl Target {
         let start = from.offset().min(self.size);
         let end = to.offset().min(self.size);
         if start < end {
-            crate::block::punch_hole(&self.file, start, end - start).map_err(|e| {
-                Error::Target {
-                    what: "zeroing",
-                    path: self.path.clone(),
-                    source: e,
-                }
+            crate::sys::punch_hole(&self.file, start, end - start).map_err(|e| Error::Target {
+                what: "zeroing",
+                path: self.path.clone(),
+                source: e,
             })?;
         }
         Ok(end - start)
@@ -311,8 +309,7 @@ impl Target {
             std::fs::rename(partial, &self.path)
                 .map_err(|e| err("renaming into place", &self.path, e))?;
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
+                crate::sys::sync_dir(dir)
                     .map_err(|e| err("syncing the directory of", &self.path, e))?;
             }
         }
