@@ -84,7 +84,10 @@ fn huge_sparse(bin: &Path, dir: &Path) {
         return;
     }
     write_random(&image, size, 0, 20 * MIB);
-    let f = std::fs::OpenOptions::new().write(true).open(&image).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
     let mut chunk = vec![7u8; 20 * MIB as usize];
     f.write_all_at(&chunk, 7 << 40).unwrap();
     let store = dir.join("store-15t");

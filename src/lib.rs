@@ -40,6 +40,7 @@ pub mod block;
 pub mod engine;
 pub mod server;
 pub mod store;
+mod sys;
 
 pub use engine::{Error, Result};
 

@@ -138,7 +138,10 @@ async fn data_far_apart_in_a_sparse_volume_is_found_and_a_far_block_zeroed() {
     punch(&w.image, (far + 1) * BLOCK, BLOCK);
     w.write(last, 31);
     let second = w.backup().await;
-    assert_eq!(second.blocks_written, 2, "the punched block and the changed one");
+    assert_eq!(
+        second.blocks_written, 2,
+        "the punched block and the changed one"
+    );
     assert_eq!(second.blocks_unchanged, 2);
     let out = w.env.path("out");
     w.restore(&id(&second), &out, None).await;

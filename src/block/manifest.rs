@@ -12,7 +12,6 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -120,7 +119,11 @@ impl Manifest {
             return Ok(None);
         }
         let offset = HEADER_LEN + from * RECORD_LEN;
-        let data = super::source::lseek(self.file.as_raw_fd(), offset, libc::SEEK_DATA)?;
+        let data = match crate::sys::seek_data(&self.file, offset) {
+            // A filesystem without SEEK_DATA: every record may hold a digest.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Some(offset),
+            other => other?,
+        };
         Ok(data
             .map(|at| (at.max(offset) - HEADER_LEN) / RECORD_LEN)
             .filter(|&i| i < self.header.blocks))

@@ -2,8 +2,8 @@
 
 use super::baseline::ParentChoice;
 use crate::engine::Stop;
-use crate::store::local::LockWait;
 use crate::store::Tag;
+use crate::sys::LockWait;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug)]
