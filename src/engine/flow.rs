@@ -136,10 +136,17 @@ impl Controller {
             self.history.pop_front();
         }
         self.history.push_back(m);
+        let was = self.limit;
         match self.phase {
             Phase::Startup { before } => self.start_up(m, before),
             Phase::Steady => self.steady(m),
         }
+        tracing::debug!(
+            "flow: {:.0} requests/s at {:.0} ms with {was} in flight: {} from now on",
+            m.rate,
+            m.latency.as_secs_f64() * 1000.0,
+            self.limit
+        );
     }
 
     fn start_up(&mut self, m: Measure, before: Option<f64>) {
@@ -149,7 +156,7 @@ impl Controller {
             // The last doubling gained little: the knee lies between the two limits.
             self.phase = Phase::Steady;
             self.set(self.limit * 3 / 4);
-        } else if self.limit < self.max {
+        } else if self.limit < self.ceiling() {
             self.phase = Phase::Startup {
                 before: Some(m.rate),
             };
@@ -195,7 +202,18 @@ impl Controller {
     }
 
     fn set(&mut self, limit: usize) {
-        self.limit = limit.clamp(1, self.max);
+        self.limit = limit.clamp(1, self.ceiling());
+    }
+
+    /// The most worth having in flight: `--workers`, and with a pace, what that rate
+    /// needs at the base latency (Little's law) and a quarter more. Beyond, requests
+    /// only wait for the pace, holding their blocks.
+    fn ceiling(&self) -> usize {
+        let base = self.base_latency().as_secs_f64();
+        match self.max_rate {
+            Some(rate) if base > 0.0 => ((rate * base * 1.25).ceil() as usize).clamp(1, self.max),
+            _ => self.max,
+        }
     }
 
     fn at_cap(&self, rate: f64) -> bool {
@@ -391,6 +409,13 @@ mod tests {
         );
         let rate = settled.iter().map(|&(_, r)| r).sum::<f64>() / settled.len() as f64;
         assert!(rate >= 900.0, "{rate}: {rounds:?}");
+    }
+
+    #[test]
+    fn with_a_pace_it_never_holds_much_more_than_the_pace_needs() {
+        // 1000 requests/s at 100 ms need 100 in flight, whatever --workers allows.
+        let rounds = simulate(1024, Some(1000), 0.1, 1000.0);
+        assert!(rounds.iter().all(|&(l, _)| l <= 125), "{rounds:?}");
     }
 
     #[test]
