@@ -122,29 +122,38 @@ async fn a_block_zeroed_since_the_parent_is_written_as_zeros() {
 }
 
 /// The holes of a large sparse source, and of its manifest, are jumped over, not
-/// walked: what lies between data far apart is still found, and a block that became a
-/// hole far out is written as zeros.
+/// walked: what lies between data far apart is still found, and blocks that became
+/// holes far out, alone in their part of the manifest, are written as zeros.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_far_apart_in_a_sparse_volume_is_found_and_a_far_block_zeroed() {
     let w = World::local();
     // 1 TiB: two million blocks, data at the start, at 100 GiB and near the end.
-    let (far, last) = (200_000, 2_097_150);
+    let (far, mid, last) = (200_000, 1_000_000, 2_097_150);
     let regions = [(0, BLOCK as usize), (far * BLOCK, 2 * BLOCK as usize)];
     make_image(&w.image, 1 << 40, &regions, 3);
     w.write(last, 30);
     let first = w.backup().await;
     assert_eq!(first.blocks_written, 4);
-    // Block `far + 1` becomes a hole (punched), block `last` changes.
+    // Block `far + 1` and the lone block `last` become holes; `mid` gets data.
     punch(&w.image, (far + 1) * BLOCK, BLOCK);
-    w.write(last, 31);
+    punch(&w.image, last * BLOCK, BLOCK);
+    w.write(mid, 31);
     let second = w.backup().await;
-    assert_eq!(
-        second.blocks_written, 2,
-        "the punched block and the changed one"
-    );
+    assert_eq!(second.blocks_written, 3, "two blocks zeroed, one new");
     assert_eq!(second.blocks_unchanged, 2);
     let out = w.env.path("out");
     w.restore(&id(&second), &out, None).await;
+    assert_same_content(&out, &w.image);
+    // Without the manifest the parent's blocks come from the store's list: the same.
+    fs::remove_dir_all(w.state().join("manifests")).ok();
+    punch(&w.image, mid * BLOCK, BLOCK);
+    let third = w.backup().await;
+    assert_eq!(
+        third.parent_snapshot_id.as_deref(),
+        Some(id(&second).as_str())
+    );
+    let out = w.env.path("out3");
+    w.restore(&id(&third), &out, None).await;
     assert_same_content(&out, &w.image);
 }
 

@@ -303,7 +303,7 @@ impl Flow {
         Pass {
             flow: self.clone(),
             since: now,
-            finished: false,
+            latency: None,
         }
     }
 
@@ -323,7 +323,9 @@ impl Flow {
             s.owed -= repaid;
             self.permits.add_permits(more - repaid);
         } else {
-            s.owed += s.granted - limit;
+            // Free places go at once; the rest are withheld as requests leave.
+            let fewer = s.granted - limit;
+            s.owed += fewer - self.permits.forget_permits(fewer);
         }
         s.granted = limit;
         // This request's own place.
@@ -335,28 +337,32 @@ impl Flow {
     }
 }
 
-/// One request's place in the flow. [`Pass::finished`] reports its latency; a pass
-/// dropped otherwise (a failed or abandoned request) gives the place back unmeasured.
+/// One request's place in the flow, given back when the pass is dropped. A pass
+/// measured ([`Pass::measure`]) reports its request's latency; one dropped unmeasured
+/// (a failed or abandoned request, or work that made none) gives its place back only.
 #[derive(Debug)]
 pub(crate) struct Pass {
     flow: Arc<Flow>,
     since: Instant,
-    finished: bool,
+    latency: Option<Duration>,
 }
 
 impl Pass {
-    /// The request succeeded: its latency is measured.
+    /// The request answered: its latency counts, though the place is kept until the
+    /// pass is dropped (its block is still held, being written).
+    pub fn measure(&mut self) {
+        self.latency = Some(self.since.elapsed());
+    }
+
+    /// The request answered, and its place is free.
     pub fn finished(mut self) {
-        self.finished = true;
-        self.flow.leave(Some(self.since.elapsed()));
+        self.measure();
     }
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        if !self.finished {
-            self.flow.leave(None);
-        }
+        self.flow.leave(self.latency);
     }
 }
 
@@ -455,6 +461,17 @@ mod tests {
         assert!(waiting.is_err(), "a fifth request got in");
         drop(passes);
         assert_eq!(flow.permits.available_permits(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_lower_limit_takes_free_places_at_once() {
+        let flow = Flow::new(8, None);
+        let mut passes: Vec<Pass> = futures::future::join_all((0..2).map(|_| flow.enter())).await;
+        flow.lock().controller.limit = 3;
+        // A pass leaving applies the new limit.
+        drop(passes.pop());
+        // One still in flight, so two places free: never more than the limit in all.
+        assert_eq!(flow.permits.available_permits(), 2);
     }
 
     #[tokio::test]

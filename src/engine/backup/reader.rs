@@ -109,6 +109,9 @@ struct Candidates<'a> {
     baseline: &'a Baseline,
     next: u64,
     end: u64,
+    /// The baseline's next zero candidate, as last asked: asked again only once
+    /// passed, so that the bitmaps' holes are scanned once, not once per data block.
+    zero_next: Option<Option<u64>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -131,6 +134,7 @@ impl<'a> Candidates<'a> {
             baseline,
             next: 0,
             end,
+            zero_next: None,
         }
     }
 }
@@ -151,7 +155,7 @@ impl Iterator for Candidates<'_> {
                 Some(Err(_)) => return self.data.next().map(|r| r.map(|i| (i, true))),
                 None => None,
             };
-            let zero = match self.baseline.next_zero_candidate(self.next) {
+            let zero = match self.zero_candidate() {
                 Ok(z) => z,
                 Err(e) => return Some(Err(e)),
             };
@@ -170,6 +174,22 @@ impl Iterator for Candidates<'_> {
             }
         }
         None
+    }
+}
+
+impl Candidates<'_> {
+    /// The first index at or after `next` where a zero block may need writing. The
+    /// answer for an earlier `next` still holds while it has not been passed: nothing
+    /// lies between.
+    fn zero_candidate(&mut self) -> std::io::Result<Option<u64>> {
+        if let Some(known) = self.zero_next {
+            if known.is_none_or(|z| z >= self.next) {
+                return Ok(known);
+            }
+        }
+        let found = self.baseline.next_zero_candidate(self.next)?;
+        self.zero_next = Some(found);
+        Ok(found)
     }
 }
 

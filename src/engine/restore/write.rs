@@ -5,7 +5,7 @@
 use super::checkpoints::Checkpoints;
 use super::{Counts, Job};
 use crate::block::{is_zero, BlockIndex, Digest};
-use crate::engine::flow::Flow;
+use crate::engine::flow::{Flow, Pass};
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::target::Target;
 use crate::engine::{Error, Inconsistency, Result};
@@ -39,24 +39,23 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
     }
 
     /// Starts `task`, which writes the blocks from `first` up to `next`, once the flow
-    /// has a place; stops early, with [`Error::Interrupted`], when a stop is asked. Then
-    /// collects the tasks that finished, and saves a checkpoint when one is due.
-    async fn spawn(
+    /// has a place (the task holds it, and measures its request if it makes one);
+    /// stops early, with [`Error::Interrupted`], when a stop is asked. Then collects
+    /// the tasks that finished, and saves a checkpoint when one is due.
+    async fn spawn<T>(
         &mut self,
         first: BlockIndex,
         next: BlockIndex,
-        task: impl Future<Output = Result<Counts>> + Send + 'static,
-    ) -> Result<()> {
+        task: impl FnOnce(Pass) -> T,
+    ) -> Result<()>
+    where
+        T: Future<Output = Result<Counts>> + Send + 'static,
+    {
         self.job.options.stop.check()?;
         let pass = self.flow.enter().await;
         self.checkpoints.handed_out(first, next);
-        self.running.spawn(async move {
-            let done = task.await;
-            if done.is_ok() {
-                pass.finished();
-            }
-            (first.0, done)
-        });
+        let task = task(pass);
+        self.running.spawn(async move { (first.0, task.await) });
         self.reap(false).await?;
         self.checkpoints.maybe_save().await?;
         self.job.progress.set(next.offset().min(self.job.size));
@@ -126,9 +125,10 @@ pub(super) async fn write_all(
                 let first = next;
                 next = block.index.next();
                 tasks
-                    .spawn(first, next, async move {
+                    .spawn(first, next, |pass| async move {
                         let mut done = zero_gap(&task_target, gap).await?;
-                        done.add(fetch_and_write(&*store, &id, block, task_target).await?);
+                        let fetch = fetch_and_write(&*store, &id, block, task_target, pass);
+                        done.add(fetch.await?);
                         Ok(done)
                     })
                     .await?;
@@ -166,11 +166,11 @@ pub(super) async fn write_changed(
                     (store.clone(), id.clone(), target.clone(), changed.index);
                 let token: Option<BlockToken> = changed.second_token;
                 tasks
-                    .spawn(index, index.next(), async move {
+                    .spawn(index, index.next(), |pass| async move {
                         match token {
                             Some(token) => {
                                 let block = BlockRef { index, token };
-                                fetch_and_write(&*store, &id, block, task_target).await
+                                fetch_and_write(&*store, &id, block, task_target, pass).await
                             }
                             None => zero_block(task_target, index).await,
                         }
@@ -218,12 +218,15 @@ async fn fetch_and_write(
     id: &SnapshotId,
     block: BlockRef,
     target: Arc<Target>,
+    mut pass: Pass,
 ) -> Result<Counts> {
     let index = block.index;
     let fetched = store
         .get_block(id, index, &block.token)
         .await
         .map_err(Error::block(id, index))?;
+    // The request's latency, not the write's: the place is kept until written.
+    pass.measure();
     let id = id.clone();
     tokio::task::spawn_blocking(move || {
         let actual = Digest::of(&fetched.data);
