@@ -38,11 +38,11 @@
 
 pub mod block;
 pub mod engine;
-mod error;
 pub mod server;
 pub mod store;
+mod sys;
 
-pub use error::{Error, Result};
+pub use engine::{Error, Result};
 
 /// Entry points for the fuzz targets (`fuzz/`): the parsers of requests and of the
 /// store's files. Not an API.

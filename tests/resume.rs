@@ -554,7 +554,14 @@ async fn a_snapshot_whose_start_answer_was_lost_is_the_one_the_rerun_completes()
     let options = with_state(&env);
     let first = engine::backup(store.clone(), &image, &options, &NoProgress).await;
     assert!(
-        matches!(first, Err(Error::StoreOnly(StoreError::Unavailable { .. }))),
+        matches!(
+            first,
+            Err(Error::Store {
+                snapshot: None,
+                index: None,
+                source: StoreError::Unavailable { .. }
+            })
+        ),
         "{first:?}"
     );
     let made = store.inner.list_snapshots().await.unwrap();

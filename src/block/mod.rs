@@ -9,7 +9,7 @@ pub mod manifest;
 mod pool;
 pub(crate) mod source;
 
-pub use aggregate::LinearAggregate;
+pub use aggregate::{LinearAggregate, OutOfOrder};
 pub use digest::{is_zero, Digest, HashedBlock};
 pub use pool::{AlignedBuf, BufferPool, BUFFER_ALIGN};
 pub use source::{DataBlocks, Source, SourceKind};
@@ -66,24 +66,6 @@ pub fn volume_size_gib(bytes: u64) -> u64 {
 /// Number of blocks in a volume of `gib` GiB.
 pub fn volume_blocks(gib: u64) -> u64 {
     gib * BLOCKS_PER_GIB
-}
-
-/// Frees the disk space of a byte range, keeping the file's size (a hole reads as zeros).
-pub(crate) fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: fallocate on a descriptor we own; no memory is passed.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

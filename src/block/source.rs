@@ -99,27 +99,7 @@ impl Source {
 
     /// Next data extent at or after `pos`: `Some((start, end))`, or `None` past the last.
     fn next_extent(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
-        let fd = self.file.as_raw_fd();
-        let Some(start) = lseek(fd, pos, libc::SEEK_DATA)? else {
-            return Ok(None);
-        };
-        let end = lseek(fd, start, libc::SEEK_HOLE)?.unwrap_or(self.size);
-        Ok(Some((start, end.min(self.size))))
-    }
-}
-
-/// `lseek`, with ENXIO (no more data past the offset) as `None`.
-fn lseek(fd: i32, pos: u64, whence: i32) -> io::Result<Option<u64>> {
-    // SAFETY: plain syscall on a descriptor we own; it only moves the file offset,
-    // which nothing else uses (every read is positional).
-    let r = unsafe { libc::lseek(fd, pos as libc::off_t, whence) };
-    if r >= 0 {
-        return Ok(Some(r as u64));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENXIO) => Ok(None),
-        _ => Err(err),
+        crate::sys::next_data_extent(&self.file, pos, self.size)
     }
 }
 

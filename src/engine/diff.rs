@@ -1,7 +1,7 @@
 //! Diff: the blocks that differ between two snapshots (ListChangedBlocks).
 
 use super::pages::ChangedLister;
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 
 #[derive(Clone, Debug, serde::Serialize)]

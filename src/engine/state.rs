@@ -2,10 +2,8 @@
 //! records of the snapshot last restored onto each target.
 
 use super::Stop;
-use crate::error::{Error, Result};
-use crate::store::local::fsutil;
-use crate::store::local::lock::take;
-use crate::store::local::LockWait;
+use crate::engine::{Busy, Error, Result};
+use crate::sys::{self, take_lock, LockKind, LockWait};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -66,16 +64,8 @@ fn atomic_json(path: &Path, value: &impl Serialize) -> Result<()> {
         source: e,
     };
     std::fs::create_dir_all(path.parent().expect("a directory")).map_err(io)?;
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(value).expect("serializable"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        fsutil::sync_dir(path.parent().expect("a directory"))
-    };
-    write().map_err(io)
+    let json = serde_json::to_vec_pretty(value).expect("serializable");
+    sys::atomic_write(path, &json).map_err(io)
 }
 
 /// Forgets every record of `target`, whatever the store (before a restore changes the
@@ -119,7 +109,7 @@ pub fn clear_restore_records(state_dir: &Path, target: &str) -> Result<()> {
 /// writes can reach the disk before the directory does: a record that came back after
 /// a power cut would claim a half-written target.
 fn sync_dir(dir: &Path) -> Result<()> {
-    fsutil::sync_dir(dir).map_err(|e| Error::State {
+    sys::sync_dir(dir).map_err(|e| Error::State {
         path: dir.to_owned(),
         source: e,
     })
@@ -154,8 +144,10 @@ pub async fn lock_source(
     let path = state_dir
         .join("manifests")
         .join(format!("{}.lock", key(store, source)));
-    let busy = format!("another backup of {source} into this store is running");
-    lock_or_stop(&path, &busy, wait, stop).await
+    let busy = Busy::Backup {
+        source_name: source.to_owned(),
+    };
+    lock_or_stop(&path, busy, wait, stop).await
 }
 
 /// An exclusive lock on one restore target (whatever the store), held for a whole
@@ -169,8 +161,10 @@ pub async fn lock_target(
     let path = state_dir
         .join("restoring")
         .join(format!("{}.lock", key("", target)));
-    let busy = format!("another restore onto {target} is running");
-    lock_or_stop(&path, &busy, wait, stop).await
+    let busy = Busy::Restore {
+        target: target.to_owned(),
+    };
+    lock_or_stop(&path, busy, wait, stop).await
 }
 
 /// Takes the lock file at `path` as `wait` says, saying why it waits. The wait polls
@@ -179,7 +173,7 @@ pub async fn lock_target(
 /// while waiting needs nothing saved.
 async fn lock_or_stop(
     path: &Path,
-    busy: &str,
+    busy: Busy,
     wait: LockWait,
     stop: &Stop,
 ) -> Result<std::fs::File> {
@@ -201,11 +195,9 @@ async fn lock_or_stop(
     };
     let mut said = false;
     // A dead holder's lock is free: flock goes with the process.
-    while !take(&file, false, LockWait::Fail, || ()).map_err(io)? {
+    while !take_lock(&file, LockKind::Exclusive, LockWait::Fail, || ()).map_err(io)? {
         if give_up_at.is_some_and(|t| Instant::now() >= t) {
-            return Err(Error::Busy {
-                what: busy.to_owned(),
-            });
+            return Err(Error::Busy { job: busy });
         }
         if !said {
             tracing::warn!("{busy}; waiting for it");

@@ -3,7 +3,7 @@
 //! incremental restore, an existing file or device changed in place.
 
 use crate::block::{source::device_size, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
 use crate::store::SnapshotId;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -34,113 +34,121 @@ pub(crate) struct Target {
     reopened: bool,
 }
 
+/// What a full restore does with a file already at the target's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Refuses it ([`Error::TargetExists`]).
+    Refuse,
+    /// Replaces it (`--force`, or a file ebsnap restored before).
+    Overwrite,
+}
+
+/// Where a new file's blocks go: a fresh partial file, or the one an interrupted
+/// restore kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Partial {
+    Create,
+    Reopen,
+}
+
+/// What the target's path holds, as far as a full restore cares.
+enum Found {
+    Device,
+    /// A file to be made anew (none there yet, or one that may be replaced).
+    File,
+}
+
 impl Target {
     /// Opens `path` for a restore of `size` bytes, refusing what must not be written.
-    pub fn open(path: &Path, size: u64, force: bool, snapshot: &SnapshotId) -> Result<Target> {
-        Target::open_with(path, size, force, snapshot, false)
+    pub fn open(
+        path: &Path,
+        size: u64,
+        existing: Existing,
+        snapshot: &SnapshotId,
+    ) -> Result<Target> {
+        Target::open_with(path, size, existing, snapshot, Partial::Create)
     }
 
     /// The same, for a restore that resumes an interrupted one: a new file's partial
     /// file is reopened as it is, if it is still there whole ([`Target::reopened`]).
-    pub fn reopen(path: &Path, size: u64, force: bool, snapshot: &SnapshotId) -> Result<Target> {
-        Target::open_with(path, size, force, snapshot, true)
+    pub fn reopen(
+        path: &Path,
+        size: u64,
+        existing: Existing,
+        snapshot: &SnapshotId,
+    ) -> Result<Target> {
+        Target::open_with(path, size, existing, snapshot, Partial::Reopen)
     }
 
     fn open_with(
         path: &Path,
         size: u64,
-        force: bool,
+        existing: Existing,
         snapshot: &SnapshotId,
-        resume: bool,
+        partial: Partial,
     ) -> Result<Target> {
-        let err = |what, e| Error::Target {
-            what,
-            path: path.to_owned(),
-            source: e,
-        };
-        match std::fs::metadata(path) {
-            Ok(meta) if meta.file_type().is_block_device() => {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| err("cannot open", e))?;
-                let device = device_size(&file).map_err(|e| err("cannot size", e))?;
-                if device < size {
-                    return Err(Error::TargetTooSmall {
-                        path: path.to_owned(),
-                        size: device,
-                        needed: size,
-                        snapshot: snapshot.clone(),
-                    });
-                }
-                return Ok(Target {
-                    file,
-                    path: path.to_owned(),
-                    kind: Kind::Device,
-                    size,
-                    keep: AtomicBool::new(false),
-                    reopened: false,
-                });
-            }
-            Ok(meta) if !meta.is_file() => {
-                return Err(Error::TargetKind {
-                    path: path.to_owned(),
-                })
-            }
-            Ok(_) if !force => {
-                return Err(Error::TargetExists {
-                    path: path.to_owned(),
-                })
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err("cannot inspect", e)),
+        match inspect(path, existing)? {
+            Found::Device => Target::device(path, size, snapshot),
+            Found::File => Target::new_file(path, size, partial),
         }
-        let partial = partial_path(path);
+    }
+
+    fn new(file: File, path: &Path, kind: Kind, size: u64) -> Target {
+        Target {
+            file,
+            path: path.to_owned(),
+            kind,
+            size,
+            keep: AtomicBool::new(false),
+            reopened: false,
+        }
+    }
+
+    /// A block device, refused if it is smaller than the restore.
+    fn device(path: &Path, size: u64, snapshot: &SnapshotId) -> Result<Target> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(target_error("cannot open", path))?;
+        let device = device_size(&file).map_err(target_error("cannot size", path))?;
+        if device < size {
+            return Err(Error::TargetTooSmall {
+                path: path.to_owned(),
+                size: device,
+                needed: size,
+                snapshot: snapshot.clone(),
+            });
+        }
+        Ok(Target::new(file, path, Kind::Device, size))
+    }
+
+    /// A new file, written under its partial name: the kept one when asked and whole.
+    fn new_file(path: &Path, size: u64, partial: Partial) -> Result<Target> {
+        let partial_path = partial_path(path);
+        let kind = Kind::File {
+            partial: partial_path.clone(),
+        };
         let whole = |f: &File| f.metadata().is_ok_and(|m| m.is_file() && m.len() == size);
-        if resume {
-            if let Some(file) = OpenOptions::new()
-                .write(true)
-                .open(&partial)
-                .ok()
-                .filter(whole)
-            {
-                return Ok(Target {
-                    file,
-                    path: path.to_owned(),
-                    kind: Kind::File { partial },
-                    size,
-                    keep: AtomicBool::new(false),
-                    reopened: true,
-                });
+        if partial == Partial::Reopen {
+            let kept = OpenOptions::new().write(true).open(&partial_path);
+            if let Some(file) = kept.ok().filter(whole) {
+                let mut target = Target::new(file, path, kind, size);
+                target.reopened = true;
+                return Ok(target);
             }
         }
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&partial)
-            .map_err(|e| Error::Target {
-                what: "cannot create",
-                path: partial.clone(),
-                source: e,
-            })?;
-        let target = Target {
-            file,
-            path: path.to_owned(),
-            kind: Kind::File {
-                partial: partial.clone(),
-            },
-            size,
-            keep: AtomicBool::new(false),
-            reopened: false,
-        };
+            .open(&partial_path)
+            .map_err(target_error("cannot create", &partial_path))?;
+        let target = Target::new(file, path, kind, size);
         // Set the size first: what is never written stays a hole and reads as zeros.
-        target.file.set_len(size).map_err(|e| Error::Target {
-            what: "cannot size",
-            path: partial,
-            source: e,
-        })?;
+        target
+            .file
+            .set_len(size)
+            .map_err(target_error("cannot size", &partial_path))?;
         Ok(target)
     }
 
@@ -156,11 +164,9 @@ impl Target {
 
     /// Makes what was written so far durable (a checkpoint of a resumable restore).
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::Target {
-            what: "syncing",
-            path: self.write_path().to_owned(),
-            source: e,
-        })
+        self.file
+            .sync_data()
+            .map_err(target_error("syncing", self.write_path()))
     }
 
     /// Keeps a new file's partial file when the restore stops, to be resumed.
@@ -194,11 +200,7 @@ impl Target {
         let len = self.size.saturating_sub(index.offset()).min(BLOCK_SIZE_U64) as usize;
         self.file
             .write_all_at(&data[..len], index.offset())
-            .map_err(|e| Error::Target {
-                what: "writing",
-                path: self.write_path().to_owned(),
-                source: e,
-            })?;
+            .map_err(target_error("writing", self.write_path()))?;
         start_writeback(&self.file, index.offset(), len as u64);
         Ok(len as u64)
     }
@@ -206,14 +208,9 @@ impl Target {
     /// Opens an existing file or device that holds an earlier snapshot, to bring it to
     /// one of `size` bytes by changing only what differs.
     pub fn open_in_place(path: &Path, size: u64, snapshot: &SnapshotId) -> Result<Target> {
-        let err = |what, e| Error::Target {
-            what,
-            path: path.to_owned(),
-            source: e,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| err("cannot open", e))?;
+        let meta = std::fs::metadata(path).map_err(target_error("cannot open", path))?;
         if meta.file_type().is_block_device() {
-            return Target::open(path, size, false, snapshot);
+            return Target::device(path, size, snapshot);
         }
         if !meta.is_file() {
             return Err(Error::TargetKind {
@@ -223,16 +220,10 @@ impl Target {
         let file = OpenOptions::new()
             .write(true)
             .open(path)
-            .map_err(|e| err("cannot open", e))?;
-        file.set_len(size).map_err(|e| err("cannot size", e))?;
-        Ok(Target {
-            file,
-            path: path.to_owned(),
-            kind: Kind::FileInPlace,
-            size,
-            keep: AtomicBool::new(false),
-            reopened: false,
-        })
+            .map_err(target_error("cannot open", path))?;
+        file.set_len(size)
+            .map_err(target_error("cannot size", path))?;
+        Ok(Target::new(file, path, Kind::FileInPlace, size))
     }
 
     /// Makes blocks `from..to` read as zeros: a hole punched in a file, zeros (or a
@@ -244,13 +235,8 @@ impl Target {
         let start = from.offset().min(self.size);
         let end = to.offset().min(self.size);
         if start < end {
-            crate::block::punch_hole(&self.file, start, end - start).map_err(|e| {
-                Error::Target {
-                    what: "zeroing",
-                    path: self.path.clone(),
-                    source: e,
-                }
-            })?;
+            crate::sys::punch_hole(&self.file, start, end - start)
+                .map_err(target_error("zeroing", &self.path))?;
         }
         Ok(end - start)
     }
@@ -267,11 +253,7 @@ impl Target {
             let zeros = vec![0u8; (boundary - start) as usize];
             self.file
                 .write_all_at(&zeros, start)
-                .map_err(|e| Error::Target {
-                    what: "zeroing",
-                    path: self.path.clone(),
-                    source: e,
-                })?;
+                .map_err(target_error("zeroing", &self.path))?;
         }
         let blocks = crate::block::blocks_for_bytes(end);
         self.zero_blocks(BlockIndex(boundary / BLOCK_SIZE_U64), BlockIndex(blocks))?;
@@ -299,21 +281,15 @@ impl Target {
 
     /// Makes the restore durable and, for a file, moves it into place.
     pub fn finish(self) -> Result<()> {
-        let err = |what, path: &Path, e| Error::Target {
-            what,
-            path: path.to_owned(),
-            source: e,
-        };
         self.file
             .sync_all()
-            .map_err(|e| err("syncing", self.write_path(), e))?;
+            .map_err(target_error("syncing", self.write_path()))?;
         if let Kind::File { partial } = &self.kind {
             std::fs::rename(partial, &self.path)
-                .map_err(|e| err("renaming into place", &self.path, e))?;
+                .map_err(target_error("renaming into place", &self.path))?;
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| err("syncing the directory of", &self.path, e))?;
+                crate::sys::sync_dir(dir)
+                    .map_err(target_error("syncing the directory of", &self.path))?;
             }
         }
         self.keep_partial();
@@ -343,6 +319,34 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
         );
+    }
+}
+
+/// Decides what the path holds for a full restore, refusing what must not be written.
+fn inspect(path: &Path, existing: Existing) -> Result<Found> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_block_device() => Ok(Found::Device),
+        Ok(meta) if !meta.is_file() => Err(Error::TargetKind {
+            path: path.to_owned(),
+        }),
+        Ok(_) if existing == Existing::Refuse => Err(Error::TargetExists {
+            path: path.to_owned(),
+        }),
+        Ok(_) => Ok(Found::File),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Found::File),
+        Err(e) => Err(target_error("cannot inspect", path)(e)),
+    }
+}
+
+/// An I/O failure on the target (or its partial file) at `path`, while doing `what`.
+fn target_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Target {
+        what,
+        path: path.to_owned(),
+        source,
     }
 }
 

@@ -49,6 +49,12 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     /// as manifests by.
     fn identity(&self) -> String;
 
+    /// Block requests per second this store is paced to, if it is ([`PacedStore`]):
+    /// a client that keeps more in flight than that rate needs only makes them wait.
+    fn pace(&self) -> Option<u32> {
+        None
+    }
+
     /// Starts a pending snapshot (StartSnapshot).
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo>;
 

@@ -56,8 +56,9 @@ pub struct Global {
     #[arg(long, global = true, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
 
-    /// Blocks transferred at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Blocks transferred at once, at most: below that, ebsnap finds how many the link
+    /// needs (more while the request rate rises, fewer when latency rises without it).
+    #[arg(long, global = true, value_name = "N", default_value_t = ebsnap::engine::DEFAULT_WORKERS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
 
     /// Block requests (puts and gets) per second, at most. Default: 1000 on Amazon EBS

@@ -37,11 +37,7 @@ impl Output {
 }
 
 fn stdout_failed(source: std::io::Error) -> Failure {
-    Failure::Engine(ebsnap::Error::Target {
-        what: "writing to",
-        path: "stdout".into(),
-        source,
-    })
+    Failure::Engine(ebsnap::Error::Stdout { source })
 }
 
 pub fn timestamp(t: SystemTime) -> String {

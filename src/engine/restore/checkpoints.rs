@@ -4,7 +4,7 @@
 use super::super::state::{write_restore_progress, RestoreProgress};
 use super::super::target::Target;
 use crate::block::BlockIndex;
-use crate::error::Result;
+use crate::engine::Result;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;

@@ -11,17 +11,16 @@ mod checkpoints;
 mod write;
 
 use super::pages::ChangedLister;
-use super::resume::worth_resuming;
 use super::state::{
     clear_restore_progress, clear_restore_records, lock_target, read_restore_progress,
     read_restore_record, target_name, write_restore_record, RestoreProgress, RestoreRecord,
 };
-use super::target::Target;
+use super::target::{Existing, Target};
 use super::{completed_snapshot, restored_size, Progress, Stop};
 use crate::block::BlockIndex;
-use crate::error::{Error, Result};
-use crate::store::local::LockWait;
+use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStore, StoreError, ValidationReason};
+use crate::sys::LockWait;
 use checkpoints::Checkpoints;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use write::{write_all, write_changed};
 pub struct RestoreOptions {
     /// Overwrite an existing file (full restore).
     pub force: bool,
-    /// Blocks fetched at once.
+    /// Blocks fetched at once, at most (the flow finds how many below that).
     pub workers: usize,
     /// The target holds this snapshot already: change only what differs.
     pub from: Option<SnapshotId>,
@@ -51,7 +50,7 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             force: false,
-            workers: 16,
+            workers: crate::engine::DEFAULT_WORKERS,
             from: None,
             full: false,
             state_dir: None,
@@ -80,6 +79,12 @@ pub struct RestoreReport {
     /// on (the counts above are this run's).
     pub resumed_at_block: Option<u64>,
     pub seconds: f64,
+    /// Of those, the block transfers': from the first get's start to the last block
+    /// written.
+    pub transfer_seconds: f64,
+    /// Of those, the final fsync's: what durability costs once writeback has been
+    /// started as the blocks landed.
+    pub sync_seconds: f64,
 }
 
 #[derive(Default)]
@@ -88,6 +93,8 @@ struct Counts {
     written: u64,
     bytes: u64,
     zeroed: u64,
+    transfer_seconds: f64,
+    sync_seconds: f64,
 }
 
 impl Counts {
@@ -96,6 +103,8 @@ impl Counts {
         self.written += other.written;
         self.bytes += other.bytes;
         self.zeroed += other.zeroed;
+        self.transfer_seconds += other.transfer_seconds;
+        self.sync_seconds += other.sync_seconds;
     }
 }
 
@@ -107,8 +116,62 @@ pub async fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let info = completed_snapshot(&*store, id).await?;
-    let size = restored_size(&info);
+    let plan = plan(&*store, id, path, options).await?;
+    let state = options.state_dir.as_deref();
+    plan.announce(id, state)?;
+    let job = Job {
+        store: &store,
+        id,
+        path,
+        size: plan.size,
+        options,
+        progress,
+        state: state.map(|dir| (dir, plan.progress(id))),
+        resume_at: plan.resume.as_ref().map(|p| p.done_below),
+    };
+    let (counts, from) = apply(&job, &plan).await?;
+    if let Some(dir) = state {
+        write_restore_record(dir, &plan.record(id))?;
+    }
+    Ok(RestoreReport {
+        snapshot_id: id.to_string(),
+        target: path.display().to_string(),
+        target_bytes: plan.size,
+        from_snapshot_id: from,
+        blocks_fetched: counts.fetched,
+        blocks_written: counts.written,
+        bytes_written: counts.bytes,
+        blocks_zeroed: counts.zeroed,
+        resumed_at_block: job.resume_at,
+        seconds: started.elapsed().as_secs_f64(),
+        transfer_seconds: counts.transfer_seconds,
+        sync_seconds: counts.sync_seconds,
+    })
+}
+
+/// What a restore decides before the target changes.
+struct Plan {
+    /// Bytes the restore produces.
+    size: u64,
+    target_name: String,
+    identity: String,
+    /// Held for the whole restore: one restore onto a target at a time.
+    _lock: Option<std::fs::File>,
+    /// What a full restore does with a file already there.
+    existing: Existing,
+    /// The interrupted restore of the same snapshot this one continues.
+    resume: Option<RestoreProgress>,
+    /// The snapshot the target holds: only what differs from it is changed.
+    base: Option<SnapshotId>,
+}
+
+async fn plan(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    path: &Path,
+    options: &RestoreOptions,
+) -> Result<Plan> {
+    let size = restored_size(&completed_snapshot(store, id).await?);
     let target_name = target_name(path);
     let identity = store.identity();
     let state = options.state_dir.as_deref();
@@ -129,92 +192,80 @@ pub async fn restore(
             .clone()
             .or_else(|| recorded_base(record.as_ref(), path)),
     };
-    if let (None, Some(dir)) = (&resume, state) {
-        // Another restore's progress (of another snapshot, or asked otherwise) goes
-        // before the target changes: were this one killed before its first checkpoint,
-        // the other's rerun would take what this one wrote for its own.
-        clear_restore_progress(dir, &target_name)?;
-    }
-    if let Some(p) = &resume {
-        tracing::info!(
-            "resuming the interrupted restore of {id} onto {target_name} at block {}",
-            p.done_below
-        );
-    }
-    let job = Job {
-        store: &store,
-        id,
-        path,
+    let existing = if options.force || record.is_some() {
+        Existing::Overwrite
+    } else {
+        Existing::Refuse
+    };
+    Ok(Plan {
         size,
-        options,
-        progress,
-        state: state.map(|dir| {
-            let progress = RestoreProgress {
-                store: identity.clone(),
-                target: target_name.clone(),
-                snapshot_id: id.to_string(),
-                from: base.as_ref().map(|b| b.to_string()),
-                target_bytes: size,
-                done_below: 0,
-            };
-            (dir, progress)
-        }),
-        resume_at: resume.map(|p| p.done_below),
-    };
-    let resumed_at_block = job.resume_at;
-    let mut from = None;
-    let counts = match &base {
-        Some(base) => {
-            match job.incremental(base).await {
-                Ok(counts) => {
-                    from = Some(base.to_string());
-                    counts
-                }
-                // Only a remembered base may silently give way to a full restore; one the
-                // user named must work or fail.
-                Err(e) if options.from.is_none() && base_unusable(&e) => {
-                    tracing::warn!("{target_name} cannot be brought forward from {base} ({e}): restoring in full");
-                    let state = job
-                        .state
-                        .clone()
-                        .map(|(d, p)| (d, RestoreProgress { from: None, ..p }));
-                    let fresh = Job {
-                        resume_at: None,
-                        state,
-                        ..job.clone()
-                    };
-                    // The incremental restore's progress says nothing of a full one.
-                    if let Some(dir) = options.state_dir.as_deref() {
-                        clear_restore_progress(dir, &target_name)?;
-                    }
-                    fresh.full(true).await?
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        None => job.full(options.force || record.is_some()).await?,
-    };
-    if let Some(dir) = state {
-        let record = RestoreRecord {
-            store: identity,
-            target: target_name.clone(),
-            snapshot_id: id.to_string(),
-            target_bytes: size,
-        };
-        write_restore_record(dir, &record)?;
-    }
-    Ok(RestoreReport {
-        snapshot_id: id.to_string(),
-        target: path.display().to_string(),
-        target_bytes: size,
-        from_snapshot_id: from,
-        blocks_fetched: counts.fetched,
-        blocks_written: counts.written,
-        bytes_written: counts.bytes,
-        blocks_zeroed: counts.zeroed,
-        resumed_at_block,
-        seconds: started.elapsed().as_secs_f64(),
+        target_name,
+        identity,
+        _lock,
+        existing,
+        resume,
+        base,
     })
+}
+
+impl Plan {
+    /// Says what is resumed; otherwise clears another restore's progress before the
+    /// target changes: were this one killed before its first checkpoint, the other's
+    /// rerun would take what this one wrote for its own.
+    fn announce(&self, id: &SnapshotId, state: Option<&Path>) -> Result<()> {
+        match (&self.resume, state) {
+            (Some(p), _) => tracing::info!(
+                "resuming the interrupted restore of {id} onto {} at block {}",
+                self.target_name,
+                p.done_below
+            ),
+            (None, Some(dir)) => clear_restore_progress(dir, &self.target_name)?,
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The progress this restore saves at its checkpoints.
+    fn progress(&self, id: &SnapshotId) -> RestoreProgress {
+        RestoreProgress {
+            store: self.identity.clone(),
+            target: self.target_name.clone(),
+            snapshot_id: id.to_string(),
+            from: self.base.as_ref().map(|b| b.to_string()),
+            target_bytes: self.size,
+            done_below: 0,
+        }
+    }
+
+    /// The record saved once the target holds the snapshot.
+    fn record(&self, id: &SnapshotId) -> RestoreRecord {
+        RestoreRecord {
+            store: self.identity.clone(),
+            target: self.target_name.clone(),
+            snapshot_id: id.to_string(),
+            target_bytes: self.size,
+        }
+    }
+}
+
+/// Restores from the plan's base, or in full; returns the counts and the base used.
+async fn apply(job: &Job<'_>, plan: &Plan) -> Result<(Counts, Option<String>)> {
+    let Some(base) = &plan.base else {
+        return Ok((job.full(plan.existing).await?, None));
+    };
+    match job.incremental(base).await {
+        Ok(counts) => Ok((counts, Some(base.to_string()))),
+        // Only a remembered base may silently give way to a full restore; one the user
+        // named must work or fail.
+        Err(e) if job.options.from.is_none() && base_unusable(&e) => {
+            let target = &plan.target_name;
+            tracing::warn!(
+                "{target} cannot be brought forward from {base} ({e}): restoring in full"
+            );
+            Ok((job.full_instead(target).await?, None))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether an interrupted restore is what this one asks for (`--full`, `--from`).
@@ -237,11 +288,8 @@ fn recorded_base(record: Option<&RestoreRecord>, path: &Path) -> Option<Snapshot
 /// Whether an incremental restore failed because its base cannot serve (deleted, or of
 /// another lineage), before anything was written.
 fn base_unusable(e: &Error) -> bool {
-    let store_error = match e {
-        Error::Store { source, .. }
-        | Error::StoreBlock { source, .. }
-        | Error::StoreOnly(source) => source,
-        _ => return false,
+    let Some(store_error) = e.store_error() else {
+        return false;
     };
     matches!(store_error, StoreError::NotFound { .. })
         || store_error.reason() == Some(ValidationReason::UnrelatedSnapshots)
@@ -263,11 +311,11 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    async fn full(&self, force: bool) -> Result<Counts> {
+    async fn full(&self, existing: Existing) -> Result<Counts> {
         let (id, path) = (self.id, self.path);
         let target = match self.resume_at {
-            Some(_) => Target::reopen(path, self.size, force, id)?,
-            None => Target::open(path, self.size, force, id)?,
+            Some(_) => Target::reopen(path, self.size, existing, id)?,
+            None => Target::open(path, self.size, existing, id)?,
         };
         // A new file whose partial file is gone starts over; a device resumes in place.
         let start = match self.resume_at {
@@ -282,6 +330,24 @@ impl Job<'_> {
         let result = write_all(self, target.clone(), BlockIndex(start), &mut checkpoints).await;
         self.progress.finish();
         self.end(target, result, checkpoints).await
+    }
+
+    /// A full restore in place of an incremental one whose base cannot serve.
+    async fn full_instead(&self, target_name: &str) -> Result<Counts> {
+        let state = self
+            .state
+            .clone()
+            .map(|(d, p)| (d, RestoreProgress { from: None, ..p }));
+        let fresh = Job {
+            resume_at: None,
+            state,
+            ..self.clone()
+        };
+        // The incremental restore's progress says nothing of a full one.
+        if let Some(dir) = self.options.state_dir.as_deref() {
+            clear_restore_progress(dir, target_name)?;
+        }
+        fresh.full(Existing::Overwrite).await
     }
 
     async fn incremental(&self, base: &SnapshotId) -> Result<Counts> {
@@ -343,15 +409,20 @@ impl Job<'_> {
                 if let Some((dir, p)) = &self.state {
                     clear_restore_progress(dir, &p.target)?;
                 }
+                let syncing = Instant::now();
                 Arc::into_inner(target)
                     .expect("all writers finished")
                     .finish()?;
-                return Ok(counts);
+                let sync_seconds = syncing.elapsed().as_secs_f64();
+                return Ok(Counts {
+                    sync_seconds,
+                    ..counts
+                });
             }
             Err(e) => e,
         };
         let resumable = self.state.is_some()
-            && (worth_resuming(&error) || matches!(error, Error::Target { .. }));
+            && (error.worth_resuming() || matches!(error, Error::Target { .. }));
         if resumable && checkpoints.save().await.is_ok() {
             target.keep_partial();
             return Err(Error::RestoreResumable {

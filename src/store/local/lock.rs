@@ -1,6 +1,7 @@
 //! The store lock: one writer, or any number of readers, across processes.
 
 use crate::store::{StoreError, StoreResult};
+use crate::sys::{take_lock, LockKind, LockWait};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
@@ -12,63 +13,6 @@ pub enum Access {
     Read,
     /// Reads and writes; excludes every other process.
     Write,
-}
-
-/// What to do when another process holds the lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockWait {
-    /// Fail at once with [`StoreError::Locked`].
-    Fail,
-    /// Wait until the other process is done.
-    Wait,
-    /// Wait at most this long, then fail.
-    Up(std::time::Duration),
-}
-
-/// Takes an flock on `file` (shared or exclusive), waiting as `wait` says; `on_wait`
-/// runs once if the lock is busy and will be waited for. `Ok(false)`: not taken.
-pub(crate) fn take(
-    file: &File,
-    shared: bool,
-    wait: LockWait,
-    on_wait: impl FnOnce(),
-) -> std::io::Result<bool> {
-    let attempt = || {
-        if shared {
-            file.try_lock_shared()
-        } else {
-            file.try_lock()
-        }
-    };
-    match attempt() {
-        Ok(()) => return Ok(true),
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        Err(std::fs::TryLockError::WouldBlock) => {}
-    }
-    let deadline = match wait {
-        LockWait::Fail => return Ok(false),
-        LockWait::Wait => {
-            on_wait();
-            if shared {
-                file.lock_shared()?
-            } else {
-                file.lock()?
-            }
-            return Ok(true);
-        }
-        LockWait::Up(limit) => std::time::Instant::now() + limit,
-    };
-    on_wait();
-    // flock has no timeout: poll.
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        match attempt() {
-            Ok(()) => return Ok(true),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-        }
-    }
-    Ok(false)
 }
 
 /// A held lock; released when dropped (or when the process dies: the kernel drops
@@ -96,7 +40,11 @@ pub(crate) fn acquire(root: &Path, access: Access, wait: LockWait) -> StoreResul
             root.display()
         )
     };
-    let taken = take(&file, access == Access::Read, wait, on_wait)
+    let kind = match access {
+        Access::Read => LockKind::Shared,
+        Access::Write => LockKind::Exclusive,
+    };
+    let taken = take_lock(&file, kind, wait, on_wait)
         .map_err(|e| StoreError::io(format!("locking {}", path.display()), e))?;
     if !taken {
         return Err(StoreError::Locked {

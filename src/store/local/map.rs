@@ -6,9 +6,10 @@
 //! of block `i` at byte `48 * i`, so puts in any order need no sorting and no memory, and
 //! completing reads it back in index order, skipping its holes.
 
-use super::fsutil::{open_rw, sync_dir, tmp_path};
+use super::fsutil::open_rw;
 use crate::block::{BlockIndex, Digest, LinearAggregate};
 use crate::store::{StoreError, StoreResult};
+use crate::sys::{seek_data, sync_dir, tmp_path};
 use memmap2::Mmap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -288,19 +289,10 @@ const JOURNAL_CHUNK: usize = RECORD_LEN * 16384;
 impl JournalRecords<'_> {
     /// Reads the next chunk holding data into `buf`; `false` at the end.
     fn refill(&mut self) -> std::io::Result<bool> {
-        use std::os::unix::io::AsRawFd;
-        let fd = self.journal.file.as_raw_fd();
-        // SAFETY: lseek on our own descriptor; reads below are positional.
-        let data = unsafe { libc::lseek(fd, self.pos as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ENXIO) {
-                Ok(false)
-            } else {
-                Err(e)
-            };
-        }
-        let start = (data as u64 / RECORD_LEN as u64) * RECORD_LEN as u64;
+        let Some(data) = seek_data(&self.journal.file, self.pos)? else {
+            return Ok(false);
+        };
+        let start = (data / RECORD_LEN as u64) * RECORD_LEN as u64;
         let start = start.max(self.pos);
         self.buf.resize(JOURNAL_CHUNK, 0);
         let n = read_at_most(&self.journal.file, &mut self.buf, start)?;

@@ -14,18 +14,19 @@
 
 mod chain;
 mod check;
-pub(crate) mod fsutil;
+mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;
 mod inner;
 mod layout;
-pub(crate) mod lock;
+mod lock;
 mod map;
 mod meta;
 mod pack;
 mod store;
 
+pub use crate::sys::LockWait;
 pub use check::{CheckReport, Damage};
-pub use lock::{Access, LockWait};
+pub use lock::Access;
 pub use store::LocalStore;

@@ -7,10 +7,11 @@
 //! store. Identical blocks are stored once: a digest index, built from the idx files
 //! the first time a writer needs it, finds an existing copy.
 
-use super::fsutil::{atomic_write, data_extents, open_rw, punch_hole, remove_if_present};
+use super::fsutil::{atomic_write, open_rw, remove_if_present};
 use super::map::Location;
 use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64, BUFFER_ALIGN};
 use crate::store::{StoreError, StoreResult};
+use crate::sys::{data_extents, punch_hole};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -1,9 +1,9 @@
 //! The local store: opening it, and the `SnapshotStore` operations.
 
 use super::chain::Chain;
-use super::fsutil::{atomic_write, remove_if_present, sync_dir};
+use super::fsutil::{atomic_write, remove_if_present};
 use super::layout::{check_format, create_layout, read_key, remove_temporaries, FORMAT_FILE};
-use super::lock::{self, Access, LockWait, StoreLock};
+use super::lock::{self, Access, StoreLock};
 use super::map::{Journal, Location, MapFile, MapWriter, Record, ZERO_PACK};
 use super::meta::{now_ms, Meta, META_VERSION};
 use super::pack::Packs;
@@ -13,6 +13,7 @@ use crate::store::rules::{self, DEFAULT_TIMEOUT_MINUTES};
 use crate::store::token::TokenKey;
 use crate::store::types::merge_tags;
 use crate::store::*;
+use crate::sys::{sync_dir, LockWait};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

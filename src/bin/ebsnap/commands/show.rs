@@ -21,10 +21,7 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     let info = store
         .describe_snapshot(&id)
         .await
-        .map_err(|source| ebsnap::Error::Store {
-            snapshot: id.clone(),
-            source,
-        })?;
+        .map_err(ebsnap::Error::store(&id))?;
     ctx.output.result(&details(&info), &snapshot_json(&info))?;
     Ok(Exit::SUCCESS)
 }

@@ -4,9 +4,9 @@
 
 use super::baseline::ParentChoice;
 use super::journal::{Completion, UploadJournal};
-use super::wait_until_completed;
 use crate::block::Digest;
-use crate::error::{Error, Result};
+use crate::engine::wait_until_completed;
+use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StoreError};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -110,7 +110,7 @@ async fn settle_completion(
             forget(journal);
             return Ok(());
         }
-        Err(e) if worth_resuming(&e) => return Err(e),
+        Err(e) if e.worth_resuming() => return Err(e),
         Err(e) => e,
     };
     match store.describe_snapshot(id).await.map(|info| info.status) {
@@ -129,9 +129,25 @@ async fn settle_completion(
 /// Deletes the journal's snapshot (unless it completed after all) and the journal.
 pub(crate) async fn give_up(store: &dyn SnapshotStore, journal: UploadJournal) {
     if let Some(id) = journal.snapshot() {
-        super::backup::abandon(store, &id).await;
+        abandon(store, &id).await;
     }
     forget(journal);
+}
+
+/// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
+/// A snapshot that did complete (the error came after) is never deleted.
+pub(super) async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
+    match store.describe_snapshot(id).await {
+        Ok(info) if info.status == SnapshotStatus::Completed => {
+            tracing::warn!("{id} completed although the backup reported an error; it is kept");
+            return;
+        }
+        Err(StoreError::NotFound { .. }) => return,
+        _ => {}
+    }
+    if let Err(e) = store.delete_snapshot(id).await {
+        tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
+    }
 }
 
 fn forget(journal: UploadJournal) {
@@ -160,27 +176,6 @@ async fn finish_completion(
     wait_until_completed(store, id, status).await?;
     tracing::info!("{id}, interrupted while completing, is now complete");
     Ok(())
-}
-
-/// Whether a failed backup is worth resuming rather than starting afresh: it stopped
-/// for a reason outside the snapshot (a signal, the network, the service, the disk),
-/// not because the store refused what was sent.
-pub(crate) fn worth_resuming(e: &Error) -> bool {
-    let transient = |s: &StoreError| {
-        matches!(
-            s,
-            StoreError::Throttled { .. }
-                | StoreError::Unavailable { .. }
-                | StoreError::Io { .. }
-                | StoreError::Locked { .. }
-        )
-    };
-    match e {
-        Error::Interrupted { .. } | Error::ReadSource { .. } | Error::State { .. } => true,
-        Error::Store { source, .. } | Error::StoreBlock { source, .. } => transient(source),
-        Error::StoreOnly(source) => transient(source),
-        _ => false,
-    }
 }
 
 impl ParentChoice {

@@ -30,7 +30,6 @@
 
 use super::baseline::Bitmap;
 use crate::block::{BlockIndex, Digest, Source, BLOCK_SIZE};
-use crate::store::local::fsutil;
 use crate::store::SnapshotId;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -111,7 +110,7 @@ impl UploadJournal {
         };
         journal.write_header()?;
         std::fs::rename(&tmp, path)?;
-        fsutil::sync_dir(dir)?;
+        crate::sys::sync_dir(dir)?;
         Ok(journal)
     }
 

@@ -2,14 +2,14 @@
 //! source, take its lock, settle what an interrupted run left, choose the parent, learn
 //! what it holds ([`Baseline`]), and size the volume.
 
-use super::backup::BackupOptions;
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
 use super::journal::{UploadHeader, UploadJournal};
+use super::options::BackupOptions;
 use super::resume::{give_up, take_over, Left};
-use super::state::{lock_source, manifest_path, upload_journal_path};
 use crate::block::manifest::Manifest;
 use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
-use crate::error::{Error, Result};
+use crate::engine::state::{lock_source, manifest_path, upload_journal_path};
+use crate::engine::{Error, Result, UnfitParent};
 use crate::store::{SnapshotInfo, SnapshotStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,17 +36,7 @@ pub(super) async fn plan(
     path: &Path,
     options: &BackupOptions,
 ) -> Result<Plan> {
-    let source = Arc::new(Source::open(path).map_err(|e| Error::OpenSource {
-        path: path.to_owned(),
-        source: e,
-    })?);
-    let size = source.size();
-    if size > MAX_VOLUME_GIB * GIB {
-        return Err(Error::SourceTooLarge {
-            path: path.to_owned(),
-            size,
-        });
-    }
+    let source = open_source(path)?;
     let source_name = std::path::absolute(path)
         .unwrap_or_else(|_| path.to_owned())
         .display()
@@ -78,71 +68,23 @@ pub(super) async fn plan(
         Some(p) if !options.dry_run => take_over(store, p, &options.parent, &source_name).await?,
         _ => None,
     };
-    let (mut resume, client_token) = match left {
+    let (resume, client_token) = match left {
         Some(Left::Pending(j)) => (Some(j), None),
         Some(Left::StartInDoubt { client_token }) => (None, Some(client_token)),
         None => (None, None),
     };
-    let encrypted = options.encrypted || options.kms_key_arn.is_some();
-    let mut lineage = match &resume {
-        Some(j) => {
-            let choice = match j.header().parent.as_ref().map(|p| p.parse()) {
-                Some(Ok(p)) => ParentChoice::Snapshot(p),
-                _ => ParentChoice::Full,
-            };
-            let planned = plan_lineage(
-                store,
-                &choice,
-                &manifest_path,
-                &source_name,
-                size,
-                encrypted,
-            )
-            .await;
-            match planned {
-                Ok(l) if l.fits(j.header(), size) => Some(l),
-                // The source or the parent changed since: that snapshot is not for us.
-                Ok(_) | Err(Error::UnfitParent { .. } | Error::NotCompleted { .. }) => None,
-                Err(Error::Store {
-                    source: StoreError::NotFound { .. },
-                    ..
-                }) => None,
-                Err(e) => return Err(e),
-            }
-        }
-        None => None,
+    let inputs = LineageInputs {
+        store,
+        manifest_path: &manifest_path,
+        source_name: &source_name,
+        size: source.size(),
+        encrypted: options.encrypted || options.kms_key_arn.is_some(),
     };
-    if lineage.is_none() {
-        if let Some(j) = resume.take() {
-            tracing::warn!(
-                "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
-                j.header().snapshot_id.as_deref().unwrap_or_default()
-            );
-            give_up(store, j).await;
-        }
-    }
-    let lineage = match lineage.take() {
-        Some(l) => l,
-        None => {
-            plan_lineage(
-                store,
-                &options.parent,
-                &manifest_path,
-                &source_name,
-                size,
-                encrypted,
-            )
-            .await?
-        }
+    let (lineage, resume) = inputs.settle(resume, &options.parent).await?;
+    let baseline = match &resume {
+        Some(j) => resumed_baseline(lineage.baseline, j)?,
+        None => lineage.baseline,
     };
-    let mut baseline = lineage.baseline;
-    if let Some(j) = &resume {
-        let put = j.put_blocks().map_err(|e| Error::State {
-            path: j.path().to_owned(),
-            source: e,
-        })?;
-        baseline = baseline.resuming(put, j.uncertain());
-    }
     Ok(Plan {
         source,
         source_name,
@@ -154,6 +96,31 @@ pub(super) async fn plan(
         client_token,
         _source_lock: source_lock,
     })
+}
+
+/// Opens the source, refusing one larger than a snapshot holds.
+fn open_source(path: &Path) -> Result<Arc<Source>> {
+    let source = Source::open(path).map_err(|e| Error::OpenSource {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    let size = source.size();
+    if size > MAX_VOLUME_GIB * GIB {
+        return Err(Error::SourceTooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    Ok(Arc::new(source))
+}
+
+/// The parent's baseline, knowing what the interrupted run had put already.
+fn resumed_baseline(baseline: Baseline, journal: &UploadJournal) -> Result<Baseline> {
+    let put = journal.put_blocks().map_err(|e| Error::State {
+        path: journal.path().to_owned(),
+        source: e,
+    })?;
+    Ok(baseline.resuming(put, journal.uncertain()))
 }
 
 impl Plan {
@@ -197,30 +164,76 @@ impl Lineage {
     }
 }
 
-async fn plan_lineage(
-    store: &dyn SnapshotStore,
-    choice: &ParentChoice,
-    manifest_path: &Option<PathBuf>,
-    source_name: &str,
+/// What a lineage is planned from: the source, and where its manifest lives.
+struct LineageInputs<'a> {
+    store: &'a dyn SnapshotStore,
+    manifest_path: &'a Option<PathBuf>,
+    source_name: &'a str,
     size: u64,
     encrypted: bool,
-) -> Result<Lineage> {
-    let manifest = match manifest_path {
-        Some(p) if *choice != ParentChoice::Full => Manifest::open(p).unwrap_or_else(|e| {
-            tracing::warn!("ignoring the manifest of {source_name}: {e}");
-            None
-        }),
-        _ => None,
-    };
-    let chosen = choose_parent(store, choice, manifest.as_ref(), source_name).await?;
-    let parent = fitting_parent(chosen, choice, size, encrypted)?;
-    let volume_size_gib =
-        volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));
-    let baseline = baseline(store, parent, manifest, encrypted).await?;
-    Ok(Lineage {
-        baseline,
-        volume_size_gib,
-    })
+}
+
+impl LineageInputs<'_> {
+    /// The lineage this backup continues: the interrupted run's, with its journal, if
+    /// that snapshot is still this backup's; else the one `choice` asks for, and the
+    /// interrupted run's snapshot is given up.
+    async fn settle(
+        &self,
+        resume: Option<UploadJournal>,
+        choice: &ParentChoice,
+    ) -> Result<(Lineage, Option<UploadJournal>)> {
+        let Some(journal) = resume else {
+            return Ok((self.plan(choice).await?, None));
+        };
+        if let Some(lineage) = self.resumed(&journal).await? {
+            return Ok((lineage, Some(journal)));
+        }
+        tracing::warn!(
+            "not resuming the interrupted backup {}: the source or its parent has changed; starting afresh",
+            journal.header().snapshot_id.as_deref().unwrap_or_default()
+        );
+        give_up(self.store, journal).await;
+        Ok((self.plan(choice).await?, None))
+    }
+
+    /// The lineage the journal's pending snapshot was started for, if it still is this
+    /// backup's; `None` when the source or the parent changed since.
+    async fn resumed(&self, journal: &UploadJournal) -> Result<Option<Lineage>> {
+        let choice = match journal.header().parent.as_ref().map(|p| p.parse()) {
+            Some(Ok(p)) => ParentChoice::Snapshot(p),
+            _ => ParentChoice::Full,
+        };
+        match self.plan(&choice).await {
+            Ok(l) if l.fits(journal.header(), self.size) => Ok(Some(l)),
+            Ok(_) | Err(Error::UnfitParent { .. } | Error::NotCompleted { .. }) => Ok(None),
+            Err(Error::Store {
+                source: StoreError::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The parent `choice` asks for (if it fits), and what the backup knows of it.
+    async fn plan(&self, choice: &ParentChoice) -> Result<Lineage> {
+        let (store, source_name, size) = (self.store, self.source_name, self.size);
+        let manifest = match self.manifest_path {
+            Some(p) if *choice != ParentChoice::Full => Manifest::open(p).unwrap_or_else(|e| {
+                tracing::warn!("ignoring the manifest of {source_name}: {e}");
+                None
+            }),
+            _ => None,
+        };
+        let chosen = choose_parent(store, choice, manifest.as_ref(), source_name).await?;
+        let parent = fitting_parent(chosen, choice, size, self.encrypted)?;
+        let volume_size_gib =
+            volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));
+        let baseline = baseline(store, parent, manifest, self.encrypted).await?;
+        Ok(Lineage {
+            baseline,
+            volume_size_gib,
+        })
+    }
 }
 
 /// Keeps the parent if the child can be its child: a volume cannot shrink below its
@@ -234,22 +247,18 @@ fn fitting_parent(
 ) -> Result<Option<SnapshotInfo>> {
     let Some(p) = parent else { return Ok(None) };
     let why = if volume_size_gib(size) < p.volume_size_gib {
-        format!(
-            "the source ({size} bytes) is smaller than parent {}'s {} GiB volume",
-            p.id, p.volume_size_gib
-        )
+        UnfitParent::Smaller {
+            parent: p.id,
+            source_bytes: size,
+            parent_gib: p.volume_size_gib,
+        }
     } else if encrypted && !p.encrypted {
-        format!(
-            "parent {} is not encrypted, and a child cannot switch encryption on",
-            p.id
-        )
+        UnfitParent::Unencrypted { parent: p.id }
     } else {
         return Ok(Some(p));
     };
     if let ParentChoice::Snapshot(_) = choice {
-        return Err(Error::UnfitParent {
-            message: format!("{why}; use --full for a new lineage"),
-        });
+        return Err(Error::UnfitParent { why });
     }
     tracing::warn!("{why}: starting a new lineage");
     Ok(None)

@@ -9,69 +9,42 @@
 //!
 //! With a state directory, an upload journal records what was put; a backup that stops
 //! for a reason outside the snapshot (a signal, a crash, the network) keeps its pending
-//! snapshot, and the same command run again resumes it ([`super::resume`]). A failure
+//! snapshot, and the same command run again resumes it ([`resume`]). A failure
 //! that resuming cannot cure (the store refused what was sent) deletes the pending
 //! snapshot, so no half-made snapshot is left behind.
 
-use super::baseline::ParentChoice;
-use super::journal::{Completion, UploadHeader, UploadJournal};
-use super::plan::{plan, Plan};
-use super::reader::{spawn_reader, ReadBlock};
-use super::resume::{give_up, worth_resuming};
-use super::upload::Uploader;
+pub(super) mod baseline;
+mod journal;
+mod options;
+mod plan;
+mod reader;
+pub(super) mod resume;
+mod upload;
+
 use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
 };
-use crate::error::{Error, Result};
-use crate::store::local::LockWait;
+use crate::engine::flow::Flow;
+use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
 };
-use std::path::{Path, PathBuf};
+use journal::{Completion, UploadHeader, UploadJournal};
+use plan::{plan, Plan};
+use reader::{spawn_reader, ReadBlock};
+use resume::{abandon, give_up};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use upload::Uploader;
+
+pub use options::BackupOptions;
 
 /// The `Timeout` ebsnap starts snapshots with: minutes a pending snapshot may sit idle
 /// (EBS's default). An interrupted backup can be resumed within that time.
 const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
-
-#[derive(Clone, Debug)]
-pub struct BackupOptions {
-    pub description: Option<String>,
-    pub tags: Vec<Tag>,
-    /// Puts in flight at once.
-    pub workers: usize,
-    pub encrypted: bool,
-    pub kms_key_arn: Option<String>,
-    pub parent: ParentChoice,
-    /// Report what would be written, without starting a snapshot.
-    pub dry_run: bool,
-    /// Where manifests live (`$XDG_STATE_HOME/ebsnap`); `None`: no manifests.
-    pub state_dir: Option<PathBuf>,
-    /// What to do when another backup of the same source into the same store runs.
-    pub lock_wait: LockWait,
-    /// Asked to stop (a signal): the backup stops early and can be resumed.
-    pub stop: Stop,
-}
-
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            description: None,
-            tags: Vec::new(),
-            workers: 16,
-            encrypted: false,
-            kms_key_arn: None,
-            parent: ParentChoice::Auto,
-            dry_run: false,
-            state_dir: None,
-            lock_wait: LockWait::Wait,
-            stop: Stop::default(),
-        }
-    }
-}
 
 /// What a backup did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -96,6 +69,8 @@ pub struct BackupReport {
     /// (`blocks_written` counts only this run's puts).
     pub blocks_resumed: u64,
     pub seconds: f64,
+    /// Of those, the block transfers': from the first put's start to the last one's end.
+    pub transfer_seconds: f64,
 }
 
 /// Backs up the file or block device at `path` into `store`.
@@ -124,6 +99,7 @@ pub async fn backup(
         resumed: plan.resume.is_some(),
         blocks_resumed: 0,
         seconds: 0.0,
+        transfer_seconds: 0.0,
     };
     let sent = if options.dry_run {
         progress.start(&format!("dry run of {}", path.display()), size);
@@ -140,6 +116,7 @@ pub async fn backup(
     };
     report.blocks_written = sent.written;
     report.blocks_resumed = sent.resumed;
+    report.transfer_seconds = sent.transfer_seconds;
     report.blocks_zero = report.blocks_total.saturating_sub(sent.data_blocks);
     report.blocks_unchanged = sent.unchanged;
     report.bytes_written = sent.written * BLOCK_SIZE_U64;
@@ -313,7 +290,7 @@ async fn started(
 /// the rerun sends the same token again.
 fn start_failed(e: StoreError, journal: Option<UploadJournal>) -> Error {
     let error = Error::from(e);
-    if let Some(j) = journal.filter(|_| !worth_resuming(&error)) {
+    if let Some(j) = journal.filter(|_| !error.worth_resuming()) {
         let _ = j.remove();
     }
     error
@@ -344,17 +321,19 @@ async fn send_and_complete(
         id.clone(),
         journal.as_deref_mut(),
         plan.blocks_visited(),
-        options.workers,
+        Flow::new(options.workers, store.pace()),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything
     // else: a resumed run then knows exactly what got through.
     let finished = uploader.finish().await;
     let written = uploader.written;
+    let transfer_seconds = uploader.transfer_seconds();
     drop(uploader);
     let (mut sent, manifest) = streamed?;
     finished?;
     sent.written = written;
+    sent.transfer_seconds = transfer_seconds;
     if let Some(j) = journal {
         let completion = Completion {
             changed_blocks_count: sent.count,
@@ -381,7 +360,7 @@ async fn fail(
     error: Error,
 ) -> Error {
     match journal {
-        Some(j) if worth_resuming(&error) => Error::Resumable {
+        Some(j) if error.worth_resuming() => Error::Resumable {
             snapshot: id.clone(),
             timeout_minutes: j.header().timeout_minutes,
             source: Box::new(error),
@@ -435,6 +414,7 @@ struct Sent {
     /// Blocks of the source holding something other than zeros.
     data_blocks: u64,
     unchanged: u64,
+    transfer_seconds: f64,
 }
 
 /// Streams the source through the reader and writes what must be written: through the
@@ -521,6 +501,7 @@ async fn send_blocks(
         resumed,
         data_blocks,
         unchanged,
+        transfer_seconds: 0.0,
     };
     Ok((sent, pending))
 }
@@ -553,21 +534,5 @@ fn state_error(plan: &Plan) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::State {
         path: plan.manifest_path.clone().unwrap_or_default(),
         source: e,
-    }
-}
-
-/// Deletes a snapshot that will never be completed, so that no half-made snapshot stays.
-/// A snapshot that did complete (the error came after) is never deleted.
-pub(crate) async fn abandon(store: &dyn SnapshotStore, id: &SnapshotId) {
-    match store.describe_snapshot(id).await {
-        Ok(info) if info.status == SnapshotStatus::Completed => {
-            tracing::warn!("{id} completed although the backup reported an error; it is kept");
-            return;
-        }
-        Err(StoreError::NotFound { .. }) => return,
-        _ => {}
-    }
-    if let Err(e) = store.delete_snapshot(id).await {
-        tracing::warn!("could not delete the unfinished snapshot {id}: {e}");
     }
 }

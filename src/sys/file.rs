@@ -1,0 +1,98 @@
+//! Files: crash-safe replacement and the layout of sparse files.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Replaces `path` with `bytes` atomically: a temporary file, fsync, rename, directory
+/// fsync. A reader (or a crash) sees the old file or the new one, never a mix.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path.parent().expect("a file in a directory"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The temporary name a file is written under before it is renamed into place.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().expect("a file name").to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Makes a rename or unlink in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Frees the disk space of a byte range, keeping the file's size (a hole reads as zeros).
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where the first data at or after `pos` starts (SEEK_DATA); `None` past the last.
+/// A filesystem without SEEK_DATA fails with EINVAL.
+pub(crate) fn seek_data(file: &File, pos: u64) -> io::Result<Option<u64>> {
+    lseek(file, pos, libc::SEEK_DATA)
+}
+
+/// The data extent at or after `pos` in a file of `size` bytes: its start, and its end
+/// (the next hole, cut at `size`). `None` past the last.
+pub(crate) fn next_data_extent(file: &File, pos: u64, size: u64) -> io::Result<Option<(u64, u64)>> {
+    let Some(start) = seek_data(file, pos)? else {
+        return Ok(None);
+    };
+    let end = lseek(file, start, libc::SEEK_HOLE)?.unwrap_or(size);
+    Ok(Some((start, end.min(size))))
+}
+
+/// The byte ranges of a file that hold data, ascending.
+pub(crate) fn data_extents(file: &File) -> io::Result<Vec<(u64, u64)>> {
+    let size = file.metadata()?.len();
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let Some((start, end)) = next_data_extent(file, pos, size)? else {
+            break;
+        };
+        extents.push((start, end));
+        pos = end;
+    }
+    Ok(extents)
+}
+
+/// `lseek`, with ENXIO (no more data past the offset) as `None`.
+fn lseek(file: &File, pos: u64, whence: i32) -> io::Result<Option<u64>> {
+    // SAFETY: plain syscall on a descriptor we own; it only moves the file offset,
+    // which nothing else uses (every read and write is positional).
+    let r = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, whence) };
+    if r >= 0 {
+        return Ok(Some(r as u64));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        _ => Err(err),
+    }
+}

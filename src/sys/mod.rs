@@ -1,0 +1,12 @@
+//! Operating-system primitives that more than one layer uses: durable file
+//! replacement, sparse files (SEEK_DATA/SEEK_HOLE, hole punching), and flock locks.
+//! Below every other module: it knows nothing of blocks, stores or snapshots.
+
+mod file;
+mod lock;
+
+pub(crate) use file::{
+    atomic_write, data_extents, next_data_extent, punch_hole, seek_data, sync_dir, tmp_path,
+};
+pub use lock::LockWait;
+pub(crate) use lock::{take_lock, LockKind};
