@@ -97,6 +97,8 @@ pub struct Measured {
 pub fn measure(cmd: &mut Command) -> Measured {
     use std::io::Read;
     let started = std::time::Instant::now();
+    // Reaped by wait4 below, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut stdout = Vec::new();
     child
