@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod ebs;
 pub mod ebs_tags;
 mod error;
+mod layer;
 pub mod local;
 pub mod memory;
 mod merge;
@@ -21,6 +22,7 @@ mod token;
 mod types;
 
 pub use error::{StoreError, StoreResult, ValidationReason};
+pub use layer::StoreLayer;
 
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
