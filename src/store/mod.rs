@@ -3,8 +3,10 @@
 //! The trait mirrors the six EBS direct-API operations plus the EC2 calls that go with
 //! them (describe, list, delete). Every backend maps its failures into one
 //! meaning-based [`StoreError`], so the engine decides what to do by meaning, not by
-//! backend. [`conformance`] holds the one test suite every backend must pass.
+//! backend. `conformance` (feature `test-util`) holds the one test suite every
+//! backend must pass.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod ebs;
