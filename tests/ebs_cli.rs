@@ -332,12 +332,17 @@ fn a_killed_server_restarts_on_an_intact_store_and_the_backup_resumes() {
     let port = served.url.rsplit(':').next().unwrap().to_owned();
     let listen = format!("127.0.0.1:{port}");
     let journal_dir = env.path("xdg-state/ebsnap/uploads");
-    let journal_exists = || std::fs::read_dir(&journal_dir).is_ok_and(|mut d| d.next().is_some());
+    // A journal past its 4 KiB header holds records: a checkpoint has been made.
+    let checkpointed = || {
+        std::fs::read_dir(&journal_dir).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 4096))
+        })
+    };
 
     // Both die: the server mid-upload, the client with it.
     let mut client = ebs_command(&served, &env, &backup).spawn().unwrap();
-    wait_until("the backup never started", journal_exists);
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    wait_until("the backup never made a checkpoint", checkpointed);
     served.kill();
     let _ = client.kill();
     let _ = client.wait();

@@ -121,6 +121,43 @@ async fn a_block_zeroed_since_the_parent_is_written_as_zeros() {
     assert_eq!(unchanged.blocks_unchanged, 8);
 }
 
+/// The holes of a large sparse source, and of its manifest, are jumped over, not
+/// walked: what lies between data far apart is still found, and a block that became a
+/// hole far out is written as zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_far_apart_in_a_sparse_volume_is_found_and_a_far_block_zeroed() {
+    let w = World::local();
+    // 1 TiB: two million blocks, data at the start, at 100 GiB and near the end.
+    let (far, last) = (200_000, 2_097_150);
+    let regions = [(0, BLOCK as usize), (far * BLOCK, 2 * BLOCK as usize)];
+    make_image(&w.image, 1 << 40, &regions, 3);
+    w.write(last, 30);
+    let first = w.backup().await;
+    assert_eq!(first.blocks_written, 4);
+    // Block `far + 1` becomes a hole (punched), block `last` changes.
+    punch(&w.image, (far + 1) * BLOCK, BLOCK);
+    w.write(last, 31);
+    let second = w.backup().await;
+    assert_eq!(
+        second.blocks_written, 2,
+        "the punched block and the changed one"
+    );
+    assert_eq!(second.blocks_unchanged, 2);
+    let out = w.env.path("out");
+    w.restore(&id(&second), &out, None).await;
+    assert_same_content(&out, &w.image);
+}
+
+/// Deallocates `len` bytes at `offset` of `path`: they read as zeros, and are a hole.
+fn punch(path: &Path, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let f = File::options().write(true).open(path).unwrap();
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: a plain syscall on a descriptor we own.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as i64, len as i64) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_two_generations_back_and_a_lost_manifest() {
     let w = World::local();

@@ -83,3 +83,54 @@ pub fn vm_hwm(pid: u32) -> Option<u64> {
         .ok()?;
     Some(kb * 1024)
 }
+
+/// What one run of a command cost: wall time, CPU (user + system) and peak RSS,
+/// read from the kernel's accounting of the child (wait4), and its stdout.
+pub struct Measured {
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+    pub stdout: Vec<u8>,
+}
+
+/// Runs `cmd` to the end (stdout captured) and measures it; panics if it fails.
+pub fn measure(cmd: &mut Command) -> Measured {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child; the kernel fills `status` and `usage`.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(
+        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Measured {
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+        stdout,
+    }
+}
+
+/// The machine's durable-write reference: `dd if=IMAGE of=FILE bs=8M conv=fdatasync`
+/// into `dir`, in seconds.
+pub fn dd_fdatasync_seconds(image: &Path, dir: &Path) -> f64 {
+    let out = dir.join("dd.out");
+    let t = std::time::Instant::now();
+    run(Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", out.display()))
+        .args(["bs=8M", "conv=fdatasync", "status=none"]));
+    let secs = t.elapsed().as_secs_f64();
+    std::fs::remove_file(out).unwrap();
+    secs
+}

@@ -6,6 +6,7 @@
 mod backup;
 mod diff;
 mod error;
+mod flow;
 mod pages;
 mod progress;
 mod restore;
@@ -25,6 +26,11 @@ pub use verify::{verify, VerifyReport};
 
 use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore};
 use std::time::Duration;
+
+/// Block requests in flight at most, by default (`--workers`): the flow finds how many
+/// the link needs below that. 256 carry 1000 requests/s at up to 250 ms a request,
+/// and hold 128 MiB of blocks at most.
+pub const DEFAULT_WORKERS: usize = 256;
 
 /// Tag holding the source's exact size in bytes, so a restore gets the size back.
 pub const SOURCE_BYTES_TAG: &str = "ebsnap:source-bytes";

@@ -4,6 +4,7 @@
 use super::pages::{BlockLister, ChangedLister};
 use super::{completed_snapshot, restored_size, Progress};
 use crate::block::{is_zero, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE};
+use crate::engine::flow::Flow;
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use bytes::Bytes;
@@ -11,7 +12,6 @@ use futures::stream::{self, TryStreamExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct VerifyReport {
@@ -158,34 +158,37 @@ impl OwnBlocks {
     }
 }
 
-/// Blocks fetched ahead of the one the aggregate waits for, per worker: a slow block
-/// (one being retried) holds up the stream only once this many behind it are in.
-const FETCHED_AHEAD: usize = 4;
+/// Blocks fetched ahead of the one the aggregate waits for, beyond those in flight: a
+/// slow block (one being retried) holds up the stream only once this many more behind
+/// it are in. Memory is what is in flight and this.
+const FETCHED_AHEAD: usize = 64;
 
-/// Every block of the snapshot, fetched `workers` at a time, hashed off the async
-/// threads, and yielded in index order (the aggregate needs that order).
+/// Every block of the snapshot, fetched at most `workers` at a time (the flow finds
+/// how many), hashed off the async threads, and yielded in index order (the aggregate
+/// needs that order).
 fn fetch_in_order<'a>(
     store: &'a dyn SnapshotStore,
     id: &'a SnapshotId,
     workers: usize,
 ) -> impl futures::Stream<Item = Result<Checked>> + 'a {
-    // Requests in flight are bounded by the permits; the ordered buffer is larger, so
+    // Requests in flight are bounded by the flow; the ordered buffer is larger, so
     // that later blocks keep arriving while an early one is slow.
-    let permits = Arc::new(Semaphore::new(workers.max(1)));
+    let flow = Flow::new(workers, store.pace());
+    let ahead = flow.max() + FETCHED_AHEAD;
     let refs = stream::try_unfold(BlockLister::new(store, id), move |mut pages| async move {
         let page = pages.next_page().await.map_err(Error::store(id))?;
         Ok::<_, Error>(page.map(|blocks| (stream::iter(blocks.into_iter().map(Ok)), pages)))
     })
     .try_flatten();
     refs.map_ok(move |block| {
-        let permits = permits.clone();
+        let flow = flow.clone();
         async move {
-            let permit = permits.acquire_owned().await.expect("never closed");
+            let pass = flow.enter().await;
             let fetched = store
                 .get_block(id, block.index, &block.token)
                 .await
                 .map_err(Error::block(id, block.index))?;
-            drop(permit);
+            pass.finished();
             let data = fetched.data.clone();
             let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
                 .await
@@ -198,7 +201,7 @@ fn fetch_in_order<'a>(
             })
         }
     })
-    .try_buffered(workers.max(1) * FETCHED_AHEAD)
+    .try_buffered(ahead)
 }
 
 /// Walks the source alongside the snapshot's blocks: a block the snapshot lists must

@@ -14,6 +14,7 @@ pub mod ebs_tags;
 mod error;
 mod layer;
 pub mod local;
+pub mod location;
 pub mod memory;
 mod merge;
 pub mod pace;
@@ -29,6 +30,7 @@ pub use layer::StoreLayer;
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
+pub use location::{is_amazon_endpoint, LocationError, StoreLocation};
 pub use memory::MemoryStore;
 pub use pace::PacedStore;
 pub use retry::{RetryPolicy, RetryStore};
@@ -50,6 +52,12 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     /// A stable name for this store (its kind and location), to key local state such
     /// as manifests by.
     fn identity(&self) -> String;
+
+    /// Block requests per second this store is paced to, if it is ([`PacedStore`]):
+    /// a client that keeps more in flight than that rate needs only makes them wait.
+    fn pace(&self) -> Option<u32> {
+        None
+    }
 
     /// Starts a pending snapshot (StartSnapshot).
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo>;

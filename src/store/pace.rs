@@ -24,6 +24,7 @@ const CUT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct PacedStore<S> {
     inner: S,
+    max_rate: NonZeroU32,
     rate: DefaultDirectRateLimiter,
     window: Window,
 }
@@ -42,6 +43,7 @@ impl<S: SnapshotStore> PacedStore<S> {
         let burst = NonZeroU32::new(max_rate.get() / 10).unwrap_or(NonZeroU32::MIN);
         PacedStore {
             inner,
+            max_rate,
             rate: RateLimiter::direct(Quota::per_second(max_rate).allow_burst(burst)),
             window: Window::new(max_in_flight.max(1)),
         }
@@ -177,6 +179,10 @@ impl Drop for Turn<'_> {
 impl<S: SnapshotStore> SnapshotStore for PacedStore<S> {
     fn identity(&self) -> String {
         self.inner.identity()
+    }
+
+    fn pace(&self) -> Option<u32> {
+        Some(self.max_rate.get())
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {

@@ -130,6 +130,10 @@ impl<S: SnapshotStore> SnapshotStore for RetryStore<S> {
         self.inner.identity()
     }
 
+    fn pace(&self) -> Option<u32> {
+        self.inner.pace()
+    }
+
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
         // Safe to repeat: the client token makes a retried start return the same snapshot.
         let info = self

@@ -46,6 +46,20 @@ impl Bitmap {
             .is_some_and(|w| w & (1 << (i.0 % 64)) != 0)
     }
 
+    /// The first index set at or after `from`.
+    pub fn next_set(&self, from: u64) -> Option<u64> {
+        let first = (from / 64) as usize;
+        let word = self.0.get(first)? & (!0u64 << (from % 64));
+        if word != 0 {
+            return Some(first as u64 * 64 + u64::from(word.trailing_zeros()));
+        }
+        let (at, word) = self.0[first + 1..]
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)?;
+        Some((first + 1 + at) as u64 * 64 + u64::from(word.trailing_zeros()))
+    }
+
     /// One past the highest index set.
     pub fn end(&self) -> u64 {
         self.0.iter().rposition(|&w| w != 0).map_or(0, |w| {
@@ -135,6 +149,25 @@ impl Baseline {
             ParentBlock::Data(_) => true,
             ParentBlock::Unknown { has_data } => has_data || self.encrypted,
         }
+    }
+
+    /// The first index at or after `from` at which a block of zeros may need writing
+    /// (see [`Baseline::zero_needs_write`]): the holes of the source between are
+    /// skipped, as the holes of the manifest and of the bitmaps are. `None`: none.
+    pub fn next_zero_candidate(&self, from: u64) -> std::io::Result<Option<u64>> {
+        if self.encrypted {
+            return Ok(Some(from));
+        }
+        let uncertain = (from < self.uncertain.end).then(|| from.max(self.uncertain.start));
+        let manifest = match (&self.parent, &self.manifest) {
+            (Some(_), Some(m)) => m.next_data(from)?,
+            _ => None,
+        };
+        let bitmaps = [&self.rewrite, &self.parent_data].map(|b| b.next_set(from));
+        Ok([uncertain, manifest, bitmaps[0], bitmaps[1]]
+            .into_iter()
+            .flatten()
+            .min())
     }
 
     /// Whether the backup must visit holes of the source (to zero what the parent
@@ -321,6 +354,21 @@ async fn listed_blocks(store: &dyn SnapshotStore, id: &SnapshotId) -> Result<Bit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bitmap_finds_the_next_index_set() {
+        let mut b = Bitmap::default();
+        assert_eq!(b.next_set(0), None);
+        for i in [3, 64, 200] {
+            b.set(BlockIndex(i));
+        }
+        assert_eq!(b.next_set(0), Some(3));
+        assert_eq!(b.next_set(3), Some(3));
+        assert_eq!(b.next_set(4), Some(64));
+        assert_eq!(b.next_set(65), Some(200));
+        assert_eq!(b.next_set(201), None);
+        assert_eq!(b.next_set(10_000), None);
+    }
 
     #[test]
     fn bitmap_sets_gets_and_knows_its_end() {

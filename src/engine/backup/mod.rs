@@ -26,6 +26,7 @@ use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, Pend
 use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
 };
+use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
@@ -68,6 +69,8 @@ pub struct BackupReport {
     /// (`blocks_written` counts only this run's puts).
     pub blocks_resumed: u64,
     pub seconds: f64,
+    /// Of those, the block transfers': from the first put's start to the last one's end.
+    pub transfer_seconds: f64,
 }
 
 /// Backs up the file or block device at `path` into `store`.
@@ -96,6 +99,7 @@ pub async fn backup(
         resumed: plan.resume.is_some(),
         blocks_resumed: 0,
         seconds: 0.0,
+        transfer_seconds: 0.0,
     };
     let sent = if options.dry_run {
         progress.start(&format!("dry run of {}", path.display()), size);
@@ -112,6 +116,7 @@ pub async fn backup(
     };
     report.blocks_written = sent.written;
     report.blocks_resumed = sent.resumed;
+    report.transfer_seconds = sent.transfer_seconds;
     report.blocks_zero = report.blocks_total.saturating_sub(sent.data_blocks);
     report.blocks_unchanged = sent.unchanged;
     report.bytes_written = sent.written * BLOCK_SIZE_U64;
@@ -316,17 +321,19 @@ async fn send_and_complete(
         id.clone(),
         journal.as_deref_mut(),
         plan.blocks_visited(),
-        options.workers,
+        Flow::new(options.workers, store.pace()),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything
     // else: a resumed run then knows exactly what got through.
     let finished = uploader.finish().await;
     let written = uploader.written;
+    let transfer_seconds = uploader.transfer_seconds();
     drop(uploader);
     let (mut sent, manifest) = streamed?;
     finished?;
     sent.written = written;
+    sent.transfer_seconds = transfer_seconds;
     if let Some(j) = journal {
         let completion = Completion {
             changed_blocks_count: sent.count,
@@ -407,6 +414,7 @@ struct Sent {
     /// Blocks of the source holding something other than zeros.
     data_blocks: u64,
     unchanged: u64,
+    transfer_seconds: f64,
 }
 
 /// Streams the source through the reader and writes what must be written: through the
@@ -493,6 +501,7 @@ async fn send_blocks(
         resumed,
         data_blocks,
         unchanged,
+        transfer_seconds: 0.0,
     };
     Ok((sent, pending))
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub struct BackupOptions {
     pub description: Option<String>,
     pub tags: Vec<Tag>,
-    /// Puts in flight at once.
+    /// Puts in flight at once, at most (the flow finds how many below that).
     pub workers: usize,
     pub encrypted: bool,
     pub kms_key_arn: Option<String>,
@@ -30,7 +30,7 @@ impl Default for BackupOptions {
         BackupOptions {
             description: None,
             tags: Vec::new(),
-            workers: 16,
+            workers: crate::engine::DEFAULT_WORKERS,
             encrypted: false,
             kms_key_arn: None,
             parent: ParentChoice::Auto,

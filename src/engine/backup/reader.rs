@@ -143,16 +143,28 @@ impl Iterator for Candidates<'_> {
             return self.data.next().map(|r| r.map(|i| (i, true)));
         }
         while self.next < self.end {
-            let index = BlockIndex(self.next);
-            self.next += 1;
-            match self.data.peek() {
-                Some(Ok(d)) if *d == index => {
-                    self.data.next();
-                    return Some(Ok((index, true)));
-                }
+            // The next block to look at: the source's next data block, or the next hole
+            // where the parent may hold data, whichever comes first. Holes of both are
+            // jumped over, never walked.
+            let data = match self.data.peek() {
+                Some(Ok(d)) => Some(d.0),
                 Some(Err(_)) => return self.data.next().map(|r| r.map(|i| (i, true))),
-                _ => {}
-            }
+                None => None,
+            };
+            let zero = match self.baseline.next_zero_candidate(self.next) {
+                Ok(z) => z,
+                Err(e) => return Some(Err(e)),
+            };
+            let index = match (data, zero) {
+                (Some(d), z) if z.is_none_or(|z| d <= z) => {
+                    self.data.next();
+                    self.next = d + 1;
+                    return Some(Ok((BlockIndex(d), true)));
+                }
+                (_, Some(z)) if z < self.end => BlockIndex(z),
+                _ => return None,
+            };
+            self.next = index.0 + 1;
             if self.baseline.zero_needs_write(index) {
                 return Some(Ok((index, false)));
             }

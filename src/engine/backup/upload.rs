@@ -1,16 +1,16 @@
-//! Sending a backup's blocks: puts run concurrently (a semaphore permit each), and what
+//! Sending a backup's blocks: puts run concurrently (a place in the [`Flow`] each), and what
 //! got through is recorded in the upload journal at checkpoints, once the store has made
 //! it durable, so that an interrupted backup can be resumed without sending it again.
 
 use super::journal::UploadJournal;
 use crate::block::{BlockIndex, Digest, HashedBlock};
+use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// A checkpoint every half second, or after this many puts (512 MiB) if that comes
@@ -29,8 +29,7 @@ pub(crate) struct Uploader<'a> {
     id: SnapshotId,
     journal: Option<&'a mut UploadJournal>,
     put_end: u64,
-    workers: usize,
-    permits: Arc<Semaphore>,
+    flow: Arc<Flow>,
     puts: JoinSet<(BlockIndex, Result<Digest>)>,
     /// Indexes of the puts sent and not yet reaped.
     in_flight: BTreeSet<u64>,
@@ -52,7 +51,7 @@ impl<'a> Uploader<'a> {
         id: SnapshotId,
         journal: Option<&'a mut UploadJournal>,
         put_end: u64,
-        workers: usize,
+        flow: Arc<Flow>,
     ) -> Self {
         let settled_from = journal.as_deref().map_or(0, |j| j.header().settled_below);
         Uploader {
@@ -60,8 +59,7 @@ impl<'a> Uploader<'a> {
             id,
             journal,
             put_end,
-            workers: workers.max(1),
-            permits: Arc::new(Semaphore::new(workers.max(1))),
+            flow,
             puts: JoinSet::new(),
             in_flight: BTreeSet::new(),
             unrecorded: Vec::new(),
@@ -74,7 +72,12 @@ impl<'a> Uploader<'a> {
 
     /// Puts in flight at most.
     pub fn workers(&self) -> usize {
-        self.workers
+        self.flow.max()
+    }
+
+    /// Seconds the puts took, from the first one's start to the last one's end.
+    pub fn transfer_seconds(&self) -> f64 {
+        self.flow.busy_seconds()
     }
 
     pub fn store_identity(&self) -> String {
@@ -96,8 +99,8 @@ impl<'a> Uploader<'a> {
         Ok(recorded.as_ref() == Some(digest))
     }
 
-    /// Sends one block, waiting for a permit first (that wait is what bounds the blocks
-    /// in flight). Fails with the first failed put seen so far.
+    /// Sends one block, waiting for a place in the flow first (that wait is what bounds
+    /// the blocks in flight). Fails with the first failed put seen so far.
     pub async fn put(&mut self, index: BlockIndex, block: HashedBlock) -> Result<()> {
         if let Some(journal) = self.journal.as_deref_mut() {
             let header = journal.header();
@@ -113,24 +116,20 @@ impl<'a> Uploader<'a> {
             };
             marked.map_err(journal_error(journal.path()))?;
         }
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let pass = self.flow.enter().await;
         self.in_flight.insert(index.0);
         self.frontier = index.0 + 1;
         let (store, id) = (self.store.clone(), self.id.clone());
         self.puts.spawn(async move {
-            let _permit = permit;
             let digest = block.digest();
-            let put = store
-                .put_block(&id, index, block, digest)
-                .await
-                .map(|()| digest)
-                .map_err(Error::block(&id, index));
-            (index, put)
+            let put = store.put_block(&id, index, block, digest).await;
+            if put.is_ok() {
+                pass.finished();
+            }
+            (
+                index,
+                put.map(|()| digest).map_err(Error::block(&id, index)),
+            )
         });
         while let Some(finished) = self.puts.try_join_next() {
             self.reap(finished)?;

@@ -31,7 +31,7 @@ use write::{write_all, write_changed};
 pub struct RestoreOptions {
     /// Overwrite an existing file (full restore).
     pub force: bool,
-    /// Blocks fetched at once.
+    /// Blocks fetched at once, at most (the flow finds how many below that).
     pub workers: usize,
     /// The target holds this snapshot already: change only what differs.
     pub from: Option<SnapshotId>,
@@ -50,7 +50,7 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             force: false,
-            workers: 16,
+            workers: crate::engine::DEFAULT_WORKERS,
             from: None,
             full: false,
             state_dir: None,
@@ -79,6 +79,12 @@ pub struct RestoreReport {
     /// on (the counts above are this run's).
     pub resumed_at_block: Option<u64>,
     pub seconds: f64,
+    /// Of those, the block transfers': from the first get's start to the last block
+    /// written.
+    pub transfer_seconds: f64,
+    /// Of those, the final fsync's: what durability costs once writeback has been
+    /// started as the blocks landed.
+    pub sync_seconds: f64,
 }
 
 #[derive(Default)]
@@ -87,6 +93,8 @@ struct Counts {
     written: u64,
     bytes: u64,
     zeroed: u64,
+    transfer_seconds: f64,
+    sync_seconds: f64,
 }
 
 impl Counts {
@@ -95,6 +103,8 @@ impl Counts {
         self.written += other.written;
         self.bytes += other.bytes;
         self.zeroed += other.zeroed;
+        self.transfer_seconds += other.transfer_seconds;
+        self.sync_seconds += other.sync_seconds;
     }
 }
 
@@ -134,6 +144,8 @@ pub async fn restore(
         blocks_zeroed: counts.zeroed,
         resumed_at_block: job.resume_at,
         seconds: started.elapsed().as_secs_f64(),
+        transfer_seconds: counts.transfer_seconds,
+        sync_seconds: counts.sync_seconds,
     })
 }
 
@@ -397,10 +409,15 @@ impl Job<'_> {
                 if let Some((dir, p)) = &self.state {
                     clear_restore_progress(dir, &p.target)?;
                 }
+                let syncing = Instant::now();
                 Arc::into_inner(target)
                     .expect("all writers finished")
                     .finish()?;
-                return Ok(counts);
+                let sync_seconds = syncing.elapsed().as_secs_f64();
+                return Ok(Counts {
+                    sync_seconds,
+                    ..counts
+                });
             }
             Err(e) => e,
         };

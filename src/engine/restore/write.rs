@@ -1,26 +1,26 @@
-//! Writing a restore's blocks: fetched concurrently (a semaphore permit each),
+//! Writing a restore's blocks: fetched concurrently (a place in the [`Flow`] each),
 //! checked against their checksums, written in place or into the partial file, with
 //! the checkpoints told what is done.
 
 use super::checkpoints::Checkpoints;
 use super::{Counts, Job};
 use crate::block::{is_zero, BlockIndex, Digest};
+use crate::engine::flow::Flow;
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::target::Target;
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// The tasks of one write loop: each starts once a permit is free (at most `workers`
-/// at once) and says which block it started at and what it did. What they did is
+/// The tasks of one write loop: each starts once the flow has a place for it (at most
+/// `workers` at once) and says which block it started at and what it did. What they did is
 /// counted, and the checkpoints and progress are kept up to date as they go.
 struct Tasks<'j, 'c, 'a> {
     job: &'j Job<'j>,
     checkpoints: &'c mut Checkpoints<'a>,
-    permits: Arc<Semaphore>,
+    flow: Arc<Flow>,
     running: JoinSet<(u64, Result<Counts>)>,
     counts: Counts,
 }
@@ -32,14 +32,14 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
         Tasks {
             job,
             checkpoints,
-            permits: Arc::new(Semaphore::new(job.options.workers.max(1))),
+            flow: Flow::new(job.options.workers, job.store.pace()),
             running: JoinSet::new(),
             counts: Counts::default(),
         }
     }
 
-    /// Starts `task`, which writes the blocks from `first` up to `next`, once a permit
-    /// is free; stops early, with [`Error::Interrupted`], when a stop is asked. Then
+    /// Starts `task`, which writes the blocks from `first` up to `next`, once the flow
+    /// has a place; stops early, with [`Error::Interrupted`], when a stop is asked. Then
     /// collects the tasks that finished, and saves a checkpoint when one is due.
     async fn spawn(
         &mut self,
@@ -48,16 +48,14 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
         task: impl Future<Output = Result<Counts>> + Send + 'static,
     ) -> Result<()> {
         self.job.options.stop.check()?;
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let pass = self.flow.enter().await;
         self.checkpoints.handed_out(first, next);
         self.running.spawn(async move {
-            let _permit = permit;
-            (first.0, task.await)
+            let done = task.await;
+            if done.is_ok() {
+                pass.finished();
+            }
+            (first.0, done)
         });
         self.reap(false).await?;
         self.checkpoints.maybe_save().await?;
@@ -95,6 +93,7 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
         let drained = self.reap(true).await;
         looped.and(drained)?;
         self.job.progress.set(self.job.size);
+        self.counts.transfer_seconds = self.flow.busy_seconds();
         Ok(self.counts)
     }
 }

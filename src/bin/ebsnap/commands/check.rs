@@ -1,0 +1,43 @@
+//! `ebsnap check [--read-data]`: the local store's structure, and its data.
+
+use super::Context;
+use crate::exit::{Exit, Failure, Result};
+use crate::store::local_dir;
+use ebsnap::store::local::{Access, CheckReport};
+use ebsnap::store::LocalStore;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Read every block and check it against its checksum.
+    #[arg(long)]
+    read_data: bool,
+}
+
+pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
+    let Some(dir) = local_dir(&ctx.location) else {
+        return Err(Failure::usage(
+            "check works on a local store (EBS checks its own)",
+        ));
+    };
+    let store = LocalStore::open(dir, Access::Read, ctx.lock_wait())?;
+    let report = tokio::task::spawn_blocking(move || store.check(args.read_data))
+        .await
+        .expect("check panicked")?;
+    ctx.output.result(&text(&report), &report)?;
+    Ok(Exit::checked(report.ok))
+}
+
+fn text(r: &CheckReport) -> String {
+    let mut text = format!(
+        "{} snapshots, {} blocks checked{}: {}\n",
+        r.snapshots_checked,
+        r.blocks_checked,
+        if r.data_read { " (data read)" } else { "" },
+        if r.ok { "OK" } else { "DAMAGED" }
+    );
+    for d in &r.damaged {
+        let block = d.block.map_or(String::new(), |b| format!(" block {b}"));
+        text += &format!("  {}{block}: {}\n", d.snapshot_id, d.problem);
+    }
+    text
+}

@@ -1,0 +1,112 @@
+//! One module a command: its arguments, their conversion into the engine's options, its
+//! run, and what it prints. A new command is a new module here and a variant below.
+
+pub mod backup;
+pub mod check;
+pub mod delete;
+pub mod diff;
+pub mod restore;
+pub mod serve;
+pub mod show;
+pub mod snapshots;
+pub mod verify;
+
+use crate::args::Global;
+use crate::exit::{Exit, Result};
+use crate::output::Output;
+use crate::store::{self, StoreSettings};
+use crate::{dirs, progress};
+use clap::Subcommand;
+use ebsnap::engine::Progress;
+use ebsnap::store::local::{Access, LockWait};
+use ebsnap::store::{SnapshotStore, StoreLocation};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a disk image or block device into a new snapshot.
+    Backup(backup::Args),
+    /// Restore a snapshot to a file or block device.
+    Restore(restore::Args),
+    /// List the store's snapshots.
+    Snapshots(snapshots::Args),
+    /// Show one snapshot.
+    Show(show::Args),
+    /// List the blocks that differ between two snapshots of one lineage.
+    Diff(diff::Args),
+    /// Re-read every block of a snapshot and check it.
+    Verify(verify::Args),
+    /// Check the local store's structure, and with --read-data every block's data.
+    Check(check::Args),
+    /// Serve the EBS direct API (and its EC2 calls) over HTTP on a local store.
+    Serve(serve::Args),
+    /// Delete snapshots; their children stay whole.
+    Delete(delete::Args),
+}
+
+impl Command {
+    pub async fn run(self, ctx: &Context) -> Result<Exit> {
+        match self {
+            Command::Backup(args) => backup::run(args, ctx).await,
+            Command::Restore(args) => restore::run(args, ctx).await,
+            Command::Snapshots(args) => snapshots::run(args, ctx).await,
+            Command::Show(args) => show::run(args, ctx).await,
+            Command::Diff(args) => diff::run(args, ctx).await,
+            Command::Verify(args) => verify::run(args, ctx).await,
+            Command::Check(args) => check::run(args, ctx).await,
+            Command::Serve(args) => serve::run(args, ctx).await,
+            Command::Delete(args) => delete::run(args, ctx).await,
+        }
+    }
+}
+
+/// What every command gets besides its own arguments: the global flags, read once.
+pub struct Context {
+    pub global: Global,
+    /// Where the store is (--store, else its default).
+    pub location: StoreLocation,
+    pub settings: StoreSettings,
+    pub output: Output,
+}
+
+impl Context {
+    pub fn new(mut global: Global) -> Result<Context> {
+        let output = Output {
+            json: global.json,
+            quiet: global.quiet,
+        };
+        let location = store::location(global.store.take())?;
+        let settings = StoreSettings::from(&global);
+        Ok(Context {
+            global,
+            location,
+            settings,
+            output,
+        })
+    }
+
+    /// The store, opened for `access`.
+    pub async fn open_store(&self, access: Access) -> Result<Arc<dyn SnapshotStore>> {
+        store::open_store(&self.location, &self.settings, access).await
+    }
+
+    /// Blocks transferred at once (--workers).
+    pub fn workers(&self) -> usize {
+        self.global.workers.into()
+    }
+
+    /// What --lock-wait asks for.
+    pub fn lock_wait(&self) -> LockWait {
+        self.global.lock_wait()
+    }
+
+    /// Where manifests and restore records live.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        Some(dirs::state_dir())
+    }
+
+    pub fn progress(&self) -> Box<dyn Progress> {
+        progress::for_stderr(self.global.quiet)
+    }
+}

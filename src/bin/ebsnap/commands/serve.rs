@@ -1,0 +1,124 @@
+//! `ebsnap serve`: the EBS direct API on a local store, until SIGINT or SIGTERM.
+
+use super::Context;
+use crate::exit::{Exit, Failure, Result};
+use crate::signals;
+use crate::store::local_dir;
+use ebsnap::server::faults::{FaultSpec, Faults};
+use ebsnap::server::{self, Credentials, Limits};
+use ebsnap::store::local::{Access, LockWait};
+use ebsnap::store::LocalStore;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Accept unsigned requests (no EBSNAP_ACCESS_KEY_ID / EBSNAP_SECRET_ACCESS_KEY).
+    #[arg(long)]
+    no_auth: bool,
+    /// Inject faults for testing clients, e.g.
+    /// throttle=0.2,error=0.05,reset=0.02,latency-ms=20
+    #[arg(long, value_name = "SPEC")]
+    faults: Option<FaultSpec>,
+    /// Seed of the fault sequence (the same seed, the same faults).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    limits: TimeoutArgs,
+}
+
+/// How long `serve` waits for slow clients.
+#[derive(Debug, clap::Args)]
+struct TimeoutArgs {
+    /// Seconds a client has to send a request's head (an idle connection is closed
+    /// after as long).
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+}
+
+impl From<&TimeoutArgs> for Limits {
+    fn from(t: &TimeoutArgs) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(t.header_timeout),
+            body_timeout: Duration::from_secs(t.body_timeout),
+        }
+    }
+}
+
+pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
+    let limits = Limits::from(&args.limits);
+    let Some(root) = local_dir(&ctx.location) else {
+        return Err(Failure::usage(format!(
+            "serve needs a local store directory, not `{}`",
+            ctx.location
+        )));
+    };
+    let credentials = credentials(args.no_auth)?;
+    // The server is the store's one writer for as long as it runs.
+    let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Refused {
+            message: format!("cannot listen on {}: {e}", args.listen),
+            exit: Exit::FAILURE,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| io_failure("listening on", args.listen, e))?;
+    // The first line on stdout is the URL: scripts (and tests) read it to find the port.
+    println!(
+        "ebsnap serve: listening on http://{addr} (store {}, auth {})",
+        root.display(),
+        if credentials.is_some() {
+            "SigV4"
+        } else {
+            "off"
+        }
+    );
+    let _ = std::io::stdout().flush();
+    let mut app = server::router_with_limits(store, credentials, &limits);
+    if let Some(spec) = args.faults {
+        eprintln!(
+            "ebsnap serve: injecting faults {spec:?} (seed {})",
+            args.seed
+        );
+        app = server::with_faults(app, Faults::new(spec, args.seed));
+    }
+    server::serve_router_with_limits(listener, app, &limits, signals::shutdown())
+        .await
+        .map_err(|e| io_failure("serving on", addr, e))?;
+    eprintln!("ebsnap serve: stopped");
+    Ok(Exit::SUCCESS)
+}
+
+/// The key pair clients sign with (EBSNAP_ACCESS_KEY_ID, EBSNAP_SECRET_ACCESS_KEY);
+/// `None` with --no-auth and no pair.
+fn credentials(no_auth: bool) -> Result<Option<Credentials>> {
+    match (
+        std::env::var("EBSNAP_ACCESS_KEY_ID"),
+        std::env::var("EBSNAP_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Ok(Some(Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+        })),
+        _ if no_auth => Ok(None),
+        _ => Err(Failure::usage("set EBSNAP_ACCESS_KEY_ID and EBSNAP_SECRET_ACCESS_KEY (the key pair clients sign with), or pass --no-auth")),
+    }
+}
+
+fn io_failure(what: &'static str, addr: SocketAddr, source: std::io::Error) -> Failure {
+    Failure::Engine(ebsnap::Error::Target {
+        what,
+        path: addr.to_string().into(),
+        source,
+    })
+}

@@ -1,0 +1,473 @@
+//! How many block requests a transfer keeps in flight: found by measuring, not set.
+//!
+//! At 100 ms a request, 1000 requests/s need about 100 in flight (Little's law); on
+//! loopback a few dozen keep `ebsnap serve` busy; a WAN's bandwidth-delay product lies
+//! anywhere between. So the limit starts small and adapts, round by round. A round lasts
+//! about one request's latency: as many completions as the limit, and at least
+//! [`ROUND_MIN`]. At the end of each round the controller compares the round's request
+//! rate and mean latency with the rounds before:
+//! - **startup**: the limit doubles while each doubling raises the rate by a fifth or
+//!   more and the rate is below `max_rate`;
+//! - **steady**: every few rounds it probes. With latency flat and the rate below
+//!   `max_rate`, a quarter more, kept only if the rate rises. With latency risen (or the
+//!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
+//!   the rate does not means requests queue at a full link, and they only cost memory.
+//!
+//! Rounds in which the work never filled the window (the disk is slower than the link)
+//! say nothing about the link and change nothing. Throttling is answered by
+//! [`crate::store::PacedStore`]'s window, which halves; here it shows as latency.
+//! The ceiling (`--workers`) bounds memory: what is in flight is what is held.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Where the limit starts: enough for 300 requests/s at 100 ms, few enough that a
+/// server on loopback is not flooded before the first round has been measured.
+pub(crate) const INITIAL_LIMIT: usize = 32;
+/// The shortest round: shorter ones count too few requests to measure a rate.
+const ROUND_MIN: Duration = Duration::from_millis(50);
+/// Rounds remembered for the base latency and the best rate.
+const HISTORY: usize = 16;
+/// Steady rounds between probes.
+const PROBE_EVERY: u32 = 3;
+
+/// What one round measured.
+#[derive(Clone, Copy, Debug)]
+struct Measure {
+    rate: f64,
+    latency: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Doubling; the rate of the round before the last doubling.
+    Startup {
+        before: Option<f64>,
+    },
+    Steady,
+}
+
+/// A change being tried: the limit to go back to, and whether it was a step up.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    previous: usize,
+    up: bool,
+    rate_before: f64,
+}
+
+/// The round being measured.
+#[derive(Debug)]
+struct Round {
+    started: Instant,
+    completions: usize,
+    latency: Duration,
+    /// Whether a request had to wait for a place: only then is the window what limits.
+    saturated: bool,
+}
+
+impl Round {
+    fn new(now: Instant) -> Round {
+        Round {
+            started: now,
+            completions: 0,
+            latency: Duration::ZERO,
+            saturated: false,
+        }
+    }
+}
+
+/// The pure decision: fed completions and waits, it says what the limit is.
+#[derive(Debug)]
+pub(crate) struct Controller {
+    limit: usize,
+    max: usize,
+    max_rate: Option<f64>,
+    phase: Phase,
+    round: Round,
+    history: VecDeque<Measure>,
+    probe: Option<Probe>,
+    steady_rounds: u32,
+}
+
+impl Controller {
+    pub fn new(max: usize, max_rate: Option<u32>, now: Instant) -> Controller {
+        let max = max.max(1);
+        Controller {
+            limit: INITIAL_LIMIT.min(max),
+            max,
+            max_rate: max_rate.map(f64::from),
+            phase: Phase::Startup { before: None },
+            round: Round::new(now),
+            history: VecDeque::with_capacity(HISTORY),
+            probe: None,
+            steady_rounds: 0,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A request found the window full.
+    pub fn waited(&mut self) {
+        self.round.saturated = true;
+    }
+
+    /// A request finished after `latency`; ends the round when it is due.
+    pub fn finished(&mut self, latency: Duration, now: Instant) {
+        self.round.completions += 1;
+        self.round.latency += latency;
+        let elapsed = now.saturating_duration_since(self.round.started);
+        if self.round.completions < self.limit || elapsed < ROUND_MIN {
+            return;
+        }
+        let round = std::mem::replace(&mut self.round, Round::new(now));
+        if round.saturated {
+            let latency = round.latency / round.completions as u32;
+            let rate = round.completions as f64 / elapsed.as_secs_f64();
+            self.decide(Measure { rate, latency });
+        }
+    }
+
+    fn decide(&mut self, m: Measure) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(m);
+        let was = self.limit;
+        match self.phase {
+            Phase::Startup { before } => self.start_up(m, before),
+            Phase::Steady => self.steady(m),
+        }
+        tracing::debug!(
+            "flow: {:.0} requests/s at {:.0} ms with {was} in flight: {} from now on",
+            m.rate,
+            m.latency.as_secs_f64() * 1000.0,
+            self.limit
+        );
+    }
+
+    fn start_up(&mut self, m: Measure, before: Option<f64>) {
+        if self.at_cap(m.rate) {
+            self.phase = Phase::Steady;
+        } else if before.is_some_and(|b| m.rate < b * 1.2) {
+            // The last doubling gained little: the knee lies between the two limits.
+            self.phase = Phase::Steady;
+            self.set(self.limit * 3 / 4);
+        } else if self.limit < self.ceiling() {
+            self.phase = Phase::Startup {
+                before: Some(m.rate),
+            };
+            self.set(self.limit * 2);
+        } else {
+            self.phase = Phase::Steady;
+        }
+    }
+
+    fn steady(&mut self, m: Measure) {
+        if let Some(probe) = self.probe.take() {
+            let kept = if probe.up {
+                m.rate >= probe.rate_before * 1.05
+            } else {
+                m.rate >= self.best_rate() * 0.95
+            };
+            if !kept {
+                self.set(probe.previous);
+            }
+            self.steady_rounds = 0;
+            return;
+        }
+        self.steady_rounds += 1;
+        if self.steady_rounds < PROBE_EVERY {
+            return;
+        }
+        let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
+        let down = queueing || self.at_cap(m.rate);
+        let next = if down {
+            self.limit * 4 / 5
+        } else {
+            (self.limit * 5 / 4).max(self.limit + 1)
+        };
+        let previous = self.limit;
+        self.set(next);
+        if self.limit != previous {
+            self.probe = Some(Probe {
+                previous,
+                up: !down,
+                rate_before: m.rate,
+            });
+        }
+    }
+
+    fn set(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, self.ceiling());
+    }
+
+    /// The most worth having in flight: `--workers`, and with a pace, what that rate
+    /// needs at the base latency (Little's law) and a quarter more. Beyond, requests
+    /// only wait for the pace, holding their blocks.
+    fn ceiling(&self) -> usize {
+        let base = self.base_latency().as_secs_f64();
+        match self.max_rate {
+            Some(rate) if base > 0.0 => ((rate * base * 1.25).ceil() as usize).clamp(1, self.max),
+            _ => self.max,
+        }
+    }
+
+    fn at_cap(&self, rate: f64) -> bool {
+        self.max_rate.is_some_and(|cap| rate >= cap * 0.9)
+    }
+
+    fn best_rate(&self) -> f64 {
+        self.history.iter().map(|m| m.rate).fold(0.0, f64::max)
+    }
+
+    /// What a request costs without queueing: the fastest recent round's mean.
+    fn base_latency(&self) -> Duration {
+        self.history
+            .iter()
+            .map(|m| m.latency)
+            .min()
+            .unwrap_or_default()
+    }
+}
+
+/// Places for block requests, as many as the controller allows at the moment.
+#[derive(Debug)]
+pub(crate) struct Flow {
+    permits: Semaphore,
+    state: Mutex<FlowState>,
+}
+
+#[derive(Debug)]
+struct FlowState {
+    controller: Controller,
+    /// The limit the permits stand for now.
+    granted: usize,
+    /// Permits to keep back as requests finish, after the limit fell.
+    owed: usize,
+    /// When the first request entered and the last one left.
+    span: Option<(Instant, Instant)>,
+}
+
+impl Flow {
+    /// At most `max` in flight (`--workers`); `max_rate` is the store's pace, if any.
+    pub fn new(max: usize, max_rate: Option<u32>) -> Arc<Flow> {
+        let controller = Controller::new(max, max_rate, Instant::now());
+        let granted = controller.limit();
+        Arc::new(Flow {
+            permits: Semaphore::new(granted),
+            state: Mutex::new(FlowState {
+                controller,
+                granted,
+                owed: 0,
+                span: None,
+            }),
+        })
+    }
+
+    /// The most that may be in flight, whatever the controller finds.
+    pub fn max(&self) -> usize {
+        self.lock().controller.max
+    }
+
+    /// Seconds from the first request's start to the last one's end: the transfer's
+    /// own time, without planning, start and completion.
+    pub fn busy_seconds(&self) -> f64 {
+        self.lock()
+            .span
+            .map_or(0.0, |(first, last)| (last - first).as_secs_f64())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a place; the pass it returns gives it back when dropped.
+    pub async fn enter(self: &Arc<Flow>) -> Pass {
+        let permit = match self.permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                self.lock().controller.waited();
+                self.permits.acquire().await.expect("never closed")
+            }
+        };
+        // Given back by the pass, which decides whether to give it back.
+        permit.forget();
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.span.get_or_insert((now, now));
+        drop(s);
+        Pass {
+            flow: self.clone(),
+            since: now,
+            finished: false,
+        }
+    }
+
+    fn leave(&self, latency: Option<Duration>) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        if let Some(latency) = latency {
+            s.controller.finished(latency, now);
+        }
+        if let Some((_, last)) = s.span.as_mut() {
+            *last = now;
+        }
+        let limit = s.controller.limit();
+        if limit > s.granted {
+            let more = limit - s.granted;
+            let repaid = more.min(s.owed);
+            s.owed -= repaid;
+            self.permits.add_permits(more - repaid);
+        } else {
+            s.owed += s.granted - limit;
+        }
+        s.granted = limit;
+        // This request's own place.
+        if s.owed > 0 {
+            s.owed -= 1;
+        } else {
+            self.permits.add_permits(1);
+        }
+    }
+}
+
+/// One request's place in the flow. [`Pass::finished`] reports its latency; a pass
+/// dropped otherwise (a failed or abandoned request) gives the place back unmeasured.
+#[derive(Debug)]
+pub(crate) struct Pass {
+    flow: Arc<Flow>,
+    since: Instant,
+    finished: bool,
+}
+
+impl Pass {
+    /// The request succeeded: its latency is measured.
+    pub fn finished(mut self) {
+        self.finished = true;
+        self.flow.leave(Some(self.since.elapsed()));
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.flow.leave(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the controller against a link of `latency` per request that carries at most
+    /// `capacity` requests/s, with the work always waiting: returns the limit chosen
+    /// after each round, and the rate it ran at.
+    fn simulate(
+        max: usize,
+        max_rate: Option<u32>,
+        latency: f64,
+        capacity: f64,
+    ) -> Vec<(usize, f64)> {
+        let start = Instant::now();
+        let mut c = Controller::new(max, max_rate, start);
+        let mut now = start;
+        let mut limits = Vec::new();
+        for _ in 0..60 {
+            let limit = c.limit() as f64;
+            // Little's law: with `limit` in flight the link delivers limit/latency,
+            // up to its capacity; beyond, requests queue and latency grows.
+            let rate = (limit / latency).min(capacity);
+            let seen = limit / rate;
+            let n = c.limit();
+            for _ in 0..n {
+                c.waited();
+                now += Duration::from_secs_f64(1.0 / rate);
+                c.finished(Duration::from_secs_f64(seen), now);
+            }
+            // Rounds shorter than ROUND_MIN run on until it.
+            while c.limit() == n && c.round.completions > 0 {
+                now += Duration::from_secs_f64(1.0 / rate);
+                c.finished(Duration::from_secs_f64(seen), now);
+            }
+            limits.push((c.limit(), rate));
+        }
+        limits
+    }
+
+    #[test]
+    fn at_100_ms_it_finds_about_a_hundred_in_flight_for_1000_per_second() {
+        let rounds = simulate(256, Some(1000), 0.1, 1000.0);
+        let settled = &rounds[10..];
+        assert!(
+            settled.iter().all(|&(l, _)| (80..=160).contains(&l)),
+            "{rounds:?}"
+        );
+        let rate = settled.iter().map(|&(_, r)| r).sum::<f64>() / settled.len() as f64;
+        assert!(rate >= 900.0, "{rate}: {rounds:?}");
+    }
+
+    #[test]
+    fn with_a_pace_it_never_holds_much_more_than_the_pace_needs() {
+        // 1000 requests/s at 100 ms need 100 in flight, whatever --workers allows.
+        let rounds = simulate(1024, Some(1000), 0.1, 1000.0);
+        assert!(rounds.iter().all(|&(l, _)| l <= 125), "{rounds:?}");
+    }
+
+    #[test]
+    fn a_link_without_a_rate_cap_gets_what_fills_it_and_not_much_more() {
+        // 2000 requests/s at 10 ms: 20 in flight fill it.
+        let rounds = simulate(256, None, 0.01, 2000.0);
+        let settled = &rounds[10..];
+        assert!(
+            settled.iter().all(|&(l, _)| (16..=64).contains(&l)),
+            "{rounds:?}"
+        );
+        assert!(settled.iter().all(|&(_, r)| r >= 1900.0), "{rounds:?}");
+    }
+
+    #[test]
+    fn a_long_fat_link_grows_to_the_ceiling() {
+        let rounds = simulate(256, Some(1000), 0.3, 1000.0);
+        assert_eq!(rounds.last().unwrap().0, 256, "{rounds:?}");
+    }
+
+    #[test]
+    fn rounds_that_did_not_fill_the_window_change_nothing() {
+        let start = Instant::now();
+        let mut c = Controller::new(256, None, start);
+        for i in 1..=1000 {
+            c.finished(Duration::from_millis(1), start + Duration::from_millis(i));
+        }
+        assert_eq!(c.limit(), INITIAL_LIMIT);
+    }
+
+    #[tokio::test]
+    async fn the_flow_never_lets_more_than_its_limit_in() {
+        let flow = Flow::new(4, None);
+        let passes: Vec<Pass> = futures::future::join_all((0..4).map(|_| flow.enter())).await;
+        assert_eq!(flow.permits.available_permits(), 0);
+        let waiting = tokio::time::timeout(Duration::from_millis(20), flow.enter()).await;
+        assert!(waiting.is_err(), "a fifth request got in");
+        drop(passes);
+        assert_eq!(flow.permits.available_permits(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_lower_limit_is_reached_as_requests_leave() {
+        let flow = Flow::new(8, None);
+        let passes: Vec<Pass> = futures::future::join_all((0..8).map(|_| flow.enter())).await;
+        {
+            let mut s = flow.lock();
+            s.controller.limit = 3;
+        }
+        for pass in passes {
+            pass.finished();
+        }
+        assert_eq!(flow.permits.available_permits(), 3);
+    }
+}
