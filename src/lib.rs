@@ -9,8 +9,8 @@
 //!   SHA-256 digests, the LINEAR aggregate checksum, sparse-aware [`block::Source`]s.
 //! - [`store`]: the [`store::SnapshotStore`] trait with EBS direct-API semantics, and
 //!   its backends: the [`store::LocalStore`] (a directory; the default) and the
-//!   [`store::MemoryStore`] (for tests). [`store::conformance`] is the one test suite
-//!   every backend passes.
+//!   [`store::MemoryStore`] (for tests). `store::conformance` (feature `test-util`) is the
+//!   one test suite every backend passes.
 //! - [`engine`]: backup, restore, verify and diff over any store, with bounded memory
 //!   and progress reported through the [`engine::Progress`] trait.
 //!

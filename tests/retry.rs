@@ -50,7 +50,11 @@ impl Flaky {
 }
 
 #[async_trait]
-impl SnapshotStore for Flaky {
+impl StoreLayer for Flaky {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn identity(&self) -> String {
         "flaky".into()
     }
@@ -115,12 +119,6 @@ impl SnapshotStore for Flaky {
     async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
         self.hiccup()?;
         self.inner.delete_snapshot(id).await
-    }
-    async fn create_tags(&self, id: &SnapshotId, t: &[Tag]) -> StoreResult<()> {
-        self.inner.create_tags(id, t).await
-    }
-    async fn delete_tags(&self, id: &SnapshotId, t: &[TagFilter]) -> StoreResult<()> {
-        self.inner.delete_tags(id, t).await
     }
 }
 

@@ -3,13 +3,16 @@
 //! The trait mirrors the six EBS direct-API operations plus the EC2 calls that go with
 //! them (describe, list, delete). Every backend maps its failures into one
 //! meaning-based [`StoreError`], so the engine decides what to do by meaning, not by
-//! backend. [`conformance`] holds the one test suite every backend must pass.
+//! backend. `conformance` (feature `test-util`) holds the one test suite every
+//! backend must pass.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod ebs;
 pub mod ebs_tags;
 mod error;
+mod layer;
 pub mod local;
 pub mod location;
 pub mod memory;
@@ -22,6 +25,7 @@ mod token;
 mod types;
 
 pub use error::{StoreError, StoreResult, ValidationReason};
+pub use layer::StoreLayer;
 
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};

@@ -124,6 +124,7 @@ impl<S: SnapshotStore> RetryStore<S> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: SnapshotStore> SnapshotStore for RetryStore<S> {
     fn identity(&self) -> String {
         self.inner.identity()

@@ -87,7 +87,11 @@ pub fn unavailable() -> StoreError {
 }
 
 #[async_trait]
-impl SnapshotStore for Rigged {
+impl StoreLayer for Rigged {
+    type Inner = MemoryStore;
+    fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
     fn identity(&self) -> String {
         "rigged".into()
     }
@@ -119,25 +123,6 @@ impl SnapshotStore for Rigged {
         (self.after)(Call::Complete(id)).apply().await?;
         Ok(status)
     }
-    async fn list_blocks(&self, id: &SnapshotId, p: PageRequest) -> StoreResult<BlockPage> {
-        self.inner.list_blocks(id, p).await
-    }
-    async fn list_changed_blocks(
-        &self,
-        f: Option<&SnapshotId>,
-        s: &SnapshotId,
-        p: PageRequest,
-    ) -> StoreResult<ChangedBlockPage> {
-        self.inner.list_changed_blocks(f, s, p).await
-    }
-    async fn get_block(
-        &self,
-        id: &SnapshotId,
-        i: BlockIndex,
-        t: &BlockToken,
-    ) -> StoreResult<FetchedBlock> {
-        self.inner.get_block(id, i, t).await
-    }
     async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
         (self.before)(Call::Describe(id)).apply().await?;
         let mut info = self.inner.describe_snapshot(id).await?;
@@ -146,17 +131,8 @@ impl SnapshotStore for Rigged {
         }
         Ok(info)
     }
-    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
-        self.inner.list_snapshots().await
-    }
     async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
         (self.before)(Call::Delete(id)).apply().await?;
         self.inner.delete_snapshot(id).await
-    }
-    async fn create_tags(&self, id: &SnapshotId, t: &[Tag]) -> StoreResult<()> {
-        self.inner.create_tags(id, t).await
-    }
-    async fn delete_tags(&self, id: &SnapshotId, t: &[TagFilter]) -> StoreResult<()> {
-        self.inner.delete_tags(id, t).await
     }
 }
