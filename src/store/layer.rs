@@ -22,6 +22,10 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug {
         self.inner().identity()
     }
 
+    fn pace(&self) -> Option<u32> {
+        self.inner().pace()
+    }
+
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
         self.inner().start_snapshot(request).await
     }
@@ -100,6 +104,10 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug {
 impl<L: StoreLayer> SnapshotStore for L {
     fn identity(&self) -> String {
         StoreLayer::identity(self)
+    }
+
+    fn pace(&self) -> Option<u32> {
+        StoreLayer::pace(self)
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
