@@ -8,8 +8,8 @@ use crate::block::{BlockIndex, Digest, HashedBlock};
 use async_trait::async_trait;
 
 /// A store wrapped around another, [`StoreLayer::inner`]: each call it does not
-/// override goes to the inner store unchanged (`flush` included, which a
-/// [`SnapshotStore`] would otherwise answer with a no-op). Every `StoreLayer` is a
+/// override goes to the inner store unchanged (`flush` and `pace` included, which a
+/// [`SnapshotStore`] would otherwise answer with defaults of its own). Every `StoreLayer` is a
 /// [`SnapshotStore`]. A decorator that changes every call implements [`SnapshotStore`]
 /// itself, under `#[deny(clippy::missing_trait_methods)]`.
 #[async_trait]
@@ -20,6 +20,10 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug {
 
     fn identity(&self) -> String {
         self.inner().identity()
+    }
+
+    fn pace(&self) -> Option<u32> {
+        self.inner().pace()
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
@@ -100,6 +104,10 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug {
 impl<L: StoreLayer> SnapshotStore for L {
     fn identity(&self) -> String {
         StoreLayer::identity(self)
+    }
+
+    fn pace(&self) -> Option<u32> {
+        StoreLayer::pace(self)
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
