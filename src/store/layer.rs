@@ -8,8 +8,8 @@ use crate::block::{BlockIndex, Digest, HashedBlock};
 use async_trait::async_trait;
 
 /// A store wrapped around another, [`StoreLayer::inner`]: each call it does not
-/// override goes to the inner store unchanged (`flush` included, which a
-/// [`SnapshotStore`] would otherwise answer with a no-op). Every `StoreLayer` is a
+/// override goes to the inner store unchanged (`flush` and `pace` included, which a
+/// [`SnapshotStore`] would otherwise answer with defaults of its own). Every `StoreLayer` is a
 /// [`SnapshotStore`]. A decorator that changes every call implements [`SnapshotStore`]
 /// itself, under `#[deny(clippy::missing_trait_methods)]`.
 #[async_trait]

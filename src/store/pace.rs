@@ -175,18 +175,17 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// Only block transfers are paced; every other call goes straight through.
 #[async_trait]
-impl<S: SnapshotStore> SnapshotStore for PacedStore<S> {
-    fn identity(&self) -> String {
-        self.inner.identity()
+impl<S: SnapshotStore> StoreLayer for PacedStore<S> {
+    type Inner = S;
+
+    fn inner(&self) -> &S {
+        &self.inner
     }
 
     fn pace(&self) -> Option<u32> {
         Some(self.max_rate.get())
-    }
-
-    async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
-        self.inner.start_snapshot(request).await
     }
 
     async fn put_block(
@@ -200,32 +199,6 @@ impl<S: SnapshotStore> SnapshotStore for PacedStore<S> {
             .await
     }
 
-    async fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
-        self.inner.flush(id).await
-    }
-
-    async fn complete_snapshot(
-        &self,
-        id: &SnapshotId,
-        count: u64,
-        aggregate: Option<Digest>,
-    ) -> StoreResult<SnapshotStatus> {
-        self.inner.complete_snapshot(id, count, aggregate).await
-    }
-
-    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
-        self.inner.list_blocks(id, page).await
-    }
-
-    async fn list_changed_blocks(
-        &self,
-        first: Option<&SnapshotId>,
-        second: &SnapshotId,
-        page: PageRequest,
-    ) -> StoreResult<ChangedBlockPage> {
-        self.inner.list_changed_blocks(first, second, page).await
-    }
-
     async fn get_block(
         &self,
         id: &SnapshotId,
@@ -233,26 +206,6 @@ impl<S: SnapshotStore> SnapshotStore for PacedStore<S> {
         token: &BlockToken,
     ) -> StoreResult<FetchedBlock> {
         self.paced(self.inner.get_block(id, index, token)).await
-    }
-
-    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
-        self.inner.describe_snapshot(id).await
-    }
-
-    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
-        self.inner.list_snapshots().await
-    }
-
-    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
-        self.inner.delete_snapshot(id).await
-    }
-
-    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
-        self.inner.create_tags(id, tags).await
-    }
-
-    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {
-        self.inner.delete_tags(id, tags).await
     }
 }
 
