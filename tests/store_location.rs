@@ -6,7 +6,6 @@ mod common;
 
 use common::server::{ServeProcess, KEY_ID, SECRET};
 use common::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -35,15 +34,6 @@ fn ebsnap_at(env: &Env, cwd: &Path, location: &str, args: &[&str]) -> Output {
         .env_remove("AWS_ENDPOINT_URL_EC2")
         .output()
         .unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

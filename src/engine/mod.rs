@@ -75,8 +75,8 @@ pub(crate) async fn wait_until_completed(
     }
 }
 
-/// The snapshot's description, refusing one that cannot be read.
-pub(crate) async fn completed_snapshot(
+/// The snapshot's description, refusing one that is not completed.
+pub(crate) async fn described_completed(
     store: &dyn SnapshotStore,
     id: &SnapshotId,
 ) -> Result<SnapshotInfo> {
@@ -90,6 +90,15 @@ pub(crate) async fn completed_snapshot(
             status: info.status,
         });
     }
+    Ok(info)
+}
+
+/// The snapshot's description, refusing one that cannot be read.
+pub(crate) async fn completed_snapshot(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+) -> Result<SnapshotInfo> {
+    let info = described_completed(store, id).await?;
     if !info.block_size_ok() {
         return Err(Error::BlockSize {
             got: info.block_size,

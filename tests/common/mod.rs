@@ -94,6 +94,16 @@ pub fn fill_random(buf: &mut [u8], seed: u64) {
 }
 
 /// Polls `ready` until it holds; fails with `what` after a minute.
+/// A command's output, which must be a success: its one JSON object.
+pub fn ok_json(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !ready() {

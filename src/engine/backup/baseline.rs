@@ -10,7 +10,7 @@
 use crate::block::manifest::{ContentDigest, Entry, Manifest};
 use crate::block::BlockIndex;
 use crate::engine::pages::{BlockLister, ChangedLister};
-use crate::engine::SOURCE_PATH_TAG;
+use crate::engine::{described_completed, SOURCE_PATH_TAG};
 use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError, ValidationReason,
@@ -218,19 +218,7 @@ pub(crate) async fn choose_parent(
 ) -> Result<Option<SnapshotInfo>> {
     match choice {
         ParentChoice::Full => Ok(None),
-        ParentChoice::Snapshot(id) => {
-            let info = store
-                .describe_snapshot(id)
-                .await
-                .map_err(Error::store(id))?;
-            if info.status != SnapshotStatus::Completed {
-                return Err(Error::NotCompleted {
-                    snapshot: id.clone(),
-                    status: info.status,
-                });
-            }
-            Ok(Some(info))
-        }
+        ParentChoice::Snapshot(id) => Ok(Some(described_completed(store, id).await?)),
         ParentChoice::Auto => {
             if let Some(id) =
                 manifest.and_then(|m| m.header().snapshot_id.parse::<SnapshotId>().ok())
