@@ -3,7 +3,7 @@
 
 use super::pages::{BlockLister, ChangedLister};
 use super::{completed_snapshot, restored_size, Progress};
-use crate::block::{is_zero, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE};
+use crate::block::{is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source};
 use crate::engine::flow::Flow;
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{SnapshotId, SnapshotStore};
@@ -209,7 +209,8 @@ fn fetch_in_order<'a>(
 struct Comparison<'a> {
     source: &'a Source,
     data_blocks: std::iter::Peekable<crate::block::DataBlocks<'a>>,
-    buf: Vec<u8>,
+    // Aligned, so that the source reads it with O_DIRECT.
+    buf: AlignedBuf,
 }
 
 impl<'a> Comparison<'a> {
@@ -217,7 +218,7 @@ impl<'a> Comparison<'a> {
         Comparison {
             source,
             data_blocks: source.data_blocks().peekable(),
-            buf: vec![0; BLOCK_SIZE],
+            buf: AlignedBuf::new(),
         }
     }
 

@@ -1,10 +1,13 @@
 //! Operating-system primitives that more than one layer uses: durable file
-//! replacement, sparse files (SEEK_DATA/SEEK_HOLE, hole punching), and flock locks.
+//! replacement, sparse files (SEEK_DATA/SEEK_HOLE, hole punching), flock locks, and
+//! what the page cache holds.
 //! Below every other module: it knows nothing of blocks, stores or snapshots.
 
+mod cache;
 mod file;
 mod lock;
 
+pub(crate) use cache::fully_cached;
 pub(crate) use file::{
     atomic_write, data_extents, next_data_extent, punch_hole, seek_data, sync_dir, tmp_path,
 };

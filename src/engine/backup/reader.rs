@@ -17,8 +17,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Blocks read and hashed together: enough to keep both cores busy, small enough to
-/// keep memory low (16 blocks = 8 MiB).
-pub(crate) const BATCH_BLOCKS: usize = 16;
+/// keep memory low. The batches in the channel, the one being read and the one being
+/// sent all hold their buffers: 32 blocks (16 MiB) beside what is in flight.
+pub(crate) const BATCH_BLOCKS: usize = 8;
 /// Batches waiting for the writer: reading runs this far ahead of the uploads.
 const BATCHES_AHEAD: usize = 2;
 
