@@ -43,6 +43,7 @@ pub mod store;
 mod sys;
 
 pub use engine::{Error, Result};
+pub use sys::set_direct_io;
 
 /// Entry points for the fuzz targets (`fuzz/`): the parsers of requests and of the
 /// store's files. Not an API.

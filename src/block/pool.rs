@@ -15,6 +15,14 @@ use std::sync::{Arc, Mutex};
 /// Alignment of pooled buffers: what `O_DIRECT` asks of memory on common devices.
 pub const BUFFER_ALIGN: usize = 4096;
 
+/// Whether `O_DIRECT` may move `buf` at `offset`: memory, length and offset aligned.
+pub fn direct_io_fits(buf: &[u8], offset: u64) -> bool {
+    !buf.is_empty()
+        && (buf.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN)
+        && buf.len().is_multiple_of(BUFFER_ALIGN)
+        && offset.is_multiple_of(BUFFER_ALIGN as u64)
+}
+
 /// One block-sized, 4 KiB-aligned, zero-initialized heap buffer.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,

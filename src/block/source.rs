@@ -1,6 +1,6 @@
 //! Backup sources: disk images (regular files, sparse-aware) and block devices.
 
-use super::{blocks_for_bytes, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64, BUFFER_ALIGN};
+use super::{blocks_for_bytes, direct_io_fits, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -48,8 +48,8 @@ impl Source {
             ));
         };
         Ok(Source {
+            direct: crate::sys::reopen_direct(&file, crate::sys::Access::Read),
             file,
-            direct: open_direct(path),
             path: path.to_owned(),
             size,
             kind,
@@ -97,13 +97,10 @@ impl Source {
         let Some(direct) = &self.direct else {
             return Ok(false);
         };
-        let aligned = (buf.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN)
-            && buf.len().is_multiple_of(BUFFER_ALIGN)
-            && offset.is_multiple_of(BUFFER_ALIGN as u64);
         // What the page cache holds whole (an image just written, say) is copied
         // from it: cheaper than reading the disk again.
         let cached = || crate::sys::fully_cached(&self.file, offset, buf.len() as u64);
-        if !aligned || buf.is_empty() || cached() == Some(true) {
+        if !direct_io_fits(buf, offset) || cached() == Some(true) {
             return Ok(false);
         }
         match direct.read_exact_at(buf, offset) {
@@ -138,17 +135,6 @@ impl Source {
     fn next_extent(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
         crate::sys::next_data_extent(&self.file, pos, self.size)
     }
-}
-
-/// A second, read-only descriptor with `O_DIRECT`, or `None` where the filesystem
-/// (tmpfs, for one) refuses it.
-fn open_direct(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
 }
 
 /// Size of a block device in bytes (BLKGETSIZE64).

@@ -2,7 +2,7 @@
 //! only when whole) or a block device (every block written, zeros included); or, for an
 //! incremental restore, an existing file or device changed in place.
 
-use crate::block::{source::device_size, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
+use crate::block::{direct_io_fits, source::device_size, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::engine::{Error, Result};
 use crate::store::SnapshotId;
 use std::fs::{File, OpenOptions};
@@ -24,6 +24,10 @@ enum Kind {
 #[derive(Debug)]
 pub(crate) struct Target {
     file: File,
+    /// The same file with `O_DIRECT`, for whole aligned blocks: no copy into the page
+    /// cache, no writeback to wait for at the end, and a restore of a large disk
+    /// does not push the host's own data out of the cache. `None` where refused.
+    direct: Option<File>,
     path: PathBuf,
     kind: Kind,
     /// Bytes the restore produces; blocks are cut at this size.
@@ -100,6 +104,7 @@ impl Target {
 
     fn new(file: File, path: &Path, kind: Kind, size: u64) -> Target {
         Target {
+            direct: crate::sys::reopen_direct(&file, crate::sys::Access::Write),
             file,
             path: path.to_owned(),
             kind,
@@ -207,12 +212,38 @@ impl Target {
         // A device takes no inode lock for a write: its writes need not take turns.
         let turn =
             (!self.is_device()).then(|| self.writing.lock().unwrap_or_else(|e| e.into_inner()));
-        self.file
-            .write_all_at(&data[..len], index.offset())
+        let (data, offset) = (&data[..len], index.offset());
+        let direct = self
+            .write_direct(data, offset)
             .map_err(target_error("writing", self.write_path()))?;
+        if !direct {
+            self.file
+                .write_all_at(data, offset)
+                .map_err(target_error("writing", self.write_path()))?;
+        }
         drop(turn);
-        start_writeback(&self.file, index.offset(), len as u64);
+        if !direct {
+            start_writeback(&self.file, offset, len as u64);
+        }
         Ok(len as u64)
+    }
+
+    /// Writes `data` at `offset` with `O_DIRECT` where it fits: `Ok(false)` when the
+    /// caller must write through the page cache instead.
+    fn write_direct(&self, data: &[u8], offset: u64) -> std::io::Result<bool> {
+        let Some(direct) = self
+            .direct
+            .as_ref()
+            .filter(|_| direct_io_fits(data, offset))
+        else {
+            return Ok(false);
+        };
+        match direct.write_all_at(data, offset) {
+            Ok(()) => Ok(true),
+            // Some filesystems accept O_DIRECT at open and refuse it on write.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens an existing file or device that holds an earlier snapshot, to bring it to

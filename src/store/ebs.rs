@@ -7,12 +7,14 @@
 //! are hidden again when a snapshot is described.
 
 use super::*;
-use crate::block::{BlockIndex, Digest, HashedBlock, BLOCK_SIZE};
+use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock, BLOCK_SIZE};
 use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types as et;
 use aws_sdk_ec2::types as ct;
 use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use super::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, MANAGED_TAG, PARENT_TAG};
@@ -38,7 +40,13 @@ pub struct EbsStore {
     ebs: aws_sdk_ebs::Client,
     ec2: aws_sdk_ec2::Client,
     identity: String,
+    /// Buffers that fetched blocks are gathered into (see [`EbsStore::gather`]).
+    buffers: Arc<BufferPool>,
 }
+
+/// Spare fetched-block buffers kept for reuse: enough for the blocks that land
+/// between two writes, without holding memory that nothing is in flight for.
+const SPARE_BUFFERS: usize = 32;
 
 impl EbsStore {
     pub async fn connect(options: &EbsOptions) -> EbsStore {
@@ -83,7 +91,31 @@ impl EbsStore {
             ebs: aws_sdk_ebs::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
             identity,
+            buffers: BufferPool::new(SPARE_BUFFERS),
         }
+    }
+
+    /// Gathers a block's body, which arrives in pieces, into one pooled buffer: the
+    /// one copy it needs anyway, into memory aligned for a restore's `O_DIRECT`
+    /// writes. Anything but exactly one block is an unusable answer.
+    async fn gather(&self, mut body: ByteStream, context: &str) -> StoreResult<Bytes> {
+        let unusable = |message: String| StoreError::Unavailable {
+            message: format!("{context}: {message}"),
+        };
+        let mut buf = self.buffers.take();
+        let mut len = 0;
+        while let Some(piece) = body.try_next().await.map_err(|e| unusable(e.to_string()))? {
+            let end = len + piece.len();
+            if end > BLOCK_SIZE {
+                return Err(unusable(format!("more than {BLOCK_SIZE} bytes")));
+            }
+            buf[len..end].copy_from_slice(&piece);
+            len = end;
+        }
+        if len != BLOCK_SIZE {
+            return Err(unusable(format!("{len} bytes instead of {BLOCK_SIZE}")));
+        }
+        Ok(self.buffers.freeze(buf))
     }
 }
 
@@ -472,19 +504,7 @@ impl SnapshotStore for EbsStore {
             .ok_or_else(|| StoreError::Unavailable {
                 message: format!("{context}: no checksum in the answer"),
             })?;
-        let data = out
-            .block_data
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                message: format!("{context}: {e}"),
-            })?
-            .into_bytes();
-        if data.len() != BLOCK_SIZE {
-            return Err(StoreError::Unavailable {
-                message: format!("{context}: {} bytes instead of {BLOCK_SIZE}", data.len()),
-            });
-        }
+        let data = self.gather(out.block_data, &context).await?;
         Ok(FetchedBlock { data, checksum })
     }
 

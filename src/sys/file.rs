@@ -96,3 +96,41 @@ fn lseek(file: &File, pos: u64, whence: i32) -> io::Result<Option<u64>> {
         _ => Err(err),
     }
 }
+
+/// Whether a file was opened for reading or for writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// Whether `O_DIRECT` may be used at all: the process's choice, made once at start.
+static DIRECT_IO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns `O_DIRECT` off (or on again) for every file opened from now on: sources,
+/// restore targets and the local store's packs then go through the page cache.
+pub fn set_direct_io(enabled: bool) {
+    DIRECT_IO.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn direct_io() -> bool {
+    DIRECT_IO.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A second descriptor of an open file with `O_DIRECT`, or `None` where that is
+/// refused (tmpfs refuses it; so would a system without `/proc`) or turned off. It is reopened
+/// through `/proc/self/fd`, so it names the very file `file` names, never whatever
+/// the path names by now.
+pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    if !direct_io() {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(access == Access::Read)
+        .write(access == Access::Write)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()
+}

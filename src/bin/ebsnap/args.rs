@@ -67,6 +67,13 @@ pub struct Global {
     /// on a local store. Throttling slows requests down whatever the limit.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_rate: Option<u32>,
+
+    /// Read and write disks and packs through the page cache only. By default whole
+    /// blocks that are not cached are read, and restored blocks written, with O_DIRECT
+    /// where the filesystem allows it: no copy through the cache, and a backup or
+    /// restore of a whole disk does not push the host's cached data out.
+    #[arg(long, global = true, env = "EBSNAP_NO_DIRECT_IO", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_direct_io: bool,
 }
 
 impl Global {

@@ -34,6 +34,7 @@ fn run(cli: Cli) -> exit::Result<Exit> {
         .enable_all()
         .build()
         .expect("tokio runtime starts");
+    ebsnap::set_direct_io(!cli.global.no_direct_io);
     let ctx = Context::new(cli.global)?;
     runtime.block_on(cli.command.run(&ctx))
 }

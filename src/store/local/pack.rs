@@ -394,6 +394,9 @@ impl SlotWriter {
 
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    if !crate::sys::direct_io() {
+        return None;
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
