@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{build_release, cores, openssl_sha256_mbps, run, vm_hwm, write_random, MIB};
+use common::{
+    build_release, cores, dd_fdatasync_seconds, evict, measure, openssl_sha256_mbps, run, vm_hwm,
+    write_random, Measured, MIB,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -36,6 +39,7 @@ fn main() {
     let (secs, rss) = backup(&bin, dir.path(), &dense, "dense");
     let mbps = 1024.0 * MIB as f64 / 1e6 / secs;
     println!("dense 1 GiB backup: {secs:.2} s, {mbps:.0} MB/s = {:.0}% of the SHA-256 limit; peak RSS {:.1} MiB", 100.0 * mbps / limit, rss as f64 / MIB as f64);
+    against_dd(&bin, dir.path(), &dense);
 
     let sparse = dir.path().join("sparse-64g.img");
     write_random(&sparse, 64 * 1024 * MIB, 17 * 1024 * MIB, 100 * MIB);
@@ -168,6 +172,58 @@ fn incremental(bin: &Path, dir: &Path) {
 }
 
 /// cores x openssl's single-core SHA-256 rate at 512 KiB, in MB/s.
+/// The local store's write path against the machine's durable-write figure, both
+/// from a cold image (as a disk is in the field): `dd bs=8M conv=fdatasync` of the
+/// image, then full backups into a store on the same disk, three runs each (the
+/// fastest counts: this VM's disk is shared). Then a store in tmpfs against
+/// `--dry-run`, which hashes without writing: what the write path itself costs.
+fn against_dd(bin: &Path, dir: &Path, image: &Path) {
+    let best = |f: &mut dyn FnMut() -> Measured| {
+        (0..3)
+            .map(|_| f())
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+            .unwrap()
+    };
+    let dd = best(&mut || {
+        evict(image);
+        let seconds = dd_fdatasync_seconds(image, dir);
+        Measured {
+            seconds,
+            cpu_seconds: 0.0,
+            peak_rss: 0,
+            stdout: Vec::new(),
+        }
+    });
+    let mut n = 0;
+    let mut into = |store_dir: &Path, extra: &[&str]| {
+        n += 1;
+        let store = store_dir.join(format!("store-vs-dd-{n}"));
+        evict(image);
+        let m = measure(
+            Command::new(bin)
+                .arg("--store")
+                .arg(&store)
+                .args(["backup", "-q", "--full"])
+                .args(extra)
+                .arg(image),
+        );
+        let _ = std::fs::remove_dir_all(&store);
+        m
+    };
+    let disk = best(&mut || into(dir, &[]));
+    println!(
+        "local store on this disk, 1 GiB cold: ebsnap backup {:.2} s ({:.2} CPU-s); dd conv=fdatasync {:.2} s; ebsnap/dd speed {:.2}",
+        disk.seconds, disk.cpu_seconds, dd.seconds, dd.seconds / disk.seconds
+    );
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let tmpfs = best(&mut || into(shm.path(), &[]));
+    let dry = best(&mut || into(shm.path(), &["--dry-run"]));
+    println!(
+        "local store in tmpfs, 1 GiB cold: ebsnap backup {:.2} s ({:.2} CPU-s); --dry-run {:.2} s ({:.2} CPU-s)",
+        tmpfs.seconds, tmpfs.cpu_seconds, dry.seconds, dry.cpu_seconds
+    );
+}
+
 fn sha256_limit_mbps() -> f64 {
     let per_core = openssl_sha256_mbps(3).expect("openssl speed runs");
     println!("openssl speed -evp sha256 (512 KiB): {per_core:.0} MB/s per core");

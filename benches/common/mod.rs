@@ -136,3 +136,14 @@ pub fn dd_fdatasync_seconds(image: &Path, dir: &Path) -> f64 {
     std::fs::remove_file(out).unwrap();
     secs
 }
+
+/// Writes `path`'s pages back and drops them from the page cache, so that the next
+/// reader reads the disk: the state of a disk that a backup finds in the field.
+pub fn evict(path: &Path) {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: a hint on our own descriptor.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise on {}", path.display());
+}

@@ -32,6 +32,10 @@ const ROUND_MIN: Duration = Duration::from_millis(50);
 const HISTORY: usize = 16;
 /// Steady rounds between probes.
 const PROBE_EVERY: u32 = 3;
+/// How far past Little's law the ceiling lies: room for latency's jitter. Each block
+/// in flight costs about 0.8 MiB (the block, and the HTTP client's buffer for it), so
+/// at 100 ms and 1000 requests/s this keeps a transfer under 128 MiB.
+const CEILING_MARGIN: f64 = 1.15;
 
 /// What one round measured.
 #[derive(Clone, Copy, Debug)]
@@ -206,12 +210,14 @@ impl Controller {
     }
 
     /// The most worth having in flight: `--workers`, and with a pace, what that rate
-    /// needs at the base latency (Little's law) and a quarter more. Beyond, requests
-    /// only wait for the pace, holding their blocks.
+    /// needs at the base latency (Little's law) and [`CEILING_MARGIN`] more. Beyond,
+    /// requests only wait for the pace, holding their blocks.
     fn ceiling(&self) -> usize {
         let base = self.base_latency().as_secs_f64();
         match self.max_rate {
-            Some(rate) if base > 0.0 => ((rate * base * 1.25).ceil() as usize).clamp(1, self.max),
+            Some(rate) if base > 0.0 => {
+                ((rate * base * CEILING_MARGIN).ceil() as usize).clamp(1, self.max)
+            }
             _ => self.max,
         }
     }

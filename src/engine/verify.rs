@@ -4,7 +4,7 @@
 use super::pages::{BlockLister, ChangedLister};
 use super::{completed_snapshot, restored_size, Progress};
 use crate::block::{is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source};
-use crate::engine::flow::Flow;
+use crate::engine::flow::{Flow, Pass};
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use bytes::Bytes;
@@ -36,9 +36,13 @@ pub struct VerifyReport {
 /// One block read back: its index, data, the store's checksum and the real one.
 struct Checked {
     index: BlockIndex,
-    data: Bytes,
+    /// The block's data, kept only for a comparison with a source.
+    data: Option<Bytes>,
     stored: Digest,
     actual: Digest,
+    /// The block's place in flight, given back when the block has been looked at: what
+    /// is held is bounded by the flow, however slow one early block is.
+    _pass: Pass,
 }
 
 pub async fn verify(
@@ -73,7 +77,8 @@ pub async fn verify(
     let own = own_blocks(&*store, &info).await?;
     let mut aggregate = own.as_ref().map(|_| LinearAggregate::new());
     progress.start(&format!("verify {id}"), size);
-    let mut checked = Box::pin(fetch_in_order(&*store, id, workers));
+    let keep_data = compare.is_some();
+    let mut checked = Box::pin(fetch_in_order(&*store, id, workers, keep_data));
     while let Some(block) = checked.try_next().await? {
         report.blocks_checked += 1;
         if block.actual != block.stored {
@@ -90,8 +95,8 @@ pub async fn verify(
                     what: Inconsistency::Aggregate(e),
                 })?;
         }
-        if let Some(c) = &mut compare {
-            c.snapshot_block(block.index, &block.data, &mut report.different_blocks)?;
+        if let (Some(c), Some(data)) = (&mut compare, &block.data) {
+            c.snapshot_block(block.index, data, &mut report.different_blocks)?;
         }
         progress.set(block.index.next().offset().min(size));
     }
@@ -158,21 +163,20 @@ impl OwnBlocks {
     }
 }
 
-/// Blocks fetched ahead of the one the aggregate waits for, beyond those in flight: a
-/// slow block (one being retried) holds up the stream only once this many more behind
-/// it are in. Memory is what is in flight and this.
+/// Futures queued behind the one the aggregate waits for, beyond the flow's ceiling.
+/// They hold nothing until the flow lets them in: each block fetched holds its place
+/// in flight until it has been looked at, so memory is bounded by the flow's limit.
 const FETCHED_AHEAD: usize = 64;
 
-/// Every block of the snapshot, fetched at most `workers` at a time (the flow finds
-/// how many), hashed off the async threads, and yielded in index order (the aggregate
-/// needs that order).
+/// Every block of the snapshot, fetched as many at a time as the flow finds best (at
+/// most `workers`), hashed off the async threads, and yielded in index order (the
+/// aggregate needs that order). With `keep_data`, each comes with its data.
 fn fetch_in_order<'a>(
     store: &'a dyn SnapshotStore,
     id: &'a SnapshotId,
     workers: usize,
+    keep_data: bool,
 ) -> impl futures::Stream<Item = Result<Checked>> + 'a {
-    // Requests in flight are bounded by the flow; the ordered buffer is larger, so
-    // that later blocks keep arriving while an early one is slow.
     let flow = Flow::new(workers, store.pace());
     let ahead = flow.max() + FETCHED_AHEAD;
     let refs = stream::try_unfold(BlockLister::new(store, id), move |mut pages| async move {
@@ -183,21 +187,22 @@ fn fetch_in_order<'a>(
     refs.map_ok(move |block| {
         let flow = flow.clone();
         async move {
-            let pass = flow.enter().await;
+            let mut pass = flow.enter().await;
             let fetched = store
                 .get_block(id, block.index, &block.token)
                 .await
                 .map_err(Error::block(id, block.index))?;
-            pass.finished();
+            pass.measure();
             let data = fetched.data.clone();
             let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
                 .await
                 .expect("hashing panicked");
             Ok(Checked {
                 index: block.index,
-                data: fetched.data,
+                data: keep_data.then_some(fetched.data),
                 stored: fetched.checksum,
                 actual,
+                _pass: pass,
             })
         }
     })
