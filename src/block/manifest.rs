@@ -10,7 +10,7 @@
 
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -158,7 +158,7 @@ pub struct ManifestWriter {
 impl ManifestWriter {
     pub fn create(path: &Path) -> io::Result<ManifestWriter> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::sys::private_dir_all(dir)?;
         }
         // A name of its own: a second writer (which the caller's lock should prevent)
         // could never truncate or rename this one's file.
@@ -170,7 +170,7 @@ impl ManifestWriter {
             std::process::id(),
             u64::from_le_bytes(nonce)
         ));
-        let file = OpenOptions::new()
+        let file = crate::sys::private_options()
             .read(true)
             .write(true)
             .create_new(true)

@@ -63,7 +63,7 @@ fn atomic_json(path: &Path, value: &impl Serialize) -> Result<()> {
         path: path.to_owned(),
         source: e,
     };
-    std::fs::create_dir_all(path.parent().expect("a directory")).map_err(io)?;
+    sys::private_dir_all(path.parent().expect("a directory")).map_err(io)?;
     let json = serde_json::to_vec_pretty(value).expect("serializable");
     sys::atomic_write(path, &json).map_err(io)
 }
@@ -181,8 +181,8 @@ async fn lock_or_stop(
         path: path.to_owned(),
         source: e,
     };
-    std::fs::create_dir_all(path.parent().expect("a directory")).map_err(io)?;
-    let file = std::fs::OpenOptions::new()
+    sys::private_dir_all(path.parent().expect("a directory")).map_err(io)?;
+    let file = sys::private_options()
         .create(true)
         .truncate(false)
         .write(true)

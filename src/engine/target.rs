@@ -139,20 +139,20 @@ impl Target {
         let kind = Kind::File {
             partial: partial_path.clone(),
         };
-        let whole = |f: &File| f.metadata().is_ok_and(|m| m.is_file() && m.len() == size);
         if partial == Partial::Reopen {
-            let kept = OpenOptions::new().write(true).open(&partial_path);
-            if let Some(file) = kept.ok().filter(whole) {
+            let kept = crate::sys::private_options()
+                .write(true)
+                .open(&partial_path);
+            if let Some(file) = kept.ok().filter(|f| kept_whole(f, size)) {
                 let mut target = Target::new(file, path, kind, size);
                 target.reopened = true;
                 return Ok(target);
             }
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial_path)
+        // Created anew (O_EXCL, O_NOFOLLOW, 0600): a link or a file that someone who
+        // may write to the target's directory planted there is removed, never
+        // followed or written into.
+        let file = crate::sys::create_private(&partial_path)
             .map_err(target_error("cannot create", &partial_path))?;
         let target = Target::new(file, path, kind, size);
         // Set the size first: what is never written stays a hole and reads as zeros.
@@ -326,6 +326,16 @@ impl Target {
             .sync_all()
             .map_err(target_error("syncing", self.write_path()))?;
         if let Kind::File { partial } = &self.kind {
+            // A file replaced under --force keeps its mode (and a new one stays 0600):
+            // a restore never opens a file up to more readers than it had.
+            if let Some(old) = std::fs::symlink_metadata(&self.path)
+                .ok()
+                .filter(|m| m.is_file())
+            {
+                self.file
+                    .set_permissions(old.permissions())
+                    .map_err(target_error("cannot set the mode of", partial))?;
+            }
             std::fs::rename(partial, &self.path)
                 .map_err(target_error("renaming into place", &self.path))?;
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -345,6 +355,16 @@ impl Drop for Target {
             let _ = std::fs::remove_file(partial);
         }
     }
+}
+
+/// Whether a kept partial file can be resumed: a regular file of the restore's size,
+/// ours, and private (one that another user made, or could read, is started anew).
+fn kept_whole(file: &File, size: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    file.metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == size && m.uid() == me && m.mode() & 0o077 == 0)
 }
 
 /// Asks the kernel to start writing a range to disk now, without waiting: writeback

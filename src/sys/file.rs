@@ -1,16 +1,59 @@
-//! Files: crash-safe replacement and the layout of sparse files.
+//! Files: private creation, crash-safe replacement and the layout of sparse files.
+//!
+//! Everything ebsnap writes holds backup data or traces of it (block digests, device
+//! names, snapshot ids), so what it creates is private whatever the umask: files
+//! 0600, directories 0700. And it never writes through a symbolic link that someone
+//! else planted at a path it creates: files are opened with `O_NOFOLLOW`.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+/// Open options for a private file: created 0600 (the umask can only take bits
+/// away), and never opened through a symbolic link at its last component.
+pub(crate) fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    options
+}
+
+/// A new private file at `path`, opened read-write: whatever was there (a stale
+/// file, or a link someone planted, which is removed, not followed) is replaced, and
+/// the file is created anew (`O_EXCL`), so it is ours alone.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    private_options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Creates `dir` and its missing parents, each 0700, and makes `dir` itself 0700 if
+/// it already was there (a store or state directory that an older version, or
+/// the umask, left open to others). A directory of someone else is left as it is.
+pub(crate) fn private_dir_all(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid cannot fail.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    if meta.is_dir() && ours && meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
 
 /// Replaces `path` with `bytes` atomically: a temporary file, fsync, rename, directory
 /// fsync. A reader (or a crash) sees the old file or the new one, never a mix.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = tmp_path(path);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -122,8 +165,6 @@ pub(crate) fn direct_io() -> bool {
 /// through `/proc/self/fd`, so it names the very file `file` names, never whatever
 /// the path names by now.
 pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::io::AsRawFd;
     if !direct_io() {
         return None;
     }

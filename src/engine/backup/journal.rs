@@ -32,7 +32,7 @@ use super::baseline::Bitmap;
 use crate::block::{BlockIndex, Digest, Source, BLOCK_SIZE};
 use crate::store::SnapshotId;
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -95,14 +95,9 @@ impl UploadJournal {
     /// The header is durable (and the file in place) before StartSnapshot is sent.
     pub fn create(path: &Path, header: UploadHeader) -> io::Result<UploadJournal> {
         let dir = path.parent().expect("journals live in a directory");
-        std::fs::create_dir_all(dir)?;
+        crate::sys::private_dir_all(dir)?;
         let tmp = path.with_extension("journal.tmp");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let file = crate::sys::create_private(&tmp)?;
         let journal = UploadJournal {
             file,
             path: path.to_owned(),
@@ -116,7 +111,11 @@ impl UploadJournal {
 
     /// Opens the journal at `path`; `Ok(None)` when there is none.
     pub fn open(path: &Path) -> io::Result<Option<UploadJournal>> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let file = match crate::sys::private_options()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),

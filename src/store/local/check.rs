@@ -23,6 +23,9 @@ pub struct CheckReport {
     pub blocks_checked: u64,
     pub data_read: bool,
     pub damaged: Vec<Damage>,
+    /// Parts of the store that users other than its owner can read or enter: each
+    /// path, with its mode. The store holds whole disks; nothing in it should be.
+    pub readable_by_others: Vec<String>,
 }
 
 impl LocalStore {
@@ -107,6 +110,28 @@ impl Shared {
             }
         }
         report.ok = report.damaged.is_empty();
+        report.readable_by_others = readable_by_others(&self.root);
         Ok(report)
     }
+}
+
+/// The store's directories and files that group or others may read: the root, its
+/// directories, and what is in them (one level down: packs/ and snapshots/ are flat).
+fn readable_by_others(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = vec![root.to_owned()];
+    for dir in [root.to_owned(), root.join("packs"), root.join("snapshots")] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            paths.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let mode = std::fs::symlink_metadata(&p).ok()?.mode();
+            (mode & 0o044 != 0).then(|| format!("{} (mode {:o})", p.display(), mode & 0o7777))
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! Every metadata change is temp file + fsync + rename.
 
 use crate::store::{StoreError, StoreResult};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::Path;
 
 /// Replaces `path` with `bytes` atomically: a reader (or a crash) sees the old file or
@@ -13,7 +13,7 @@ pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> StoreResult<()> {
 }
 
 pub(super) fn open_rw(path: &Path, create: bool) -> StoreResult<File> {
-    OpenOptions::new()
+    crate::sys::private_options()
         .read(true)
         .write(true)
         .create(create)

@@ -12,7 +12,7 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 
 pub(super) fn create_layout(root: &Path) -> StoreResult<()> {
     for dir in [root.join("packs"), root.join("snapshots")] {
-        std::fs::create_dir_all(&dir)
+        crate::sys::private_dir_all(&dir)
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
     }
     let key_path = root.join("key");

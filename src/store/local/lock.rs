@@ -2,7 +2,7 @@
 
 use crate::store::{StoreError, StoreResult};
 use crate::sys::{take_lock, LockKind, LockWait};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
@@ -26,7 +26,7 @@ pub(crate) fn acquire(root: &Path, access: Access, wait: LockWait) -> StoreResul
     let path = root.join("lock");
     // A reader needs no write access to the store: flock works on a read-only handle.
     let writer = access == Access::Write;
-    let mut file = OpenOptions::new()
+    let mut file = crate::sys::private_options()
         .read(true)
         .write(writer)
         .create(writer)

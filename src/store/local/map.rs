@@ -158,7 +158,7 @@ pub(crate) struct MapWriter {
 impl MapWriter {
     pub fn create(path: &Path) -> StoreResult<MapWriter> {
         let tmp = tmp_path(path);
-        let file = File::create(&tmp)
+        let file = crate::sys::create_private(&tmp)
             .map_err(|e| StoreError::io(format!("creating {}", tmp.display()), e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let header = [*MAP_MAGIC, [0; 8]].concat();

@@ -76,7 +76,7 @@ impl LocalStore {
     pub fn open(root: &Path, access: Access, wait: LockWait) -> StoreResult<LocalStore> {
         let format_path = root.join(FORMAT_FILE);
         if access == Access::Write {
-            std::fs::create_dir_all(root)
+            crate::sys::private_dir_all(root)
                 .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
         } else if !format_path.exists() {
             return Err(StoreError::NotFound {

@@ -23,6 +23,16 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     let report = tokio::task::spawn_blocking(move || store.check(args.read_data))
         .await
         .expect("check panicked")?;
+    if let Some(first) = report.readable_by_others.first() {
+        tracing::warn!(
+            "the store can be read by other users: {first}{}; make it private with chmod -R go-rwx {}",
+            match report.readable_by_others.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            },
+            dir.display()
+        );
+    }
     ctx.output.result(&text(&report), &report)?;
     Ok(Exit::checked(report.ok))
 }
