@@ -1303,3 +1303,24 @@ fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
     out.extend_from_slice(b"0\r\n\r\n");
     out
 }
+
+/// A signed PutSnapshotBlock without its required checksum headers is the client's
+/// modeled mistake (400 ValidationException naming the header), not a signature
+/// that fails to match.
+#[test]
+fn a_put_without_its_checksum_headers_is_a_validation_error() {
+    let mut fx = Fixture::start();
+    let data = block(7);
+    for missing in ["x-amz-checksum", "x-amz-checksum-algorithm"] {
+        let put = fx
+            .put_block(&fx.pending.to_string(), "3", &data.digest())
+            .without(missing)
+            .header("content-length", BLOCK.to_string())
+            .signed()
+            .body(data.data().to_vec());
+        let reply = fx.send(&put).reply();
+        reply.assert_ebs(400, "ValidationException");
+        assert!(reply.text().contains(missing), "{}", reply.text());
+        fx.assert_intact(missing);
+    }
+}

@@ -225,6 +225,21 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
             return refusal(ec2, &request, e);
         }
     }
+    // A required header that is missing is the client's modeled mistake, named as
+    // such, not a signature that fails to match for want of it.
+    for required in put_block
+        .then_some(["x-amz-checksum", "x-amz-checksum-algorithm"])
+        .into_iter()
+        .flatten()
+    {
+        if !request.headers().contains_key(required) {
+            return EbsError::validation(
+                crate::store::ValidationReason::InvalidParameterValue,
+                format!("PutSnapshotBlock needs the {required} header"),
+            )
+            .into_response();
+        }
+    }
     // A body announced larger than the limit is refused before it is waited for.
     let declared = declared_length(&request);
     if declared.is_some_and(|n| n > MAX_BODY as u64) {

@@ -4,7 +4,9 @@
 
 use super::{BlockToken, PageToken, SnapshotId, StoreError, StoreResult, ValidationReason};
 use crate::block::BlockIndex;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+// The service model's pattern for both kinds is `^[A-Za-z0-9+/=]+$`: the standard
+// alphabet. Tokens made before it was used (URL-safe, no padding) are still read.
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as OLD_B64};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -60,7 +62,7 @@ impl TokenKey {
 
     /// The index inside a token sealed for `scope`, if the token is genuine and unexpired.
     fn open(&self, scope: &str, token: &str) -> Option<BlockIndex> {
-        let raw = B64.decode(token).ok()?;
+        let raw = B64.decode(token).or_else(|_| OLD_B64.decode(token)).ok()?;
         if raw.len() != 16 + MAC_LEN {
             return None;
         }
@@ -152,5 +154,21 @@ mod tests {
         assert!(key
             .open_page_token("blocks/x", &PageToken("garbage".into()))
             .is_err());
+    }
+
+    #[test]
+    fn tokens_match_the_service_models_pattern() {
+        let key = TokenKey::random();
+        let id = SnapshotId::generate();
+        for i in [0, 1, 62, 63, 1 << 20, u64::from(u32::MAX)] {
+            let token = key.block_token(&id, BlockIndex(i)).0;
+            assert!(token.len() <= 256, "{token}");
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+                "{token}"
+            );
+        }
     }
 }
