@@ -166,3 +166,39 @@ fn check_names_a_store_that_others_can_read() {
         serde_json::json!([])
     );
 }
+
+/// Anyone allowed CreateTags can change `ebsnap:source-bytes`. A snapshot whose blocks
+/// hold data past the size it records is inconsistent: restore and verify refuse it
+/// (exit 3, naming the tag) instead of cutting the data short and saying OK.
+#[test]
+fn a_shrunken_source_bytes_tag_is_refused_not_obeyed() {
+    use ebsnap::store::local::{Access, LockWait};
+    use ebsnap::store::{LocalStore, SnapshotId, SnapshotStore, Tag};
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 6, 6);
+    let id = env.backup(&image)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    {
+        let store = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+        let tag = Tag {
+            key: "ebsnap:source-bytes".into(),
+            value: common::BLOCK.to_string(),
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let snapshot: SnapshotId = id.parse().unwrap();
+        rt.block_on(store.create_tags(&snapshot, &[tag])).unwrap();
+    }
+    let target = env.path("restored.img");
+    for args in [
+        vec!["restore", id.as_str(), target.to_str().unwrap()],
+        vec!["verify", id.as_str()],
+    ] {
+        let out = env.ebsnap(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(stderr.contains("ebsnap:source-bytes"), "{stderr}");
+    }
+    assert!(!target.exists(), "no cut-short restore is left in place");
+}

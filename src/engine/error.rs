@@ -142,6 +142,13 @@ pub enum Inconsistency {
     ListedOutOfOrder { index: BlockIndex },
     #[error("{0}")]
     Aggregate(OutOfOrder),
+    /// Data past the size the snapshot records: the tag was changed (anyone allowed
+    /// CreateTags can), or the snapshot was not made by ebsnap as it says.
+    #[error(
+        "block {index} holds data beyond the {size} bytes that the snapshot's {} tag records",
+        crate::engine::SOURCE_BYTES_TAG
+    )]
+    DataBeyondSize { index: BlockIndex, size: u64 },
 }
 
 impl Error {
@@ -152,6 +159,7 @@ impl Error {
         matches!(
             self,
             Error::BadBlock { .. }
+                | Error::Inconsistent { .. }
                 | Error::Store {
                     index: None,
                     source: StoreError::Corrupt { .. },

@@ -194,6 +194,16 @@ impl Target {
         matches!(self.kind, Kind::Device)
     }
 
+    /// The bytes of block `index` that lie within the restore's size (0 past it).
+    pub fn bytes_of(&self, index: BlockIndex) -> usize {
+        self.size.saturating_sub(index.offset()).min(BLOCK_SIZE_U64) as usize
+    }
+
+    /// Bytes the restore produces.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Blocks the restore covers.
     pub fn blocks(&self) -> u64 {
         crate::block::blocks_for_bytes(self.size)

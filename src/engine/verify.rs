@@ -3,7 +3,9 @@
 
 use super::pages::{BlockLister, ChangedLister};
 use super::{completed_snapshot, restored_size, Progress};
-use crate::block::{is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source};
+use crate::block::{
+    is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE_U64,
+};
 use crate::engine::flow::{Flow, Pass};
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{SnapshotId, SnapshotStore};
@@ -40,6 +42,8 @@ struct Checked {
     data: Option<Bytes>,
     stored: Digest,
     actual: Digest,
+    /// Whether the block holds data past the size the snapshot records.
+    beyond_size: bool,
     /// The block's place in flight, given back when the block has been looked at: what
     /// is held is bounded by the flow, however slow one early block is.
     _pass: Pass,
@@ -78,9 +82,18 @@ pub async fn verify(
     let mut aggregate = own.as_ref().map(|_| LinearAggregate::new());
     progress.start(&format!("verify {id}"), size);
     let keep_data = compare.is_some();
-    let mut checked = Box::pin(fetch_in_order(&*store, id, workers, keep_data));
+    let mut checked = Box::pin(fetch_in_order(&*store, id, workers, keep_data, size));
     while let Some(block) = checked.try_next().await? {
         report.blocks_checked += 1;
+        if block.beyond_size {
+            return Err(Error::Inconsistent {
+                snapshot: id.clone(),
+                what: Inconsistency::DataBeyondSize {
+                    index: block.index,
+                    size,
+                },
+            });
+        }
         if block.actual != block.stored {
             report.bad_blocks.push(block.index.0);
         }
@@ -170,12 +183,14 @@ const FETCHED_AHEAD: usize = 64;
 
 /// Every block of the snapshot, fetched as many at a time as the flow finds best (at
 /// most `workers`), hashed off the async threads, and yielded in index order (the
-/// aggregate needs that order). With `keep_data`, each comes with its data.
+/// aggregate needs that order). With `keep_data`, each comes with its data; each
+/// says whether it holds data past `size`.
 fn fetch_in_order<'a>(
     store: &'a dyn SnapshotStore,
     id: &'a SnapshotId,
     workers: usize,
     keep_data: bool,
+    size: u64,
 ) -> impl futures::Stream<Item = Result<Checked>> + 'a {
     let flow = Flow::new(workers, store.pace());
     let ahead = flow.max() + FETCHED_AHEAD;
@@ -194,14 +209,19 @@ fn fetch_in_order<'a>(
                 .map_err(Error::block(id, block.index))?;
             pass.measure();
             let data = fetched.data.clone();
-            let actual = tokio::task::spawn_blocking(move || Digest::of(&data))
-                .await
-                .expect("hashing panicked");
+            let kept = size
+                .saturating_sub(block.index.offset())
+                .min(BLOCK_SIZE_U64) as usize;
+            let (actual, beyond_size) =
+                tokio::task::spawn_blocking(move || (Digest::of(&data), !is_zero(&data[kept..])))
+                    .await
+                    .expect("hashing panicked");
             Ok(Checked {
                 index: block.index,
                 data: keep_data.then_some(fetched.data),
                 stored: fetched.checksum,
                 actual,
+                beyond_size,
                 _pass: pass,
             })
         }

@@ -110,18 +110,16 @@ pub(super) async fn write_all(
     let looped = async {
         let mut lister = BlockLister::new(&**store, id);
         while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
-            for block in page
-                .into_iter()
-                .filter(|b| b.index >= start && b.index < end)
-            {
+            // Blocks past the end are fetched too: they may only hold zeros.
+            for block in page.into_iter().filter(|b| b.index >= start) {
                 if block.index < next {
                     return Err(Error::Inconsistent {
                         snapshot: id.clone(),
                         what: Inconsistency::ListedOutOfOrder { index: block.index },
                     });
                 }
-                let (store, id, task_target, gap) =
-                    (store.clone(), id.clone(), target.clone(), next..block.index);
+                let gap = next.min(end)..block.index.min(end);
+                let (store, id, task_target) = (store.clone(), id.clone(), target.clone());
                 let first = next;
                 next = block.index.next();
                 tasks
@@ -158,10 +156,10 @@ pub(super) async fn write_changed(
     let looped = async {
         let mut page = first;
         while let Some(blocks) = page {
-            for changed in blocks
-                .into_iter()
-                .filter(|b| b.index >= start && b.index < end)
-            {
+            // Blocks past the end with data are fetched too: they may only hold zeros.
+            let wanted =
+                |b: &ChangedBlock| b.index >= start && (b.index < end || b.second_token.is_some());
+            for changed in blocks.into_iter().filter(wanted) {
                 let (store, id, task_target, index) =
                     (store.clone(), id.clone(), target.clone(), changed.index);
                 let token: Option<BlockToken> = changed.second_token;
@@ -242,6 +240,19 @@ async fn fetch_and_write(
             fetched: 1,
             ..Counts::default()
         };
+        let kept = target.bytes_of(index);
+        if !is_zero(&fetched.data[kept..]) {
+            return Err(Error::Inconsistent {
+                snapshot: id,
+                what: Inconsistency::DataBeyondSize {
+                    index,
+                    size: target.size(),
+                },
+            });
+        }
+        if kept == 0 {
+            return Ok(done);
+        }
         if is_zero(&fetched.data) && !target.is_device() {
             // A new file reads zeros where nothing is written; an existing one gets a hole.
             if target.in_place() {
