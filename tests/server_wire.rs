@@ -112,6 +112,12 @@ async fn http(
     }
 }
 
+/// A token as a query value: percent-encoded, as every client sends it (tokens use the
+/// standard base64 alphabet, whose `+` would otherwise read as a space).
+fn query_value(token: &str) -> String {
+    percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 fn put_headers(checksum: Digest, length: usize) -> Vec<(&'static str, String)> {
     vec![
         ("x-amz-data-length", length.to_string()),
@@ -157,14 +163,14 @@ async fn reads_with_bad_ids_and_tokens_are_refused() {
     let page = store.list_blocks(&a, PageRequest::default()).await.unwrap();
     let other_index = format!(
         "/snapshots/{a}/blocks/2?blockToken={}",
-        page.blocks[0].token.0
+        query_value(&page.blocks[0].token.0)
     );
     http(&server, "GET", &other_index, &[], b"")
         .await
         .assert_error(400, "ValidationException", Some("INVALID_BLOCK_TOKEN"));
     let other_snapshot = format!(
         "/snapshots/{b}/blocks/1?blockToken={}",
-        page.blocks[0].token.0
+        query_value(&page.blocks[0].token.0)
     );
     http(&server, "GET", &other_snapshot, &[], b"")
         .await
@@ -181,7 +187,7 @@ async fn reads_with_bad_ids_and_tokens_are_refused() {
     // A good read, for contrast: the wire shape of GetSnapshotBlock.
     let good = format!(
         "/snapshots/{a}/blocks/1?blockToken={}",
-        page.blocks[0].token.0
+        query_value(&page.blocks[0].token.0)
     );
     let reply = http(&server, "GET", &good, &[], b"").await;
     assert_eq!(reply.status, 200);
