@@ -41,6 +41,8 @@ pub struct Mounted {
     ended: oneshot::Receiver<()>,
     /// The filesystem ended (DIR was unmounted from outside).
     over: bool,
+    /// Detached while in use: it ends only when its users let go.
+    detached: bool,
 }
 
 impl Mounted {
@@ -50,19 +52,22 @@ impl Mounted {
         self.over = true;
     }
 
-    /// Unmounts (if still mounted) and waits for the filesystem's end. A mount still
-    /// in use (a loop device on disk.img) is detached lazily, with a warning: it
-    /// leaves DIR now, and its users' reads fail, rather than it outliving ebsnap.
-    pub async fn unmount(mut self) {
+    /// Unmounts DIR, as root; if it is in use (a loop device on disk.img), detaches
+    /// it lazily: it leaves DIR now, and the filesystem goes on serving its users
+    /// until they let go. Returns whether it was in use. (Not as root, or if it ended
+    /// already, this does nothing: `finish` unmounts through fusermount3.)
+    pub fn detach(&mut self) -> bool {
         // Once ended, DIR is not ours: whatever is mounted there now is left alone.
-        let over = self.over || self.ended.try_recv().is_ok();
-        if !over {
-            detach_if_busy(&self.dir);
-        }
-        // Unmounts what is still mounted (as root with umount(2), else through
-        // fusermount3 -u).
+        self.over = self.over || self.ended.try_recv().is_ok();
+        self.detached = !self.over && detach_if_busy(&self.dir);
+        self.detached
+    }
+
+    /// Unmounts what is still mounted and waits (a while) for the filesystem's end,
+    /// unless it was detached in use (its users' reads then fail).
+    pub async fn finish(self) {
         drop(self.session);
-        if !over {
+        if !self.over && !self.detached {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.ended).await;
         }
     }
@@ -95,6 +100,7 @@ pub fn mount(reader: BlockReader, dir: &Path, time: SystemTime) -> std::io::Resu
         dir: dir.to_owned(),
         ended,
         over: false,
+        detached: false,
     })
 }
 
@@ -215,26 +221,25 @@ impl Filesystem for DiskImage {
     }
 }
 
-/// Unmounts `dir` if it can be (root); if it is busy, detaches it lazily. Anything
-/// else (not root: EPERM; unmounted already: EINVAL) is left to fuser's unmount.
-fn detach_if_busy(dir: &Path) {
+/// Unmounts `dir` if it can (root); if it is busy, detaches it lazily and says so
+/// (true). Anything else (not root: EPERM; unmounted already: EINVAL) is left to
+/// fuser's unmount.
+fn detach_if_busy(dir: &Path) -> bool {
     let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
-        return;
+        return false;
     };
     // SAFETY: a NUL-terminated path; umount2 reads it and nothing else.
     if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-        return;
+        return false;
     }
     if std::io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
-        return;
+        return false;
     }
-    tracing::warn!(
-        "{} is in use (a loop device or an open file on {IMAGE_NAME}?): detaching it lazily",
-        dir.display()
-    );
     // SAFETY: as above.
     if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = std::io::Error::last_os_error();
         tracing::warn!("cannot detach {}: {e}", dir.display());
+        return false;
     }
+    true
 }

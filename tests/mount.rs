@@ -105,12 +105,19 @@ fn an_ext4_backup_loop_mounts_and_checks_clean() {
     let running = mount(&env, &location, &id, &dir);
     let disk = dir.join("disk.img");
     run_ok("e2fsck", &["-fn", disk.to_str().unwrap()]);
-    if let Some(fs_dir) = LoopMount::new(&disk, &env.path("fs")) {
-        assert_eq!(
-            fs::read(fs_dir.0.join("hello.bin")).unwrap(),
-            fs::read(&file).unwrap()
-        );
-    }
+    let Some(files) = LoopMount::new(&disk, &env.path("fs")) else {
+        stop(running, &dir);
+        return;
+    };
+    let restored = fs::read(files.0.join("hello.bin")).unwrap();
+    assert!(restored == fs::read(&file).unwrap(), "hello.bin differs");
+    // SIGTERM while the loop device holds the image: DIR is detached at once, and
+    // the loop device is served until it lets go.
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
+    wait_until("DIR is detached", || !is_mounted(&dir));
+    assert!(fs::read(files.0.join("hello.bin")).unwrap() == restored);
+    drop(files);
     let report = stop(running, &dir);
     assert!(report["blocks_fetched"].as_u64().unwrap() > 0, "{report}");
 }

@@ -181,11 +181,13 @@ impl Session {
     /// a refusal (EPERM for anything that would change the export).
     pub fn command(&self, r: &Request) -> Command {
         let refuse = |errno| Command::Refuse { errno, payload: 0 };
-        let in_range = r.length > 0
-            && r.length <= MAX_REQUEST
+        let within = r.length > 0
             && r.offset
                 .checked_add(u64::from(r.length))
                 .is_some_and(|end| end <= self.size);
+        // The largest block size limits what carries data; block status may cover
+        // the whole export (in 32-bit lengths).
+        let in_range = within && r.length <= MAX_REQUEST;
         match r.kind {
             CMD_WRITE => Command::Refuse {
                 errno: EPERM,
@@ -197,7 +199,7 @@ impl Session {
                 offset: r.offset,
                 length: r.length,
             },
-            CMD_BLOCK_STATUS if in_range && self.allocation => Command::BlockStatus {
+            CMD_BLOCK_STATUS if within && self.allocation => Command::BlockStatus {
                 offset: r.offset,
                 length: r.length,
                 one: r.flags & CMD_FLAG_REQ_ONE != 0,

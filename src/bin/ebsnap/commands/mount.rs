@@ -50,7 +50,15 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         _ = signals::shutdown() => {}
         _ = mounted.ended() => {}
     }
-    mounted.unmount().await;
+    if mounted.detach() {
+        // Its users (a loop device) still read: they get their data until they let go.
+        eprintln!("ebsnap: {dir} is in use: detached from {dir}, serving its users until they let go (detach the loop device; a signal again to exit now)");
+        tokio::select! {
+            _ = signals::shutdown() => {}
+            _ = mounted.ended() => {}
+        }
+    }
+    mounted.finish().await;
     let report = MountReport {
         snapshot_id: reader.snapshot().to_string(),
         mountpoint: args.dir.display().to_string(),
