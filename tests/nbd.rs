@@ -204,3 +204,99 @@ fn only_loopback_unless_allowed_and_a_unix_socket_works() {
         "the socket is removed when the server stops"
     );
 }
+
+/// A client of our own, speaking the protocol byte by byte: what Debian's clients
+/// never send (writes to a read-only export, garbage) gets the answer the spec asks.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    fn be32(v: u32) -> [u8; 4] {
+        v.to_be_bytes()
+    }
+
+    /// Negotiates the default export with NBD_OPT_GO, without structured replies.
+    pub fn go(addr: &str) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut greeting = [0u8; 18];
+        s.read_exact(&mut greeting).unwrap();
+        assert_eq!(&greeting[..16], b"NBDMAGICIHAVEOPT");
+        s.write_all(&be32(3)).unwrap();
+        let mut option = 0x4948_4156_454f_5054u64.to_be_bytes().to_vec();
+        option.extend_from_slice(&be32(7));
+        option.extend_from_slice(&be32(6));
+        option.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        s.write_all(&option).unwrap();
+        loop {
+            let mut head = [0u8; 20];
+            s.read_exact(&mut head).unwrap();
+            let kind = u32::from_be_bytes(head[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
+            std::io::copy(&mut (&mut s).take(u64::from(len)), &mut std::io::sink()).unwrap();
+            if kind == 1 {
+                return s;
+            }
+        }
+    }
+
+    /// Sends one request (with `payload`); returns the simple reply's error.
+    pub fn request(s: &mut TcpStream, kind: u16, offset: u64, length: u32, payload: &[u8]) -> u32 {
+        let mut r = be32(0x2560_9513).to_vec();
+        r.extend_from_slice(&0u16.to_be_bytes());
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&42u64.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r.extend_from_slice(&length.to_be_bytes());
+        r.extend_from_slice(payload);
+        s.write_all(&r).unwrap();
+        let mut reply = [0u8; 16];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(u64::from_be_bytes(reply[8..].try_into().unwrap()), 42);
+        u32::from_be_bytes(reply[4..8].try_into().unwrap())
+    }
+}
+
+#[test]
+fn writes_trims_and_flushes_get_eperm_and_garbage_is_dropped() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let location = Location::local(&env);
+    let image = env.dense_image("image", 2, 4);
+    let id = location.backup(&env, &image);
+    let server = location.nbd(&env, &id, &[]);
+    let addr = server.nbd_uri().trim_start_matches("nbd://").to_owned();
+    let mut s = raw::go(&addr);
+    assert_eq!(
+        raw::request(&mut s, 1, 0, 4096, &[0xaa; 4096]),
+        1,
+        "write: EPERM"
+    );
+    assert_eq!(raw::request(&mut s, 4, 0, 4096, &[]), 1, "trim: EPERM");
+    assert_eq!(raw::request(&mut s, 3, 0, 0, &[]), 1, "flush: EPERM");
+    assert_eq!(
+        raw::request(&mut s, 0, 2 * BLOCK, 1, &[]),
+        22,
+        "past the end: EINVAL"
+    );
+    assert_eq!(raw::request(&mut s, 0, BLOCK, 4096, &[]), 0);
+    let mut data = vec![0u8; 4096];
+    s.read_exact(&mut data).unwrap();
+    let original = std::fs::read(&image).unwrap();
+    assert!(data[..] == original[BLOCK as usize..BLOCK as usize + 4096]);
+    // The write changed nothing.
+    assert_eq!(raw::request(&mut s, 0, 0, 4096, &[]), 0);
+    s.read_exact(&mut data).unwrap();
+    assert!(data[..] == original[..4096]);
+    // Garbage: the connection is closed, the server serves on.
+    let mut bad = std::net::TcpStream::connect(&addr).unwrap();
+    let mut greeting = [0u8; 18];
+    bad.read_exact(&mut greeting).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = bad.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(raw::request(&mut s, 0, 0, 512, &[]), 0);
+    drop(s);
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
