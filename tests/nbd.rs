@@ -190,6 +190,9 @@ fn only_loopback_unless_allowed_and_a_unix_socket_works() {
     command.env("EBSNAP_LOG", "ebsnap=info");
     let server = Running::start(command, false);
     wait_until("the socket exists", || socket.exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is the owner's only");
     let copy = env.path("copy.img");
     let uri = format!("nbd+unix:///?socket={}", socket.display());
     run_ok("nbdcopy", &[&uri, copy.to_str().unwrap()]);

@@ -7,6 +7,7 @@ use super::ListenAddr;
 use crate::engine::recover::BlockReader;
 use std::future::Future;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
@@ -29,7 +30,13 @@ impl Listener {
     pub async fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
-            ListenAddr::Unix(path) => Ok(Listener::Unix(UnixListener::bind(path)?, path.clone())),
+            ListenAddr::Unix(path) => {
+                let listener = UnixListener::bind(path)?;
+                // Whoever can connect reads the snapshot: the owner only, whatever
+                // the umask (connecting needs write permission on the socket).
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                Ok(Listener::Unix(listener, path.clone()))
+            }
         }
     }
 
