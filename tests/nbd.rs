@@ -49,13 +49,13 @@ fn expected_map(image: &Path, size: u64) -> Vec<(u64, u64, bool)> {
     out
 }
 
-fn serves_real_clients(env: &Env, location: &Location) {
+fn serves_real_clients(env: &Env, location: &Location, extra: &[&str]) {
     if !(have("nbdinfo", "nbd") && have("nbdcopy", "nbd")) {
         return;
     }
     let (image, size) = image(env);
     let id = location.backup(env, &image);
-    let server = location.nbd(env, &id, &[]);
+    let server = location.nbd(env, &id, extra);
     let uri = server.nbd_uri();
     assert_eq!(
         run_ok("nbdinfo", &["--size", &uri]).trim(),
@@ -126,13 +126,14 @@ fn through_qemu(env: &Env, uri: &str, image: &Path) {
 #[test]
 fn real_clients_read_the_local_store() {
     let env = Env::new();
-    serves_real_clients(&env, &Location::local(&env));
+    serves_real_clients(&env, &Location::local(&env), &[]);
 }
 
 #[test]
 fn real_clients_read_through_ebsnap_serve() {
     let env = Env::new();
-    serves_real_clients(&env, &Location::served(&env));
+    // A cache of two blocks: what is read again is fetched again, and still right.
+    serves_real_clients(&env, &Location::served(&env), &["--cache-size", "1M"]);
 }
 
 #[test]

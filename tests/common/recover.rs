@@ -209,11 +209,12 @@ impl Location {
         }
     }
 
-    /// `ebsnap serve` on a store of its own, reached through the EBS store.
+    /// `ebsnap serve` on a store of its own, reached through the EBS store, 20 ms
+    /// away (every request waits that long: latency as users see it, a little).
     pub fn served(env: &super::Env) -> Location {
-        let root = env.path("served-store");
-        let served =
-            super::server::ServeProcess::start(&root, env.dir.path(), &env.path("serve-xdg"), &[]);
+        let (root, xdg) = (env.path("served-store"), env.path("serve-xdg"));
+        let faults = ["--faults", "latency-ms=20"];
+        let served = super::server::ServeProcess::start(&root, env.dir.path(), &xdg, &faults);
         Location {
             store: format!("ebs+{}", served.url),
             served: Some(served),
