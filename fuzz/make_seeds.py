@@ -157,3 +157,27 @@ header = json.dumps({"store": "local:/s", "snapshot_id": A, "source": "/dev/x", 
 head = (b"EBSNMAN1" + struct.pack("<I", len(header)) + header).ljust(4096, b"\0")
 seed("manifest", "four", head + hashlib.sha256(b"a").digest() + bytes(32) + hashlib.sha256(b"b").digest() * 2)
 seed("manifest", "empty", (b"EBSNMAN1" + struct.pack("<I", len(header.replace(b'"blocks": 4', b'"blocks": 0'))) + header.replace(b'"blocks": 4', b'"blocks": 0')).ljust(4096, b"\0"))
+
+
+# --- nbd_proto: client flags, options, then transmission requests ---
+def nbd_option(option, data=b""):
+    return struct.pack(">QII", 0x49484156454F5054, option, len(data)) + data
+
+
+def nbd_request(kind, offset, length, flags=0, cookie=1):
+    return struct.pack(">IHHQQI", 0x25609513, flags, kind, cookie, offset, length)
+
+
+def nbd_name(name):
+    return struct.pack(">I", len(name)) + name
+
+
+NBD_FLAGS = struct.pack(">I", 3)
+NBD_META = nbd_name(b"") + struct.pack(">I", 1) + nbd_name(b"base:allocation")
+seed("nbd_proto", "go", NBD_FLAGS + nbd_option(3) + nbd_option(8) + nbd_option(10, NBD_META)
+     + nbd_option(6, nbd_name(b"") + struct.pack(">HH", 1, 3))
+     + nbd_option(7, nbd_name(b"") + struct.pack(">H", 0))
+     + nbd_request(0, 0, 4096) + nbd_request(7, 0, 1 << 20) + nbd_request(1, 0, 0)
+     + nbd_request(3, 0, 0) + nbd_request(2, 0, 0))
+seed("nbd_proto", "export-name", NBD_FLAGS + nbd_option(9, nbd_name(b"") + struct.pack(">I", 0))
+     + nbd_option(1, b"snap-0123456789abcdef0") + nbd_request(0, 20971520 - 4096, 8192))

@@ -38,6 +38,8 @@
 
 pub mod block;
 pub mod engine;
+pub mod fuse;
+pub mod nbd;
 pub mod server;
 pub mod store;
 mod sys;

@@ -4,11 +4,14 @@
 //! anything is written), then applies, streaming blocks with bounded memory.
 
 mod backup;
+mod bitmap;
+mod checked;
 mod diff;
 mod error;
 mod flow;
 mod pages;
 mod progress;
+pub mod recover;
 mod restore;
 pub mod state;
 mod stop;

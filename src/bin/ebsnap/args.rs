@@ -100,3 +100,74 @@ impl std::str::FromStr for SnapshotArg {
             .map_err(|e: ebsnap::store::StoreError| e.to_string())
     }
 }
+
+/// A size in bytes: a number, with an optional binary suffix (`K`, `M`, `G`, `T`,
+/// alone or as `KiB`...): `256M` is 256 MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let digits = s.trim().trim_end_matches(|c: char| !c.is_ascii_digit());
+        let suffix = &s.trim()[digits.len()..];
+        let shift = match suffix
+            .to_ascii_uppercase()
+            .trim_end_matches("IB")
+            .trim_end_matches('B')
+        {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            "T" => 40,
+            _ => {
+                return Err(format!(
+                    "{s:?}: the unit is one of K, M, G, T (powers of 1024)"
+                ))
+            }
+        };
+        let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
+        n.checked_mul(1 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        let parse = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(parse("4096"), Ok(4096));
+        assert_eq!(parse("256M"), Ok(256 << 20));
+        assert_eq!(parse("1GiB"), Ok(1 << 30));
+        assert_eq!(parse("2k"), Ok(2048));
+        assert!(parse("12X").is_err());
+        assert!(parse("M").is_err());
+        assert!(parse("99999999999T").is_err());
+    }
+}
+
+/// How `mount` and `nbd` read a snapshot.
+#[derive(Debug, Args)]
+pub struct ReaderArgs {
+    /// Blocks kept in memory, in bytes (K, M, G suffixes): what is read again, or was
+    /// fetched ahead of a sequential reader, comes from here.
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub cache_size: ByteSize,
+}
+
+impl ReaderArgs {
+    pub fn options(&self, workers: usize) -> ebsnap::engine::recover::ReaderOptions {
+        ebsnap::engine::recover::ReaderOptions {
+            cache_bytes: self.cache_size.0,
+            // Reads want answers soon, not a transfer's throughput: fewer in flight
+            // than a restore's default, and memory stays small.
+            workers: workers.min(64),
+        }
+    }
+}

@@ -4,7 +4,8 @@
 
 use super::checkpoints::Checkpoints;
 use super::{Counts, Job};
-use crate::block::{is_zero, BlockIndex, Digest};
+use crate::block::{is_zero, BlockIndex};
+use crate::engine::checked::checked;
 use crate::engine::flow::{Flow, Pass};
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::target::Target;
@@ -227,21 +228,13 @@ async fn fetch_and_write(
     pass.measure();
     let id = id.clone();
     tokio::task::spawn_blocking(move || {
-        let actual = Digest::of(&fetched.data);
-        if actual != fetched.checksum {
-            return Err(Error::BadBlock {
-                snapshot: id,
-                index,
-                expected: fetched.checksum,
-                actual,
-            });
-        }
+        let data = checked(&id, index, fetched)?;
         let mut done = Counts {
             fetched: 1,
             ..Counts::default()
         };
         let kept = target.bytes_of(index);
-        if !is_zero(&fetched.data[kept..]) {
+        if !is_zero(&data[kept..]) {
             return Err(Error::Inconsistent {
                 snapshot: id,
                 what: Inconsistency::DataBeyondSize {
@@ -253,7 +246,7 @@ async fn fetch_and_write(
         if kept == 0 {
             return Ok(done);
         }
-        if is_zero(&fetched.data) && !target.is_device() {
+        if is_zero(&data) && !target.is_device() {
             // A new file reads zeros where nothing is written; an existing one gets a hole.
             if target.in_place() {
                 target.clear_blocks(index, index.next())?;
@@ -262,7 +255,7 @@ async fn fetch_and_write(
             return Ok(done);
         }
         done.written = 1;
-        done.bytes = target.write_block(index, &fetched.data)?;
+        done.bytes = target.write_block(index, &data)?;
         Ok(done)
     })
     .await

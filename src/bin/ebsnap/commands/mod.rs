@@ -5,6 +5,8 @@ pub mod backup;
 pub mod check;
 pub mod delete;
 pub mod diff;
+pub mod mount;
+pub mod nbd;
 pub mod restore;
 pub mod serve;
 pub mod show;
@@ -43,6 +45,10 @@ pub enum Command {
     Serve(serve::Args),
     /// Delete snapshots; their children stay whole.
     Delete(delete::Args),
+    /// Mount a snapshot read-only as DIR/disk.img (FUSE), without restoring it.
+    Mount(mount::Args),
+    /// Serve a snapshot read-only over NBD (qemu, nbdcopy, nbdinfo), without restoring it.
+    Nbd(nbd::Args),
 }
 
 impl Command {
@@ -57,6 +63,8 @@ impl Command {
             Command::Check(args) => check::run(args, ctx).await,
             Command::Serve(args) => serve::run(args, ctx).await,
             Command::Delete(args) => delete::run(args, ctx).await,
+            Command::Mount(args) => mount::run(args, ctx).await,
+            Command::Nbd(args) => nbd::run(args, ctx).await,
         }
     }
 }

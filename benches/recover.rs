@@ -1,0 +1,205 @@
+//! Recovery without a restore: sequential read throughput of a snapshot through
+//! `ebsnap nbd` (nbdcopy) and `ebsnap mount` (dd from DIR/disk.img), against a full
+//! restore of the same snapshot, in the same run: one table.
+//!
+//! A dense image (512 MiB; `EBSNAP_BENCH_MIB` to change) is backed up into `ebsnap
+//! serve --faults latency-ms=L` through the EBS store, for L = 0 and 100 ms (what
+//! users see from AWS), with `--max-rate 1000` (AWS's per-snapshot limit). Then, on
+//! each, the snapshot is restored in full, copied whole over NBD with nbdcopy, and
+//! read whole with `dd bs=1M` from the FUSE mount. Each row: seconds, MiB/s, and the
+//! time as a multiple of the full restore's. FUSE rows need root and /dev/fuse; NBD
+//! rows need nbdcopy (libnbd-bin): missing ones are skipped, saying so.
+//!
+//! `cargo bench --bench recover` (builds the release binary first).
+
+mod common;
+
+use common::{build_release, measure, write_random, MIB};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY_ID: &str = "AKIDBENCH";
+const SECRET: &str = "bench-secret";
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let size_mib: u64 = std::env::var("EBSNAP_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let bin = build_release();
+    let state = tempfile::tempdir().unwrap();
+    std::env::set_var("XDG_STATE_HOME", state.path());
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
+            .unwrap();
+    let image = dir.path().join("dense.img");
+    write_random(&image, size_mib * MIB, 0, size_mib * MIB);
+    common::run(&mut Command::new("sync"));
+    println!("image: {size_mib} MiB dense; `--max-rate 1000`; cache 256 MiB (the default)");
+    println!("| latency | read | seconds | MiB/s | x full restore |");
+    println!("|---|---|---|---|---|");
+    for latency in [0, 100] {
+        let served = tempfile::tempdir_in("/dev/shm").unwrap();
+        let server = Spawned::serve(&bin, &served.path().join("store"), latency);
+        let client = Client {
+            bin: &bin,
+            url: server.first_word("http://"),
+            dir: dir.path(),
+        };
+        let id = client.backup(&image);
+        let restore = client.restore(&id, &dir.path().join("restored.img"));
+        let row = |what: &str, seconds: f64| {
+            println!(
+                "| {latency} ms | {what} | {seconds:.2} | {:.0} | {:.2} |",
+                size_mib as f64 / seconds,
+                seconds / restore
+            )
+        };
+        row("full restore", restore);
+        match client.nbd_copy(&id, &dir.path().join("nbd.img")) {
+            Some(seconds) => row("NBD (nbdcopy)", seconds),
+            None => println!("| {latency} ms | NBD | skipped: no nbdcopy | | |"),
+        }
+        match client.fuse_read(&id, &dir.path().join("mnt")) {
+            Some(seconds) => row("FUSE (dd bs=1M)", seconds),
+            None => println!("| {latency} ms | FUSE | skipped: needs root and /dev/fuse | | |"),
+        }
+    }
+}
+
+/// A child process killed when dropped, with its first line on stdout.
+struct Spawned {
+    child: Child,
+    line: String,
+}
+
+impl Spawned {
+    fn start(mut cmd: Command) -> Spawned {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Spawned { child, line }
+    }
+
+    fn serve(bin: &Path, store: &Path, latency_ms: u32) -> Spawned {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .arg(store)
+            .env("EBSNAP_ACCESS_KEY_ID", KEY_ID)
+            .env("EBSNAP_SECRET_ACCESS_KEY", SECRET);
+        if latency_ms > 0 {
+            cmd.args(["--faults", &format!("latency-ms={latency_ms}")]);
+        }
+        Spawned::start(cmd)
+    }
+
+    fn first_word(&self, prefix: &str) -> &str {
+        let word = self.line.split_whitespace().find(|w| w.starts_with(prefix));
+        word.unwrap_or_else(|| panic!("no {prefix} in {:?}", self.line))
+    }
+
+    /// SIGTERM, and the exit.
+    fn stop(mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client<'a> {
+    bin: &'a Path,
+    url: &'a str,
+    dir: &'a Path,
+}
+
+impl Client<'_> {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(self.bin);
+        cmd.args(["--store", &format!("ebs+{}", self.url)])
+            .args(["--region", "us-east-1", "--max-rate", "1000", "-q"])
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_CONFIG_FILE", self.dir.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.join("none"))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    }
+
+    fn backup(&self, image: &Path) -> String {
+        let m = measure(
+            self.command()
+                .args(["--json", "backup", "--full"])
+                .arg(image),
+        );
+        let report: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+        report["snapshot_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Seconds of a full restore.
+    fn restore(&self, id: &str, target: &Path) -> f64 {
+        let m = measure(self.command().args(["--json", "restore", id]).arg(target));
+        std::fs::remove_file(target).unwrap();
+        m.seconds
+    }
+
+    /// Seconds of `nbdcopy` of the whole export, once the server listens.
+    fn nbd_copy(&self, id: &str, out: &Path) -> Option<f64> {
+        let found = Command::new("nbdcopy").arg("--version").output();
+        if !found.is_ok_and(|o| o.status.success()) {
+            return None;
+        }
+        let mut cmd = self.command();
+        cmd.args(["nbd", id, "--listen", "127.0.0.1:0"]);
+        let server = Spawned::start(cmd);
+        let started = Instant::now();
+        let uri = server.first_word("nbd://").to_owned();
+        common::run(Command::new("nbdcopy").arg(&uri).arg(out));
+        let seconds = started.elapsed().as_secs_f64();
+        server.stop();
+        std::fs::remove_file(out).unwrap();
+        Some(seconds)
+    }
+
+    /// Seconds of `dd bs=1M` of DIR/disk.img, once mounted.
+    fn fuse_read(&self, id: &str, dir: &PathBuf) -> Option<f64> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let mut cmd = self.command();
+        cmd.arg("mount").arg(id).arg(dir).stdout(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let image = dir.join("disk.img");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !image.exists() {
+            assert!(Instant::now() < deadline, "the mount did not appear");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        common::run(
+            Command::new("dd")
+                .arg(format!("if={}", image.display()))
+                .args(["of=/dev/null", "bs=1M", "status=none"]),
+        );
+        let seconds = started.elapsed().as_secs_f64();
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        Some(seconds)
+    }
+}
