@@ -202,3 +202,122 @@ fn a_shrunken_source_bytes_tag_is_refused_not_obeyed() {
     }
     assert!(!target.exists(), "no cut-short restore is left in place");
 }
+
+/// The uid that files planted by "another user" get in these tests (nobody).
+const OTHER_UID: u32 = 65534;
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED: needs root, to plant files owned by another user");
+    }
+    root
+}
+
+#[test]
+fn a_link_at_the_target_that_another_user_owns_is_not_followed() {
+    if !running_as_root() {
+        return;
+    }
+    umask_022();
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 2, 7);
+    let id = env.backup(&image)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let victim = env.path("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let target = env.path("planted.img");
+    std::os::unix::fs::symlink(&victim, &target).unwrap();
+    std::os::unix::fs::lchown(&target, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let out = env
+        .ebsnap(&["restore", &id, target.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn a_replaced_file_of_another_user_lends_the_restore_no_mode() {
+    if !running_as_root() {
+        return;
+    }
+    umask_022();
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 2, 8);
+    let id = env.backup(&image)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let target = env.path("out.img");
+    std::fs::write(&target, b"planted").unwrap();
+    std::os::unix::fs::chown(&target, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    env.json(&["restore", &id, target.to_str().unwrap(), "--force"]);
+    assert_same_content(&image, &target);
+    let mode = std::fs::metadata(&target).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "not the planted file's {mode:o}");
+}
+
+#[test]
+fn a_store_directory_that_others_own_or_may_write_is_refused() {
+    if !running_as_root() {
+        return;
+    }
+    umask_022();
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 1, 9);
+    std::fs::create_dir(env.store()).unwrap();
+    std::os::unix::fs::chown(env.store(), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    std::fs::set_permissions(env.store(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env
+        .ebsnap(&["backup", image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a private directory"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(env.store()).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+#[test]
+fn a_source_bytes_tag_past_the_volume_is_refused() {
+    use ebsnap::store::local::{Access, LockWait};
+    use ebsnap::store::{LocalStore, SnapshotId, SnapshotStore, Tag};
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 6, 10);
+    let id = env.backup(&image)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    {
+        let store = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+        let tag = Tag {
+            key: "ebsnap:source-bytes".into(),
+            value: "5000000000000".into(),
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let snapshot: SnapshotId = id.parse().unwrap();
+        rt.block_on(store.create_tags(&snapshot, &[tag])).unwrap();
+    }
+    let target = env.path("restored.img");
+    for args in [
+        vec!["restore", id.as_str(), target.to_str().unwrap()],
+        vec!["verify", id.as_str()],
+    ] {
+        let out = env.ebsnap(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(stderr.contains("ebsnap:source-bytes"), "{stderr}");
+    }
+    assert!(!target.exists());
+}

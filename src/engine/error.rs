@@ -149,6 +149,14 @@ pub enum Inconsistency {
         crate::engine::SOURCE_BYTES_TAG
     )]
     DataBeyondSize { index: BlockIndex, size: u64 },
+    #[error("block {index} came back {len} bytes long, not one block")]
+    BlockLength { index: BlockIndex, len: usize },
+    /// The recorded size is not a number, or more than the volume holds.
+    #[error(
+        "its {} tag says {value:?}, which is not a size within its volume",
+        crate::engine::SOURCE_BYTES_TAG
+    )]
+    SizeTag { value: String },
 }
 
 impl Error {

@@ -40,8 +40,27 @@ pub const SOURCE_BYTES_TAG: &str = "ebsnap:source-bytes";
 /// Tag holding the path the snapshot was taken from.
 pub const SOURCE_PATH_TAG: &str = "ebsnap:source";
 
+/// The byte size a restore of `info` produces, for reading the snapshot's data: the
+/// recorded size, else the whole volume. Anyone allowed CreateTags can change the tag:
+/// one that is not a size within the volume is an inconsistency, not a size to obey.
+pub(crate) fn checked_size(info: &SnapshotInfo) -> Result<u64> {
+    let volume = info.volume_size_gib * crate::block::GIB;
+    let Some(value) = info.tag(SOURCE_BYTES_TAG) else {
+        return Ok(volume);
+    };
+    match value.parse::<u64>() {
+        Ok(size) if size <= volume => Ok(size),
+        _ => Err(Error::Inconsistent {
+            snapshot: info.id.clone(),
+            what: Inconsistency::SizeTag {
+                value: value.to_owned(),
+            },
+        }),
+    }
+}
+
 /// The byte size a restore of `info` produces: the source's size when recorded, else the
-/// whole volume.
+/// whole volume. (For display; what reads the data uses [`checked_size`].)
 pub fn restored_size(info: &SnapshotInfo) -> u64 {
     info.tag(SOURCE_BYTES_TAG)
         .and_then(|v| v.parse().ok())

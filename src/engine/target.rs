@@ -6,7 +6,7 @@ use crate::block::{direct_io_fits, source::device_size, BlockIndex, BLOCK_SIZE, 
 use crate::engine::{Error, Result};
 use crate::store::SnapshotId;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -140,8 +140,11 @@ impl Target {
             partial: partial_path.clone(),
         };
         if partial == Partial::Reopen {
+            // Non-blocking: a FIFO planted there must not hang the open (it fails, or
+            // is found not to be a regular file, and the restore starts anew).
             let kept = crate::sys::private_options()
                 .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&partial_path);
             if let Some(file) = kept.ok().filter(|f| kept_whole(f, size)) {
                 let mut target = Target::new(file, path, kind, size);
@@ -336,14 +339,9 @@ impl Target {
             .sync_all()
             .map_err(target_error("syncing", self.write_path()))?;
         if let Kind::File { partial } = &self.kind {
-            // A file replaced under --force keeps its mode (and a new one stays 0600):
-            // a restore never opens a file up to more readers than it had.
-            if let Some(old) = std::fs::symlink_metadata(&self.path)
-                .ok()
-                .filter(|m| m.is_file())
-            {
+            if let Some(mode) = inherited_mode(&self.path) {
                 self.file
-                    .set_permissions(old.permissions())
+                    .set_permissions(std::fs::Permissions::from_mode(mode))
                     .map_err(target_error("cannot set the mode of", partial))?;
             }
             std::fs::rename(partial, &self.path)
@@ -367,14 +365,28 @@ impl Drop for Target {
     }
 }
 
+/// The mode a file restored over `path` takes: that of the file it replaces under
+/// --force, if that file is ours, without setuid, setgid or write access for others;
+/// else `None` (the restored file stays 0600). A restore never opens a file up to more
+/// readers than it had, nor takes the mode of a file someone else planted.
+fn inherited_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let old = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())?;
+    // SAFETY: geteuid cannot fail.
+    (old.uid() == unsafe { libc::geteuid() }).then_some(old.mode() & 0o777 & !0o022)
+}
+
 /// Whether a kept partial file can be resumed: a regular file of the restore's size,
 /// ours, and private (one that another user made, or could read, is started anew).
 fn kept_whole(file: &File, size: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
-    file.metadata()
-        .is_ok_and(|m| m.is_file() && m.len() == size && m.uid() == me && m.mode() & 0o077 == 0)
+    file.metadata().is_ok_and(|m| {
+        m.is_file() && m.len() == size && m.uid() == me && m.mode() & 0o077 == 0 && m.nlink() == 1
+    })
 }
 
 /// Asks the kernel to start writing a range to disk now, without waiting: writeback
@@ -394,7 +406,25 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 /// Decides what the path holds for a full restore, refusing what must not be written.
+/// A symbolic link is followed only if it is ours or root's (`/dev/disk/by-id` and the
+/// like): one that another user planted could point a restore at any disk.
 fn inspect(path: &Path, existing: Existing) -> Result<Found> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(link) = std::fs::symlink_metadata(path) {
+        // SAFETY: geteuid cannot fail.
+        let trusted = [0, unsafe { libc::geteuid() }].contains(&link.uid());
+        if link.file_type().is_symlink() && !trusted {
+            return Err(target_error("refusing to follow", path)(
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "a symbolic link owned by uid {}; give the real path",
+                        link.uid()
+                    ),
+                ),
+            ));
+        }
+    }
     match std::fs::metadata(path) {
         Ok(meta) if meta.file_type().is_block_device() => Ok(Found::Device),
         Ok(meta) if !meta.is_file() => Err(Error::TargetKind {

@@ -2,7 +2,7 @@
 //! snapshot with a disk or image.
 
 use super::pages::{BlockLister, ChangedLister};
-use super::{completed_snapshot, restored_size, Progress};
+use super::{checked_size, completed_snapshot, Progress};
 use crate::block::{
     is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE_U64,
 };
@@ -65,7 +65,7 @@ pub async fn verify(
         })?),
         None => None,
     };
-    let size = restored_size(&info);
+    let size = checked_size(&info)?;
     let mut compare = source.as_ref().map(Comparison::new);
     let mut report = VerifyReport {
         snapshot_id: id.to_string(),
@@ -85,7 +85,8 @@ pub async fn verify(
     let mut checked = Box::pin(fetch_in_order(&*store, id, workers, keep_data, size));
     while let Some(block) = checked.try_next().await? {
         report.blocks_checked += 1;
-        if block.beyond_size {
+        // A damaged block is a bad block, whatever its tail holds.
+        if block.beyond_size && block.actual == block.stored {
             return Err(Error::Inconsistent {
                 snapshot: id.clone(),
                 what: Inconsistency::DataBeyondSize {

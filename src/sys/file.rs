@@ -37,15 +37,31 @@ pub(crate) fn create_private(path: &Path) -> io::Result<File> {
 /// Creates `dir` and its missing parents, each 0700, and makes `dir` itself 0700 if
 /// it already was there (a store or state directory that an older version, or
 /// the umask, left open to others). A directory of someone else is left as it is.
+///
+/// A directory (or the one a link leads to) that belongs to another user, or that
+/// others may write to, is refused: whoever can write there could delete, swap or
+/// plant the files ebsnap keeps in it (a store's token key, say).
 pub(crate) fn private_dir_all(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = fs::symlink_metadata(dir)?;
+    let meta = fs::metadata(dir)?;
     // SAFETY: geteuid cannot fail.
-    let ours = meta.uid() == unsafe { libc::geteuid() };
-    if meta.is_dir() && ours && meta.mode() & 0o077 != 0 {
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(refused(dir, &format!("it belongs to uid {}", meta.uid())));
+    }
+    if meta.uid() == me && meta.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    } else if meta.mode() & 0o022 != 0 {
+        return Err(refused(dir, "other users may write to it"));
     }
     Ok(())
+}
+
+fn refused(dir: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{} is not a private directory: {why}", dir.display()),
+    )
 }
 
 /// Replaces `path` with `bytes` atomically: a temporary file, fsync, rename, directory

@@ -65,8 +65,8 @@ impl BlockReader {
             .await
             .map_err(Error::block(id, index))?;
         pass.finished();
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || checked(&id, index, fetched))
+        let (id, size) = (id.clone(), self.0.size);
+        tokio::task::spawn_blocking(move || checked(&id, index, fetched, size))
             .await
             .expect("checking a block panicked")
     }

@@ -19,7 +19,7 @@ pub use extents::Extent;
 
 use super::bitmap::Bitmap;
 use super::flow::Flow;
-use super::{completed_snapshot, restored_size, Error, Result};
+use super::{checked_size, completed_snapshot, Error, Result};
 use crate::block::{BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::store::{PageRequest, SnapshotId, SnapshotStore};
 use ahead::ReadAhead;
@@ -92,6 +92,7 @@ impl BlockReader {
         options: &ReaderOptions,
     ) -> Result<BlockReader> {
         let info = completed_snapshot(&*store, id).await?;
+        let size = checked_size(&info)?;
         let tokens = Tokens::default();
         let data = list_all(&*store, id, &tokens).await?;
         let blocks = (options.cache_bytes / BLOCK_SIZE_U64).max(1);
@@ -101,11 +102,11 @@ impl BlockReader {
         let flow = Flow::new(options.workers.max(1), store.pace());
         tracing::info!(
             "{id}: {} bytes, {} tokens kept, cache of {cached} blocks",
-            restored_size(&info),
+            size,
             tokens.count()
         );
         Ok(BlockReader(Arc::new(Shared {
-            size: restored_size(&info),
+            size,
             store,
             id: id.clone(),
             taken: info.start_time,

@@ -17,7 +17,7 @@ use super::state::{
     RestoreProgress,
 };
 use super::target::{Existing, Target};
-use super::{completed_snapshot, restored_size, Progress, Stop};
+use super::{checked_size, completed_snapshot, Progress, Stop};
 use crate::block::BlockIndex;
 use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStore, StoreError, ValidationReason};
@@ -241,7 +241,7 @@ impl Job<'_> {
         // The first page proves the base usable before the target is touched.
         let mut pages = ChangedLister::new(&**store, Some(base), id);
         let first = pages.next_page().await.map_err(Error::store(id))?;
-        let base_size = restored_size(&completed_snapshot(&**store, base).await?);
+        let base_size = checked_size(&completed_snapshot(&**store, base).await?)?;
         let target = Arc::new(Target::open_in_place(path, size, id)?);
         self.forget()?;
         // A device that held a smaller snapshot keeps old bytes past its end, where

@@ -8,7 +8,7 @@ use crate::engine::state::{
     RestoreProgress, RestoreRecord,
 };
 use crate::engine::target::Existing;
-use crate::engine::{completed_snapshot, restored_size, Result};
+use crate::engine::{checked_size, completed_snapshot, Result};
 use crate::store::{SnapshotId, SnapshotStore};
 use std::path::Path;
 
@@ -34,7 +34,7 @@ pub(super) async fn plan(
     path: &Path,
     options: &RestoreOptions,
 ) -> Result<Plan> {
-    let size = restored_size(&completed_snapshot(store, id).await?);
+    let size = checked_size(&completed_snapshot(store, id).await?)?;
     let target_name = target_name(path);
     let identity = store.identity();
     let state = options.state_dir.as_deref();

@@ -228,22 +228,12 @@ async fn fetch_and_write(
     pass.measure();
     let id = id.clone();
     tokio::task::spawn_blocking(move || {
-        let data = checked(&id, index, fetched)?;
+        let data = checked(&id, index, fetched, target.size())?;
         let mut done = Counts {
             fetched: 1,
             ..Counts::default()
         };
-        let kept = target.bytes_of(index);
-        if !is_zero(&data[kept..]) {
-            return Err(Error::Inconsistent {
-                snapshot: id,
-                what: Inconsistency::DataBeyondSize {
-                    index,
-                    size: target.size(),
-                },
-            });
-        }
-        if kept == 0 {
+        if target.bytes_of(index) == 0 {
             return Ok(done);
         }
         if is_zero(&data) && !target.is_device() {

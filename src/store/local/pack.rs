@@ -100,7 +100,7 @@ impl Packs {
             return Ok(f.clone());
         }
         let path = self.pack_path(id);
-        let file = std::fs::OpenOptions::new()
+        let file = crate::sys::private_options()
             .read(true)
             .write(self.open.is_some() || self.unsealed.contains_key(&id))
             .open(&path)
@@ -187,11 +187,13 @@ impl Packs {
         };
         let existing: Vec<Option<Digest>> = self.idx_digests(id)?.into_iter().map(Some).collect();
         self.handles.remove(&id); // reopen for writing
-        if let Some(direct) = open_direct(&self.pack_path(id)) {
-            self.direct.insert(id, Arc::new(direct));
-        }
         self.unsealed.insert(id, existing);
         self.open = Some(id);
+        // The O_DIRECT twin of the (now writable) handle, never opened by path.
+        let file = self.file(id)?;
+        if let Some(direct) = crate::sys::reopen_direct(&file, crate::sys::Access::Write) {
+            self.direct.insert(id, Arc::new(direct));
+        }
         Ok(id)
     }
 
@@ -390,18 +392,6 @@ impl SlotWriter {
             e,
         )
     }
-}
-
-fn open_direct(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if !crate::sys::direct_io() {
-        return None;
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
 }
 
 /// Every `WRITEBACK_SLOTS` slots, asks the kernel to start writing the last ones to
