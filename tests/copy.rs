@@ -327,7 +327,7 @@ fn a_copy_killed_mid_way_resumes_sending_only_what_is_missing() {
         ),
         160
     );
-    restores_identically(&env, &remote, &[copy], &[image.clone()]);
+    restores_identically(&env, &remote, &[copy], std::slice::from_ref(&image));
     let left = journals(&uploads);
     assert!(left.is_empty(), "gone once the copy completed: {left:?}");
     let again = run(&env, &local(&env), &copy_args);
