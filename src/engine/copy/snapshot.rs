@@ -35,49 +35,38 @@ pub(super) async fn copy_snapshot(
     progress: &dyn Progress,
 ) -> Result<(CopiedSnapshot, SnapshotInfo)> {
     let started = Instant::now();
-    let source = &step.source;
-    if !source.block_size_ok() {
+    if !step.source.block_size_ok() {
         return Err(Error::BlockSize {
-            got: source.block_size,
+            got: step.source.block_size,
         });
     }
     options.stop.check()?;
-    let request = start_request(source, parent, options);
-    let encrypted = parent.map_or(request.encrypted, |p| p.encrypted);
-    let journaled = step.journal_path.clone().map(|path| Journaled {
-        path,
-        header: journal_header(&*stores.to, &step, &request, encrypted),
-    });
-    let (resume, in_doubt) = settle(&*stores.to, step.left, journaled.as_ref()).await;
-    let resumed = resume.is_some();
-    let (id, mut journal) = match resume {
-        Some(j) => (
-            j.snapshot().expect("a resumed journal names its snapshot"),
-            Some(j),
-        ),
-        None => start::start(&*stores.to, request, journaled.as_ref(), in_doubt).await?,
-    };
+    let (source, source_parent) = (step.source.clone(), step.parent.clone());
+    let mut begun = begin(&*stores.to, step, parent, options).await?;
+    let id = begun.id.clone();
     let job = Job {
         from: stores.from.clone(),
         source: &source.id,
-        base: step.parent.as_ref().filter(|_| parent.is_some()),
+        base: source_parent.as_ref().filter(|_| parent.is_some()),
         end: volume_blocks(source.volume_size_gib),
-        zeros_from: encrypted.then(|| parent.map_or(0, |p| volume_blocks(p.volume_size_gib))),
-        skip_zero_data: parent.is_none() && !encrypted,
-        size: restored_size(source),
+        zeros_from: begun
+            .encrypted
+            .then(|| parent.map_or(0, |p| volume_blocks(p.volume_size_gib))),
+        skip_zero_data: parent.is_none() && !begun.encrypted,
+        size: restored_size(&source),
         workers: options.workers,
         stop: &options.stop,
     };
     progress.start(&format!("copy {} -> {id}", source.id), job.size);
-    let result = send_and_complete(stores, &job, &id, journal.as_mut(), progress).await;
+    let result = send_and_complete(stores, &job, &id, begun.journal.as_mut(), progress).await;
     progress.finish();
     let (sent, status) = match result {
         Ok(done) => done,
-        Err(e) => return Err(fail(&*stores.to, &id, journal, e).await),
+        Err(e) => return Err(fail(&*stores.to, &id, begun.journal, e).await),
     };
     // The completion was accepted: the copy is never deleted from here on.
     wait_until_completed(&*stores.to, &id, status).await?;
-    start::finished(&id, journal);
+    start::finished(&id, begun.journal);
     let copy = stores
         .to
         .describe_snapshot(&id)
@@ -87,15 +76,55 @@ pub(super) async fn copy_snapshot(
         from: source.id.to_string(),
         to: id.to_string(),
         parent: parent.map(|p| p.id.to_string()),
-        from_parent: step.parent.as_ref().map(|p| p.to_string()),
+        from_parent: source_parent.map(|p| p.to_string()),
         blocks_copied: sent.written,
         bytes_copied: sent.written * BLOCK_SIZE_U64,
         zero_blocks_copied: sent.zeros,
-        resumed,
+        resumed: begun.resumed,
         blocks_resumed: sent.resumed,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((report, copy))
+}
+
+/// The pending copy blocks go into.
+struct Begun {
+    id: SnapshotId,
+    journal: Option<UploadJournal>,
+    /// Taken over from an interrupted run.
+    resumed: bool,
+    /// Every zero block must be written into it.
+    encrypted: bool,
+}
+
+/// Starts the copy on the target, or takes over the one an interrupted run left.
+async fn begin(
+    to: &dyn SnapshotStore,
+    step: Step,
+    parent: Option<&SnapshotInfo>,
+    options: &CopyOptions,
+) -> Result<Begun> {
+    let request = start_request(&step.source, parent, options);
+    let encrypted = parent.map_or(request.encrypted, |p| p.encrypted);
+    let journaled = step.journal_path.clone().map(|path| Journaled {
+        path,
+        header: journal_header(to, &step, &request, encrypted),
+    });
+    let (resume, in_doubt) = settle(to, step.left, journaled.as_ref()).await;
+    let resumed = resume.is_some();
+    let (id, journal) = match resume {
+        Some(j) => (
+            j.snapshot().expect("a resumed journal names its snapshot"),
+            Some(j),
+        ),
+        None => start::start(to, request, journaled.as_ref(), in_doubt).await?,
+    };
+    Ok(Begun {
+        id,
+        journal,
+        resumed,
+        encrypted,
+    })
 }
 
 /// What this run takes up of what an interrupted copy left: its pending snapshot, if
