@@ -153,3 +153,39 @@ fn no_journals(env: &Env) -> bool {
         .flatten()
         .all(|e| e.path().extension().is_none_or(|x| x != "journal"))
 }
+
+#[test]
+fn a_copy_into_its_own_store_or_of_nothing_is_refused() {
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 2, 4);
+    env.backup(&image);
+    let img = image.to_str().unwrap();
+    let store = env.store();
+    let same = format!("{}/.", store.display());
+    for to in [store.to_str().unwrap(), &same] {
+        let out = env
+            .ebsnap(&["copy", "--source", img, "--to", to])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--to {to}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is the store copied from"));
+    }
+    let elsewhere = env.path("elsewhere");
+    let elsewhere = elsewhere.to_str().unwrap();
+    let out = env.ebsnap(&["copy", "--to", elsewhere]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "neither snapshots nor --source");
+    let other = env.path("other.img");
+    let out = env
+        .ebsnap(&[
+            "copy",
+            "--source",
+            other.to_str().unwrap(),
+            "--to",
+            elsewhere,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no completed snapshot of"), "{stderr}");
+}

@@ -11,7 +11,7 @@ use ebsnap::engine::{self, CopiedSnapshot, CopyOptions, CopyReport, CopySelectio
 use ebsnap::store::local::Access;
 use ebsnap::store::StoreLocation;
 use indicatif::HumanBytes;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -91,18 +91,33 @@ impl Args {
 }
 
 pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
+    // Before either is opened: a local store opened twice by this process would wait
+    // for its own lock.
+    if same_directory(&ctx.location, &args.to) {
+        return Err(same_store(&args.to));
+    }
     let from = ctx.open_store(Access::Read).await?;
     let to = open_store(&args.to, &args.target_settings(ctx), Access::Write).await?;
     if from.identity() == to.identity() {
-        return Err(Failure::usage(format!(
-            "--to {} is the store copied from",
-            args.to
-        )));
+        return Err(same_store(&args.to));
     }
     let options = args.options(ctx);
     let report = engine::copy(from, to, &args.selection(), &options, &*ctx.progress()).await?;
     ctx.output.result(&text(&report), &report)?;
     Ok(Exit::SUCCESS)
+}
+
+fn same_store(to: &StoreLocation) -> Failure {
+    Failure::usage(format!("--to {to} is the store copied from"))
+}
+
+/// Whether two locations are one local store (the same directory, however named).
+fn same_directory(a: &StoreLocation, b: &StoreLocation) -> bool {
+    let (StoreLocation::Local(a), StoreLocation::Local(b)) = (a, b) else {
+        return false;
+    };
+    let resolved = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    matches!((resolved(a), resolved(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 fn text(r: &CopyReport) -> String {
