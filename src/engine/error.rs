@@ -107,6 +107,9 @@ pub enum Error {
         what: Inconsistency,
     },
 
+    #[error("no completed snapshot of {source_name} in the store to copy")]
+    NothingToCopy { source_name: String },
+
     #[error("writing to stdout: {source}")]
     Stdout { source: std::io::Error },
 }
@@ -133,6 +136,8 @@ pub enum Busy {
     Backup { source_name: String },
     #[error("another restore onto {target} is running")]
     Restore { target: String },
+    #[error("another copy from {from} into {to} is running")]
+    Copy { from: String, to: String },
 }
 
 /// What the store's lists of a snapshot said that cannot be.

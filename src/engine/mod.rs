@@ -1,4 +1,4 @@
-//! The engine: backup, restore, verify and diff, over any [`SnapshotStore`].
+//! The engine: backup, restore, copy, verify and diff, over any [`SnapshotStore`].
 //!
 //! Each operation plans first (open and size things, check what can be checked before
 //! anything is written), then applies, streaming blocks with bounded memory.
@@ -6,6 +6,7 @@
 mod backup;
 mod bitmap;
 mod checked;
+mod copy;
 mod diff;
 mod error;
 mod flow;
@@ -20,6 +21,9 @@ mod verify;
 
 pub use backup::baseline::ParentChoice;
 pub use backup::{backup, BackupOptions, BackupReport};
+pub use copy::{
+    copy, CopiedSnapshot, CopyOptions, CopyReport, CopySelection, SkippedSnapshot, COPIED_FROM_TAG,
+};
 pub use diff::{diff, DiffReport};
 pub use error::{Busy, Error, Inconsistency, Result, UnfitParent};
 pub use progress::{NoProgress, Progress};

@@ -22,7 +22,8 @@ pub fn manifest_path(state_dir: &Path, store: &str, source: &str) -> PathBuf {
         .join(format!("{}.manifest", key(store, source)))
 }
 
-/// Where the journal of an unfinished backup of `source` into `store` lives.
+/// Where the journal of an unfinished backup of `source` into `store` lives (a copy's
+/// source is the snapshot it copies, named with its store: see `engine::copy`).
 pub fn upload_journal_path(state_dir: &Path, store: &str, source: &str) -> PathBuf {
     state_dir
         .join("uploads")
@@ -146,6 +147,25 @@ pub async fn lock_source(
         .join(format!("{}.lock", key(store, source)));
     let busy = Busy::Backup {
         source_name: source.to_owned(),
+    };
+    lock_or_stop(&path, busy, wait, stop).await
+}
+
+/// An exclusive lock on copies from one store into another, held for a whole copy:
+/// two overlapping runs would both start the same copies.
+pub async fn lock_copy(
+    state_dir: &Path,
+    from: &str,
+    to: &str,
+    wait: LockWait,
+    stop: &Stop,
+) -> Result<std::fs::File> {
+    let path = state_dir
+        .join("uploads")
+        .join(format!("{}.copy.lock", key(from, to)));
+    let busy = Busy::Copy {
+        from: from.to_owned(),
+        to: to.to_owned(),
     };
     lock_or_stop(&path, busy, wait, stop).await
 }

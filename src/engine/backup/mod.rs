@@ -14,12 +14,13 @@
 //! snapshot, so no half-made snapshot is left behind.
 
 pub(super) mod baseline;
-mod journal;
+pub(super) mod journal;
 mod options;
 mod plan;
 mod reader;
 pub(super) mod resume;
-mod upload;
+pub(super) mod start;
+pub(super) mod upload;
 
 use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
@@ -28,23 +29,17 @@ use crate::block::{
 };
 use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
-use crate::store::{
-    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, StoreError, Tag,
-};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag};
 use journal::{Completion, UploadHeader, UploadJournal};
 use plan::{plan, Plan};
 use reader::{spawn_reader, ReadBlock};
-use resume::{abandon, give_up};
+use start::{fail, new_client_token, Journaled, SNAPSHOT_TIMEOUT_MINUTES};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use upload::Uploader;
 
 pub use options::BackupOptions;
-
-/// The `Timeout` ebsnap starts snapshots with: minutes a pending snapshot may sit idle
-/// (EBS's default). An interrupted backup can be resumed within that time.
-const SNAPSHOT_TIMEOUT_MINUTES: u32 = 60;
 
 /// What a backup did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -167,137 +162,48 @@ async fn upload(
             );
         }
     }
-    if let Some(j) = journal {
-        let path = j.path().to_owned();
-        if let Err(e) = j.remove() {
-            tracing::warn!("{id} is complete, but {} stays: {e}", path.display());
-        }
-    }
+    start::finished(&id, journal);
     Ok((id, sent))
 }
 
-/// Starts a new snapshot, and its journal when there is a state directory. An
-/// interrupted run's start in doubt is taken up first: its token, sent again, brings
-/// back the snapshot it may have made.
+/// Starts a new snapshot, with its journal when there is a state directory (an
+/// interrupted run's start in doubt taken up first).
 async fn start(
     store: &Arc<dyn SnapshotStore>,
     plan: &Plan,
     options: &BackupOptions,
 ) -> Result<(SnapshotId, Option<UploadJournal>)> {
-    let mut request = start_request(plan, options);
-    if let Some(token) = &plan.client_token {
-        request.client_token = Some(token.clone());
-        let journal = new_journal(store, plan, &request)?;
-        match store.start_snapshot(request.clone()).await {
-            Ok(info) if info.status == SnapshotStatus::Pending => {
-                return started(&**store, info, journal).await;
-            }
-            Ok(info) => {
-                tracing::warn!(
-                    "{}, started by an interrupted run, is {}: starting afresh",
-                    info.id,
-                    info.status
-                );
-                if info.status == SnapshotStatus::Error {
-                    abandon(&**store, &info.id).await;
-                }
-            }
-            // The store knows the token from another request: this run starts its
-            // snapshot otherwise (new options, a new parent).
-            Err(StoreError::Conflict { message }) => tracing::warn!(
-                "not taking up the interrupted run's start ({message}); a snapshot it may have made goes to error after its timeout: delete it with `ebsnap delete`"
-            ),
-            Err(e) => return Err(start_failed(e, journal)),
-        }
-        request.client_token = Some(new_client_token());
-    }
-    let journal = new_journal(store, plan, &request)?;
-    match store.start_snapshot(request).await {
-        Ok(info) => started(&**store, info, journal).await,
-        Err(e) => Err(start_failed(e, journal)),
-    }
+    let request = start_request(plan, options);
+    let journal = plan.journal_path.as_ref().map(|path| Journaled {
+        path: path.clone(),
+        header: journal_header(&**store, plan),
+    });
+    start::start(
+        &**store,
+        request,
+        journal.as_ref(),
+        plan.client_token.clone(),
+    )
+    .await
 }
 
-/// The journal of a snapshot about to be started (with a state directory). It names
-/// the client token before StartSnapshot is sent: a run killed before the answer is
-/// recorded leaves the token for the rerun to send again.
-fn new_journal(
-    store: &Arc<dyn SnapshotStore>,
-    plan: &Plan,
-    request: &StartSnapshot,
-) -> Result<Option<UploadJournal>> {
-    let Some(path) = &plan.journal_path else {
-        return Ok(None);
-    };
-    let header = UploadHeader {
+/// What the journal of this backup's snapshot records (the request fills in its
+/// client token and parent).
+fn journal_header(store: &dyn SnapshotStore, plan: &Plan) -> UploadHeader {
+    UploadHeader {
         store: store.identity(),
         source: plan.source_name.clone(),
         source_bytes: plan.source.size(),
         snapshot_id: None,
-        client_token: request.client_token.clone().unwrap_or_default(),
-        parent: request.parent.as_ref().map(|p| p.to_string()),
+        client_token: String::new(),
+        parent: None,
         volume_size_gib: plan.volume_size_gib,
         encrypted: plan.baseline.encrypted(),
         timeout_minutes: SNAPSHOT_TIMEOUT_MINUTES,
         settled_below: 0,
         intent_below: 0,
         completion: None,
-    };
-    UploadJournal::create(path, header)
-        .map(Some)
-        .map_err(|e| Error::State {
-            path: path.clone(),
-            source: e,
-        })
-}
-
-/// Takes a started snapshot into use: checks it, and records it in the journal before
-/// any block is put. A snapshot that cannot be used is deleted, then its journal.
-async fn started(
-    store: &dyn SnapshotStore,
-    info: SnapshotInfo,
-    journal: Option<UploadJournal>,
-) -> Result<(SnapshotId, Option<UploadJournal>)> {
-    let id = info.id.clone();
-    let (error, journal) = match journal {
-        _ if !info.block_size_ok() => (
-            Error::BlockSize {
-                got: info.block_size,
-            },
-            journal,
-        ),
-        None => return Ok((id, None)),
-        Some(mut j) => match j.started(id.as_str()) {
-            Ok(()) => return Ok((id, Some(j))),
-            Err(e) => (
-                Error::State {
-                    path: j.path().to_owned(),
-                    source: e,
-                },
-                Some(j),
-            ),
-        },
-    };
-    abandon(store, &id).await;
-    if let Some(j) = journal {
-        let _ = j.remove();
     }
-    Err(error)
-}
-
-/// A StartSnapshot that failed. The snapshot may have been made all the same (the
-/// answer was lost), so for a failure that a rerun can get past the journal stays, and
-/// the rerun sends the same token again.
-fn start_failed(e: StoreError, journal: Option<UploadJournal>) -> Error {
-    let error = Error::from(e);
-    if let Some(j) = journal.filter(|_| !error.worth_resuming()) {
-        let _ = j.remove();
-    }
-    error
-}
-
-fn new_client_token() -> String {
-    SnapshotId::generate().to_string()
 }
 
 /// Sends what must be sent and requests completion.
@@ -349,31 +255,6 @@ async fn send_and_complete(
         .await
         .map_err(Error::store(id))?;
     Ok((sent, manifest, status))
-}
-
-/// What a failed backup leaves: a pending snapshot and its journal when a rerun can
-/// resume it (or finish its completion), else nothing.
-async fn fail(
-    store: &dyn SnapshotStore,
-    id: &SnapshotId,
-    journal: Option<UploadJournal>,
-    error: Error,
-) -> Error {
-    match journal {
-        Some(j) if error.worth_resuming() => Error::Resumable {
-            snapshot: id.clone(),
-            timeout_minutes: j.header().timeout_minutes,
-            source: Box::new(error),
-        },
-        Some(j) => {
-            give_up(store, j).await;
-            error
-        }
-        None => {
-            abandon(store, id).await;
-            error
-        }
-    }
 }
 
 fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {

@@ -90,13 +90,17 @@ impl<'a> Uploader<'a> {
 
     /// Whether an interrupted run already put exactly this block at `index`.
     pub fn already_put(&self, index: BlockIndex, digest: &Digest) -> Result<bool> {
+        Ok(self.recorded(index)?.as_ref() == Some(digest))
+    }
+
+    /// The digest the journal records for `index`, if a block was put there.
+    pub fn recorded(&self, index: BlockIndex) -> Result<Option<Digest>> {
         let Some(journal) = self.journal.as_deref() else {
-            return Ok(false);
+            return Ok(None);
         };
-        let recorded = journal
+        journal
             .digest_at(index)
-            .map_err(journal_error(journal.path()))?;
-        Ok(recorded.as_ref() == Some(digest))
+            .map_err(journal_error(journal.path()))
     }
 
     /// Sends one block, waiting for a place in the flow first (that wait is what bounds

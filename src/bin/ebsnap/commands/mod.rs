@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod delete;
 pub mod diff;
 pub mod mount;
@@ -39,6 +40,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Re-read every block of a snapshot and check it.
     Verify(verify::Args),
+    /// Copy snapshots, with their lineage, into another store (incrementally).
+    Copy(copy::Args),
     /// Check the local store's structure, and with --read-data every block's data.
     Check(check::Args),
     /// Serve the EBS direct API (and its EC2 calls) over HTTP on a local store.
@@ -60,6 +63,7 @@ impl Command {
             Command::Show(args) => show::run(args, ctx).await,
             Command::Diff(args) => diff::run(args, ctx).await,
             Command::Verify(args) => verify::run(args, ctx).await,
+            Command::Copy(args) => copy::run(args, ctx).await,
             Command::Check(args) => check::run(args, ctx).await,
             Command::Serve(args) => serve::run(args, ctx).await,
             Command::Delete(args) => delete::run(args, ctx).await,
