@@ -182,10 +182,54 @@ pub fn verify(
     now: SystemTime,
     service: &str,
 ) -> Result<(), AuthError> {
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let claimed = req
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok());
+    let payload_hash = payload_hash(req.body, claimed)?;
+    verify_with_hash(req, creds, now, service, &payload_hash)
+}
+
+/// Checks a request's signature from its head alone (`req.body` is not looked at),
+/// when the head names the payload's hash (`x-amz-content-sha256`, which the signature
+/// then covers): so a forged request is refused before its body is waited for. Returns
+/// that hash, which the body must then match ([`check_payload`]). `None` when the head
+/// names no hash: the signature covers the body's own hash, and needs the body.
+pub fn verify_head(
+    req: &Request<'_>,
+    creds: &Credentials,
+    now: SystemTime,
+    service: &str,
+) -> Result<Option<String>, AuthError> {
+    let Some(claimed) = req.headers.get("x-amz-content-sha256") else {
+        return Ok(None);
+    };
+    let claimed = claimed
+        .to_str()
+        .map_err(|_| AuthError::Malformed("x-amz-content-sha256 is not ASCII".into()))?;
+    verify_with_hash(req, creds, now, service, claimed)?;
+    Ok(Some(claimed.to_owned()))
+}
+
+/// The payload hash of an empty body.
+pub fn empty_payload_hash() -> String {
+    hex::encode(Sha256::digest(b""))
+}
+
+/// Whether a body matches the payload hash its head's signature covered.
+pub fn check_payload(claimed: &str, body: &[u8]) -> Result<(), AuthError> {
+    payload_hash(body, Some(claimed)).map(|_| ())
+}
+
+fn verify_with_hash(
+    req: &Request<'_>,
+    creds: &Credentials,
+    now: SystemTime,
+    service: &str,
+    payload_hash: &str,
+) -> Result<(), AuthError> {
     let auth = checked_authorization(req.headers, creds, now, service)?;
-    let amz_date = header("x-amz-date").expect("checked");
-    let payload_hash = payload_hash(req.body, header("x-amz-content-sha256"))?;
+    let amz_date = req.headers["x-amz-date"].to_str().expect("checked");
     if payload_hash == UNSIGNED_PAYLOAD {
         if !req.unsigned_payload_allowed {
             return Err(AuthError::Malformed(
@@ -198,7 +242,7 @@ pub fn verify(
             ));
         }
     }
-    let canonical = canonical_request(req, &auth.signed_headers, &payload_hash);
+    let canonical = canonical_request(req, &auth.signed_headers, payload_hash);
     let scope = format!(
         "{}/{}/{}/aws4_request",
         auth.date, auth.region, auth.service
