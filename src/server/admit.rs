@@ -76,6 +76,11 @@ pub(super) async fn admit(State(state): State<AppState>, request: Request, next:
         Ok(proof) => proof,
         Err(refused) => return *refused,
     };
+    // A head that proved itself proves its connection at once: a genuine client's
+    // connection is then not among those closed to make room while its body arrives.
+    if !matches!(proof, Proof::NeedsBody) {
+        connections::mark_proven(request.extensions());
+    }
     let (parts, body) = request.into_parts();
     let declared = declared_length(&parts).unwrap_or(0) as usize;
     let admitted = match proof {
@@ -86,7 +91,7 @@ pub(super) async fn admit(State(state): State<AppState>, request: Request, next:
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
-    connections::mark_proven(&parts);
+    connections::mark_proven(&parts.extensions);
     next.run(Request::from_parts(parts, Body::from(body))).await
 }
 

@@ -8,7 +8,6 @@
 //! with its first request, and is not evicted by strangers; a stranger's connections
 //! evict only each other.
 
-use axum::http::request::Parts;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,8 +34,8 @@ impl Mark {
 }
 
 /// Marks the connection a request came on as proven (its request passed the checks).
-pub(super) fn mark_proven(parts: &Parts) {
-    if let Some(mark) = parts.extensions.get::<Arc<Mark>>() {
+pub(super) fn mark_proven(extensions: &axum::http::Extensions) {
+    if let Some(mark) = extensions.get::<Arc<Mark>>() {
         mark.proven.store(true, Ordering::Relaxed);
     }
 }

@@ -108,7 +108,7 @@ fn pending_snapshots_are_capped_and_hold_no_descriptors() {
         let reply = fx.start_raw(&serde_json::json!({"VolumeSize": 1}));
         assert_eq!(
             reply.status,
-            200,
+            201,
             "start {n} of the 50 left: {}",
             reply.text()
         );
