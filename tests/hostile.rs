@@ -16,6 +16,10 @@
 //! never measured.
 
 mod common;
+#[path = "hostile/load.rs"]
+mod load;
+#[path = "hostile/work.rs"]
+mod work;
 
 use common::server::{ServeProcess, KEY_ID, SECRET};
 use ebsnap::block::{BlockIndex, Digest, LinearAggregate, BLOCK_SIZE as BLOCK};
@@ -289,7 +293,17 @@ impl Req {
 
     /// Signs at `when`: adds `x-amz-date` and `authorization`, signing `host` and every
     /// `x-amz-*` header (as the SDKs do).
-    fn signed_at(mut self, when: SystemTime) -> Req {
+    fn signed_at(self, when: SystemTime) -> Req {
+        self.signed_by(when, SECRET)
+    }
+
+    /// Signed with the right key id, scope and date, but the wrong secret: what
+    /// someone without the secret can send.
+    fn forged(self) -> Req {
+        self.signed_by(SystemTime::now(), "not-the-secret")
+    }
+
+    fn signed_by(mut self, when: SystemTime, secret: &str) -> Req {
         self = self.without("authorization").without("x-amz-date");
         let stamp = humantime::format_rfc3339_seconds(when)
             .to_string()
@@ -340,7 +354,7 @@ impl Req {
         );
         let key = [day, "us-east-1", service, "aws4_request"]
             .iter()
-            .fold(format!("AWS4{SECRET}").into_bytes(), |k, part| {
+            .fold(format!("AWS4{secret}").into_bytes(), |k, part| {
                 hmac(&k, part.as_bytes())
             });
         let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
@@ -464,18 +478,28 @@ struct Fixture {
     files: BTreeMap<PathBuf, (u64, SystemTime)>,
 }
 
+/// The server's arguments in most tests: short timeouts, so that slow clients show.
+const QUICK: &[&str] = &["--header-timeout", "2", "--body-timeout", "1"];
+
 impl Fixture {
     fn start() -> Fixture {
+        Fixture::start_with(QUICK, None)
+    }
+
+    /// A fixture whose server runs with `args` (after `--store`), and at most `nofile`
+    /// descriptors if given.
+    fn start_with(args: &[&str], nofile: Option<u64>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         for d in ["cwd", "xdg", "outside"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
         std::fs::write(dir.path().join("outside/canary"), b"untouched").unwrap();
-        let server = ServeProcess::start(
+        let server = ServeProcess::start_limited(
             &dir.path().join("store"),
             &dir.path().join("cwd"),
             &dir.path().join("xdg"),
-            &["--header-timeout", "2", "--body-timeout", "1"],
+            args,
+            nofile,
         );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -503,6 +527,37 @@ impl Fixture {
         fx.listing = fx.block_indexes();
         fx.rebaseline();
         fx
+    }
+
+    /// Stops the server (SIGKILL: nothing is tidied up) and starts another on the same
+    /// store, with `args` and at most `nofile` descriptors.
+    fn restart(&mut self, args: &[&str], nofile: Option<u64>) {
+        let (store, cwd, xdg) = (self.path("store"), self.path("cwd"), self.path("xdg"));
+        // The old one goes first: the store admits one writer.
+        self.server.stop();
+        self.server = ServeProcess::start_limited(&store, &cwd, &xdg, args, nofile);
+        self.client = self.rt.block_on(self.server.client());
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A legitimate signed call (ListSnapshotBlocks) under whatever load there is: it
+    /// answers correctly within 2 s, and the server's memory stays under 256 MiB.
+    fn assert_served(&self, case: &str) {
+        let started = std::time::Instant::now();
+        assert_eq!(self.block_indexes(), self.listing, "{case}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "{case}: a genuine call took {took:?}"
+        );
+        let (rss, peak) = self.server.rss_mib();
+        assert!(
+            peak < 256,
+            "{case}: the server's RSS reached {peak} MiB (now {rss})"
+        );
     }
 
     /// Takes the current files as the ones that must not change.

@@ -272,3 +272,50 @@ async fn a_map_record_past_any_pack_does_not_stop_a_delete() {
     assert_eq!(report.damaged.len(), 1, "{report:?}");
     assert_eq!(report.damaged[0].block, Some(1));
 }
+
+/// A writer allows so many pending snapshots at once (EBS: 100); completing or deleting
+/// one makes room, and a ClientToken retry of one already started is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_snapshots_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("store"));
+    store.set_max_pending(2);
+    let first = StartSnapshot {
+        client_token: Some("first".into()),
+        ..StartSnapshot::new(1)
+    };
+    let a = store.start_snapshot(first.clone()).await.unwrap().id;
+    let b = store
+        .start_snapshot(StartSnapshot::new(1))
+        .await
+        .unwrap()
+        .id;
+    let over = store
+        .start_snapshot(StartSnapshot::new(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            over,
+            ebsnap::store::StoreError::LimitExceeded {
+                quota: ebsnap::store::Quota::PendingSnapshots,
+                ..
+            }
+        ),
+        "{over:?}"
+    );
+    assert_eq!(
+        store.start_snapshot(first).await.unwrap().id,
+        a,
+        "a retry is no new start"
+    );
+    store.complete_snapshot(&a, 0, None).await.unwrap();
+    let c = store
+        .start_snapshot(StartSnapshot::new(1))
+        .await
+        .unwrap()
+        .id;
+    store.delete_snapshot(&b).await.unwrap();
+    store.delete_snapshot(&c).await.unwrap();
+    store.start_snapshot(StartSnapshot::new(1)).await.unwrap();
+}

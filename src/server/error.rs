@@ -1,7 +1,7 @@
 //! Errors as the two APIs put them on the wire: EBS (rest-json: `x-amzn-ErrorType`
 //! header, JSON body with `message` and `Reason`) and EC2 (Query: an XML `Response`).
 
-use crate::store::{StoreError, ValidationReason};
+use crate::store::{Quota, StoreError, ValidationReason};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
@@ -65,6 +65,22 @@ impl From<StoreError> for EbsError {
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
                 Some("UNAUTHORIZED_ACCOUNT"),
+            ),
+            StoreError::LimitExceeded {
+                quota: Quota::PendingSnapshots,
+                ..
+            } => with(
+                StatusCode::BAD_REQUEST,
+                "ConcurrentLimitExceededException",
+                None,
+            ),
+            StoreError::LimitExceeded {
+                quota: Quota::TagsPerSnapshot,
+                ..
+            } => with(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                Some(ValidationReason::InvalidTag.as_str()),
             ),
             StoreError::Locked { .. }
             | StoreError::Corrupt { .. }
@@ -137,6 +153,17 @@ impl Ec2Error {
         }
     }
 
+    /// A failure of the server itself (500 InternalError).
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!("internal error: {message}");
+        Ec2Error {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "InternalError".into(),
+            message,
+        }
+    }
+
     pub fn from_store(e: StoreError, id: &str) -> Self {
         match e {
             StoreError::NotFound { .. } => Ec2Error::new(
@@ -159,6 +186,13 @@ impl Ec2Error {
                 message,
             } => Ec2Error::new("InvalidTagKey.Malformed", message),
             StoreError::Invalid { message, .. } => Ec2Error::new("InvalidParameterValue", message),
+            StoreError::LimitExceeded {
+                quota: Quota::TagsPerSnapshot,
+                message,
+            } => Ec2Error::new("TagLimitExceeded", message),
+            StoreError::LimitExceeded { message, .. } => {
+                Ec2Error::new("ConcurrentSnapshotLimitExceeded", message)
+            }
             StoreError::Throttled { message } => Ec2Error {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "RequestLimitExceeded".into(),

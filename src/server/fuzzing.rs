@@ -36,12 +36,15 @@ pub fn ec2_form(body: &[u8], snapshots: &[SnapshotInfo]) -> Result<Vec<usize>, S
     if owners.iter().any(|o| *o != "self" && *o != OWNER_ID) {
         return Ok(Vec::new());
     }
-    let page: Vec<usize> = snapshots
+    let named: Vec<SnapshotInfo> = snapshots
         .iter()
-        .enumerate()
-        .filter(|(_, s)| ids.is_empty() || ids.contains(&s.id))
-        .filter(|(_, s)| filters.iter().all(|f| ec2::matches(f, s, OWNER_ID)))
-        .map(|(i, _)| i)
+        .filter(|s| ids.is_empty() || ids.contains(&s.id))
+        .cloned()
+        .collect();
+    let selected = ec2::select(named, &filters, OWNER_ID).map_err(code)?;
+    let page: Vec<usize> = selected
+        .iter()
+        .filter_map(|s| snapshots.iter().position(|o| o.id == s.id))
         .skip(start)
         .take(max)
         .collect();
@@ -53,7 +56,7 @@ pub fn ec2_form(body: &[u8], snapshots: &[SnapshotInfo]) -> Result<Vec<usize>, S
 
 /// The `*` and `?` matching of EC2 filter values.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    ec2::glob(pattern, text)
+    super::filters::glob(pattern, text)
 }
 
 /// StartSnapshot's JSON body, as the server reads it (`Err`: the message).

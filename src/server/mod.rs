@@ -5,10 +5,13 @@
 //! Every request is SigV4-verified against one key pair (unless auth is off), then
 //! routed: EBS operations by path, EC2 Query actions at `POST /`.
 
+mod admit;
+mod connections;
 mod ebs;
 mod ec2;
 mod error;
 pub mod faults;
+mod filters;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod sigv4;
@@ -17,29 +20,24 @@ pub use sigv4::Credentials;
 
 use crate::block::BLOCK_SIZE;
 use crate::store::SnapshotStore;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use bytes::{Bytes, BytesMut};
-use error::{EbsError, Ec2Error};
-use futures::StreamExt;
+use error::EbsError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
+pub use connections::MAX_HEAD_BYTES;
+
 /// Largest request body: one block plus room for headers-in-body APIs (EC2 forms).
 const MAX_BODY: usize = BLOCK_SIZE + 64 * 1024;
 /// The account id the server reports as owner of every snapshot.
 pub const OWNER_ID: &str = "000000000000";
-/// Requests handled at once. Each may hold a block (512 KiB) in memory, so this bounds
-/// the server's memory whatever the number of clients: about 64 MiB of bodies. Further
-/// requests wait for a turn (their bytes wait in the socket buffers).
-const MAX_IN_FLIGHT: usize = 128;
 
 /// How long the server waits for slow clients (`ebsnap serve --header-timeout
 /// --body-timeout`). Without them a client that opens connections and sends nothing, or
@@ -52,6 +50,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time a client has to send a request's body once the request has its turn.
     pub body_timeout: Duration,
+    /// Connections open at once (`serve --max-connections`); at the limit, the oldest
+    /// that has not proven itself is closed to make room.
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -59,6 +60,9 @@ impl Limits {
     pub const HEADER_TIMEOUT_SECS: u64 = 30;
     /// The default body timeout, in seconds (`serve --body-timeout`).
     pub const BODY_TIMEOUT_SECS: u64 = 60;
+    /// The default connection limit (`serve --max-connections`): at most
+    /// [`MAX_HEAD_BYTES`] of head each, 32 MiB in all.
+    pub const MAX_CONNECTIONS: usize = 512;
 }
 
 impl Default for Limits {
@@ -66,6 +70,7 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::from_secs(Self::HEADER_TIMEOUT_SECS),
             body_timeout: Duration::from_secs(Self::BODY_TIMEOUT_SECS),
+            max_connections: Self::MAX_CONNECTIONS,
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct AppState {
     credentials: Option<Arc<Credentials>>,
     owner_id: String,
     in_flight: Arc<Semaphore>,
+    /// Bytes of body held by requests whose signature can be checked only with it.
+    unproven: Arc<Semaphore>,
     body_timeout: Duration,
 }
 
@@ -94,7 +101,8 @@ pub fn router_with_limits(
         store,
         credentials: credentials.map(Arc::new),
         owner_id: OWNER_ID.to_owned(),
-        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        in_flight: Arc::new(Semaphore::new(admit::MAX_IN_FLIGHT)),
+        unproven: Arc::new(Semaphore::new(admit::UNPROVEN_BYTES)),
         body_timeout: limits.body_timeout,
     };
     Router::new()
@@ -114,7 +122,7 @@ pub fn router_with_limits(
         // A known path with another method (DELETE /snapshots) is an unknown operation
         // too; axum's own answer would be a bare 405 without the AWS error shape.
         .method_not_allowed_fallback(unknown_operation)
-        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(middleware::from_fn_with_state(state.clone(), admit::admit))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -158,8 +166,10 @@ pub async fn serve_router_with_limits(
 
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let graceful = GracefulShutdown::new();
+    let connections = connections::Connections::new(limits.max_connections);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -176,13 +186,22 @@ pub async fn serve_router_with_limits(
             },
             () = &mut shutdown => break,
         };
+        let place = tokio::select! {
+            place = connections.admit() => place,
+            () = &mut shutdown => break,
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The connection's mark travels with its requests: admission marks it proven.
+        let app = app.clone().layer(axum::Extension(place.mark.clone()));
+        let service = TowerToHyperService::new(app);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // Clients that go away, send garbage or time out: theirs to notice.
-                tracing::debug!("connection ended: {e}");
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    // Clients that go away, send garbage or time out: theirs to notice.
+                    tracing::debug!("connection ended: {e}");
+                },
+                () = place.mark.closed() => tracing::debug!("closed an unproven connection to make room"),
             }
         });
     }
@@ -203,157 +222,6 @@ async fn unknown_operation(request: Request) -> Response {
         request.uri().path()
     );
     EbsError::new(StatusCode::NOT_FOUND, "UnknownOperationException", message).into_response()
-}
-
-/// Whether a request is an EC2 Query call (errors then take EC2's XML shape).
-fn is_ec2(request: &Request) -> bool {
-    request.uri().path() == "/"
-}
-
-/// Admits a request. The cheap checks of its signature come first (key, scope, date:
-/// nothing is read for a request that cannot be genuine); then it waits for a turn
-/// among the requests in flight; then its body is read, bounded in size and in time
-/// (a slow client cannot hold a turn for long); then the signature itself is checked.
-async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let ec2 = is_ec2(&request);
-    let service = if ec2 { "ec2" } else { "ebs" };
-    // PutSnapshotBlock alone sends an unsigned body (its checksum header is signed).
-    let put_block = request.method() == Method::PUT && request.uri().path().contains("/blocks/");
-    if let Some(credentials) = &state.credentials {
-        if let Err(e) = sigv4::precheck(request.headers(), credentials, SystemTime::now(), service)
-        {
-            return refusal(ec2, &request, e);
-        }
-    }
-    // A required header that is missing is the client's modeled mistake, named as
-    // such, not a signature that fails to match for want of it.
-    for required in put_block
-        .then_some(["x-amz-checksum", "x-amz-checksum-algorithm"])
-        .into_iter()
-        .flatten()
-    {
-        if !request.headers().contains_key(required) {
-            return EbsError::validation(
-                crate::store::ValidationReason::InvalidParameterValue,
-                format!("PutSnapshotBlock needs the {required} header"),
-            )
-            .into_response();
-        }
-    }
-    // A body announced larger than the limit is refused before it is waited for.
-    let declared = declared_length(&request);
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return body_error(ec2, BodyError::TooLarge);
-    }
-    let _turn = state.in_flight.acquire().await.expect("never closed");
-    let (parts, body) = request.into_parts();
-    let read = read_body(body, declared.unwrap_or(0) as usize);
-    let body = match tokio::time::timeout(state.body_timeout, read).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => return body_error(ec2, e),
-        Err(_) => return body_error(ec2, BodyError::Timeout(state.body_timeout)),
-    };
-    if let Some(credentials) = &state.credentials {
-        let signed = sigv4::Request {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            query: parts.uri.query().unwrap_or(""),
-            headers: &parts.headers,
-            body: &body,
-            unsigned_payload_allowed: put_block,
-        };
-        if let Err(e) = sigv4::verify(&signed, credentials, SystemTime::now(), service) {
-            let request = Request::from_parts(parts, Body::empty());
-            return refusal(ec2, &request, e);
-        }
-    }
-    next.run(Request::from_parts(parts, Body::from(body))).await
-}
-
-fn refusal(ec2: bool, request: &Request, e: sigv4::AuthError) -> Response {
-    tracing::info!("refused {} {}: {e}", request.method(), request.uri().path());
-    if ec2 {
-        Ec2Error {
-            status: StatusCode::UNAUTHORIZED,
-            code: "AuthFailure".into(),
-            message: e.to_string(),
-        }
-        .into_response()
-    } else {
-        EbsError::new(StatusCode::FORBIDDEN, e.error_type(), e.to_string()).into_response()
-    }
-}
-
-/// Why a request's body could not be taken.
-enum BodyError {
-    /// Over [`MAX_BODY`], as announced or as sent.
-    TooLarge,
-    /// Cut short (the client closed mid-body) or badly framed (bad chunk sizes).
-    Malformed(String),
-    /// Not received within the body timeout.
-    Timeout(Duration),
-}
-
-/// The request's `Content-Length`, if it has a valid one (hyper has already refused
-/// the request if it has several that disagree, or one that is not a number).
-fn declared_length(request: &Request) -> Option<u64> {
-    request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Reads a body of at most [`MAX_BODY`] bytes, into a buffer of its announced length
-/// (`declared`, already checked against the limit: a block is copied once). A body
-/// without a length (chunked) is counted as it arrives and refused as soon as it passes
-/// the limit, so a client can never make the server hold more than that.
-async fn read_body(body: Body, declared: usize) -> Result<Bytes, BodyError> {
-    let mut stream = body.into_data_stream();
-    let mut out = BytesMut::with_capacity(declared);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
-        if out.len() + chunk.len() > MAX_BODY {
-            return Err(BodyError::TooLarge);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
-}
-
-/// A body refusal in the API's error shape. EBS: the types AWS services use for these
-/// HTTP-level failures (the SDKs retry a RequestTimeoutException); EC2: InvalidRequest.
-fn body_error(ec2: bool, e: BodyError) -> Response {
-    let (status, error_type, message) = match e {
-        BodyError::TooLarge => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLargeException",
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        ),
-        BodyError::Malformed(e) => (
-            StatusCode::BAD_REQUEST,
-            "MalformedHttpRequestException",
-            format!("the request body is incomplete or badly framed: {e}"),
-        ),
-        BodyError::Timeout(t) => (
-            StatusCode::REQUEST_TIMEOUT,
-            "RequestTimeoutException",
-            format!("the request body was not received within {} s", t.as_secs()),
-        ),
-    };
-    tracing::info!("refused a request body: {message}");
-    if ec2 {
-        Ec2Error {
-            status,
-            code: "InvalidRequest".into(),
-            message,
-        }
-        .into_response()
-    } else {
-        EbsError::new(status, error_type, message).into_response()
-    }
 }
 
 /// Seconds since the epoch, as the JSON number EBS uses for timestamps.

@@ -530,9 +530,51 @@ pub async fn tags_are_added_replaced_and_removed(store: &dyn SnapshotStore) {
         .unwrap_err();
     assert_eq!(
         reason(err),
-        Some(ValidationReason::InvalidTag),
+        Some(ValidationReason::InvalidParameterValue),
         "no control characters"
     );
+    let err = store
+        .create_tags(&id, &[Tag::new("k", "not xml \u{FFFE}")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(err),
+        Some(ValidationReason::InvalidParameterValue),
+        "nothing XML cannot carry"
+    );
+    tag_limits(store, &id).await;
+}
+
+/// At most 50 tags on a snapshot, counting those a store keeps for itself (a key set
+/// again is not another tag); over it, nothing changes.
+async fn tag_limits(store: &dyn SnapshotStore, id: &SnapshotId) {
+    let fifty: Vec<Tag> = (0..50).map(|i| Tag::new(format!("t{i}"), "v")).collect();
+    let err = store.create_tags(id, &fifty).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::LimitExceeded {
+                quota: Quota::TagsPerSnapshot,
+                ..
+            }
+        ),
+        "50 more tags on a tagged snapshot: {err:?}"
+    );
+    let tags = store.describe_snapshot(id).await.unwrap().tags;
+    assert!(
+        tags.iter().all(|t| !t.key.starts_with('t')),
+        "unchanged: {tags:?}"
+    );
+    let mut added = 0;
+    for tag in &fifty {
+        match store.create_tags(id, std::slice::from_ref(tag)).await {
+            Ok(()) => added += 1,
+            Err(StoreError::LimitExceeded { .. }) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!((40..50).contains(&added), "{added} tags added one by one");
+    store.create_tags(id, &fifty[..1]).await.unwrap();
 }
 
 /// Generates one `#[tokio::test]` per conformance function. `$make` is an expression

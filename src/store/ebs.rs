@@ -160,6 +160,7 @@ where
                 }
                 "InvalidTagKey.Malformed" => StoreError::invalid(ValidationReason::InvalidTag, msg),
                 "ConflictException" => StoreError::Conflict { message: msg },
+                "TagLimitExceeded" => StoreError::limit(Quota::TagsPerSnapshot, msg),
                 "RequestThrottledException"
                 | "ConcurrentLimitExceededException"
                 | "ServiceQuotaExceededException"

@@ -112,6 +112,20 @@ pub enum StoreError {
     /// A transient failure of the service (5xx, reset); retrying may help.
     #[error("service error: {message}")]
     Unavailable { message: String },
+
+    /// A quota is reached (pending snapshots, tags on a snapshot): the request is
+    /// refused until something is completed, deleted or removed.
+    #[error("limit exceeded: {message}")]
+    LimitExceeded { quota: Quota, message: String },
+}
+
+/// The quotas a store enforces, as EBS and EC2 do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quota {
+    /// Snapshots pending at once (EBS: 100 per account): ConcurrentLimitExceededException.
+    PendingSnapshots,
+    /// Tags on one snapshot (EC2: 50): TagLimitExceeded.
+    TagsPerSnapshot,
 }
 
 impl StoreError {
@@ -138,6 +152,13 @@ impl StoreError {
     pub fn corrupt(what: impl Into<String>, message: impl Into<String>) -> Self {
         StoreError::Corrupt {
             what: what.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn limit(quota: Quota, message: impl Into<String>) -> Self {
+        StoreError::LimitExceeded {
+            quota,
             message: message.into(),
         }
     }

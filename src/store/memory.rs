@@ -310,8 +310,7 @@ impl SnapshotStore for MemoryStore {
     async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
         rules::check_tags(tags)?;
         let mut state = self.lock();
-        merge_tags(&mut state.get(id)?.info.tags, tags);
-        Ok(())
+        merge_tags(&mut state.get(id)?.info.tags, tags)
     }
 
     async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {

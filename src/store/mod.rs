@@ -24,8 +24,9 @@ mod rules;
 mod token;
 mod types;
 
-pub use error::{StoreError, StoreResult, ValidationReason};
+pub use error::{Quota, StoreError, StoreResult, ValidationReason};
 pub use layer::StoreLayer;
+pub use rules::{DEFAULT_MAX_PENDING, MAX_TAGS};
 
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};

@@ -3,12 +3,18 @@
 
 use super::ValidationReason::*;
 use super::{
-    SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, StoreError, StoreResult, Tag,
+    Quota, SnapshotId, SnapshotInfo, SnapshotStatus, StartSnapshot, StoreError, StoreResult, Tag,
 };
 use crate::block::{volume_blocks, BlockIndex, Digest, HashedBlock, MAX_VOLUME_GIB};
 use std::time::{Duration, SystemTime};
 
 pub(crate) const DEFAULT_TIMEOUT_MINUTES: u32 = 60;
+/// Snapshots that may be pending at once: EBS allows 100 per account (`serve
+/// --max-pending` changes it). Each pending snapshot is work a client left open; without
+/// a cap, a client could start them until the store runs out of resources.
+pub const DEFAULT_MAX_PENDING: usize = 100;
+/// Tags on one snapshot: EC2's limit.
+pub const MAX_TAGS: usize = 50;
 
 /// Checks StartSnapshot's parameters against the parent (already looked up).
 pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) -> StoreResult<()> {
@@ -24,7 +30,7 @@ pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) ->
     if req.description.as_deref().is_some_and(|d| !printable(d)) {
         return Err(StoreError::invalid(
             InvalidParameterValue,
-            "the description may not hold control characters",
+            "the description may not hold control characters, U+FFFE or U+FFFF (XML cannot carry them)",
         ));
     }
     if req
@@ -44,6 +50,8 @@ pub(crate) fn check_start(req: &StartSnapshot, parent: Option<&SnapshotInfo>) ->
         ));
     }
     check_tags(&req.tags)?;
+    let keys: std::collections::HashSet<&str> = req.tags.iter().map(|t| t.key.as_str()).collect();
+    check_tag_count(keys.len())?;
     let Some(parent) = parent else { return Ok(()) };
     if req.encrypted {
         return Err(StoreError::invalid(
@@ -242,11 +250,36 @@ pub(crate) fn check_delete(
     }
 }
 
-/// Whether a text can travel in EC2's XML answers (XML 1.0 has no other control
-/// characters).
+/// Whether a text can travel in EC2's XML answers: XML 1.0 allows no control character
+/// but tab, newline and carriage return, and not U+FFFE or U+FFFF. (One accepted in a
+/// tag made every DescribeSnapshots answer unparsable until the tag was removed.)
 fn printable(text: &str) -> bool {
-    text.chars()
-        .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+    text.chars().all(|c| {
+        (!c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+            && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    })
+}
+
+/// At most [`MAX_TAGS`] tags on a snapshot.
+pub(crate) fn check_tag_count(tags: usize) -> StoreResult<()> {
+    if tags > MAX_TAGS {
+        return Err(StoreError::limit(
+            Quota::TagsPerSnapshot,
+            format!("a snapshot may have at most {MAX_TAGS} tags, not {tags}"),
+        ));
+    }
+    Ok(())
+}
+
+/// At most `max` snapshots pending at once; `pending` are already.
+pub(crate) fn check_pending(pending: usize, max: usize) -> StoreResult<()> {
+    if pending >= max {
+        return Err(StoreError::limit(
+            Quota::PendingSnapshots,
+            format!("{pending} snapshots are pending, the most allowed at once (complete or delete some first)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Tag keys of 1 to 127 characters, values of at most 255 (EC2's limits), no control
@@ -257,8 +290,8 @@ pub(crate) fn check_tags(tags: &[Tag]) -> StoreResult<()> {
         .any(|t| !printable(&t.key) || !printable(&t.value))
     {
         return Err(StoreError::invalid(
-            InvalidTag,
-            "tags may not hold control characters",
+            InvalidParameterValue,
+            "tags may not hold control characters, U+FFFE or U+FFFF (XML cannot carry them)",
         ));
     }
     if tags

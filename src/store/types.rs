@@ -107,13 +107,29 @@ impl TagFilter {
 }
 
 /// Applies CreateTags to a tag list: new keys are added, existing keys take the new value.
-pub(crate) fn merge_tags(tags: &mut Vec<Tag>, new: &[Tag]) {
+/// Linear (an index by key): a request with thousands of tags, merged one by one into a
+/// list searched each time, held the store's lock for seconds. The tags stay in order
+/// of first appearance. The merged list must fit EC2's limit of tags per snapshot, or
+/// nothing changes.
+pub(crate) fn merge_tags(tags: &mut Vec<Tag>, new: &[Tag]) -> super::StoreResult<()> {
+    let mut merged = tags.clone();
+    let mut at: std::collections::HashMap<String, usize> = merged
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.key.clone(), i))
+        .collect();
     for tag in new {
-        match tags.iter_mut().find(|t| t.key == tag.key) {
-            Some(existing) => existing.value = tag.value.clone(),
-            None => tags.push(tag.clone()),
+        match at.get(&tag.key) {
+            Some(&i) => merged[i].value = tag.value.clone(),
+            None => {
+                at.insert(tag.key.clone(), merged.len());
+                merged.push(tag.clone());
+            }
         }
     }
+    super::rules::check_tag_count(merged.len())?;
+    *tags = merged;
+    Ok(())
 }
 
 /// The parameters of StartSnapshot.

@@ -91,9 +91,38 @@ impl ServeProcess {
         xdg: &std::path::Path,
         extra: &[&str],
     ) -> ServeProcess {
+        Self::start_limited(store, cwd, xdg, extra, None)
+    }
+
+    /// [`ServeProcess::start`], with at most `nofile` descriptors (`ulimit -n`) if given.
+    pub fn start_limited(
+        store: &std::path::Path,
+        cwd: &std::path::Path,
+        xdg: &std::path::Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> ServeProcess {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(store)
             .args(extra)
@@ -125,6 +154,27 @@ impl ServeProcess {
             addr,
             log,
         }
+    }
+
+    /// The server's resident memory now and at its peak (VmRSS, VmHWM), in MiB.
+    pub fn rss_mib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            kib / 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Whether the process is still running.

@@ -2,8 +2,9 @@
 //! each given a file's bytes. Not an API: hidden from the documentation, and free to
 //! change with the targets. `dir` is a scratch directory the caller owns.
 
+use super::journal::Journal;
 use super::layout::{check_format, read_key};
-use super::map::{Journal, MapFile};
+use super::map::MapFile;
 use super::meta::Meta;
 use super::pack::Packs;
 use crate::block::BlockIndex;

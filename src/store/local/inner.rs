@@ -2,8 +2,9 @@
 //! the maps of completed ones, and reading a snapshot through its lineage.
 
 use super::chain::Chain;
+use super::journal::Journal;
 use super::lock::Access;
-use super::map::{Journal, MapFile, ZERO_PACK};
+use super::map::{MapFile, ZERO_PACK};
 use super::meta::Meta;
 use super::store::{Entry, Inner};
 use crate::store::rules;
@@ -43,6 +44,9 @@ impl Inner {
             let journal = if info.status == SnapshotStatus::Pending && access == Access::Write {
                 let j = Arc::new(Journal::open(&journal_path)?);
                 self.repair_journal(&j)?;
+                // Durable (and closed): a store with many pending snapshots opens with
+                // no descriptor held for any of them.
+                j.sync()?;
                 Some(j)
             } else {
                 None

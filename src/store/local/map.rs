@@ -6,10 +6,9 @@
 //! of block `i` at byte `48 * i`, so puts in any order need no sorting and no memory, and
 //! completing reads it back in index order, skipping its holes.
 
-use super::fsutil::open_rw;
 use crate::block::{BlockIndex, Digest, LinearAggregate};
 use crate::store::{StoreError, StoreResult};
-use crate::sys::{seek_data, sync_dir, tmp_path};
+use crate::sys::{sync_dir, tmp_path};
 use memmap2::Mmap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -211,150 +210,6 @@ impl PendingMap {
     }
 }
 
-/// A pending snapshot's journal: the record for block `i` at byte `48 * i`.
-#[derive(Debug)]
-pub(crate) struct Journal {
-    file: File,
-    path: PathBuf,
-}
-
-impl Journal {
-    pub fn open(path: &Path) -> StoreResult<Journal> {
-        Ok(Journal {
-            file: open_rw(path, true)?,
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn write(&self, record: &Record) -> StoreResult<()> {
-        self.file
-            .write_all_at(&record.encode(), self.offset(record.index)?)
-            .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
-    }
-
-    /// Makes the records written so far durable.
-    pub fn sync(&self) -> StoreResult<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| StoreError::io(format!("syncing {}", self.path.display()), e))
-    }
-
-    pub fn clear(&self, index: BlockIndex) -> StoreResult<()> {
-        self.file
-            .write_all_at(&[0u8; RECORD_LEN], self.offset(index)?)
-            .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
-    }
-
-    /// Where block `index`'s record is (an index past any volume is refused, not
-    /// wrapped around onto another record).
-    fn offset(&self, index: BlockIndex) -> StoreResult<u64> {
-        index.0.checked_mul(RECORD_LEN as u64).ok_or_else(|| {
-            StoreError::corrupt(
-                self.path.display().to_string(),
-                format!("block index {index} is past any journal"),
-            )
-        })
-    }
-
-    /// Every record, ascending, skipping the holes of the sparse file so that a large
-    /// volume with few puts reads little.
-    pub fn records(&self) -> JournalRecords<'_> {
-        JournalRecords {
-            journal: self,
-            pos: 0,
-            buf: Vec::new(),
-            buf_start: 0,
-            at: 0,
-            done: false,
-        }
-    }
-}
-
-pub(crate) struct JournalRecords<'a> {
-    journal: &'a Journal,
-    pos: u64,
-    buf: Vec<u8>,
-    /// Where in the file `buf` starts.
-    buf_start: u64,
-    at: usize,
-    done: bool,
-}
-
-const JOURNAL_CHUNK: usize = RECORD_LEN * 16384;
-
-impl JournalRecords<'_> {
-    /// Reads the next chunk holding data into `buf`; `false` at the end.
-    fn refill(&mut self) -> std::io::Result<bool> {
-        let Some(data) = seek_data(&self.journal.file, self.pos)? else {
-            return Ok(false);
-        };
-        let start = (data / RECORD_LEN as u64) * RECORD_LEN as u64;
-        let start = start.max(self.pos);
-        self.buf.resize(JOURNAL_CHUNK, 0);
-        let n = read_at_most(&self.journal.file, &mut self.buf, start)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        self.buf.truncate(n - n % RECORD_LEN);
-        self.buf_start = start;
-        self.pos = start + self.buf.len() as u64;
-        self.at = 0;
-        Ok(!self.buf.is_empty())
-    }
-}
-
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64)? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-impl Iterator for JournalRecords<'_> {
-    type Item = StoreResult<Record>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.done {
-                return None;
-            }
-            while self.at + RECORD_LEN <= self.buf.len() {
-                let raw = &self.buf[self.at..self.at + RECORD_LEN];
-                let offset = self.buf_start + self.at as u64;
-                self.at += RECORD_LEN;
-                // A slot holds a record only if the record names that slot's block:
-                // anything else is damage, and is skipped like an empty slot (a put
-                // at that index overwrites it). Taken for a record, it would make a
-                // repair clear the slot of the block it names, another block's.
-                if let Some(record) = Record::decode(raw)
-                    .filter(|r| r.index.0.checked_mul(RECORD_LEN as u64) == Some(offset))
-                {
-                    return Some(Ok(record));
-                }
-            }
-            match self.refill() {
-                Ok(true) => {}
-                Ok(false) => self.done = true,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(StoreError::io(
-                        format!("reading {}", self.journal.path.display()),
-                        e,
-                    )));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,38 +223,6 @@ mod tests {
             },
             digest: Digest([i as u8; 32]),
         }
-    }
-
-    #[test]
-    fn journal_yields_records_in_index_order_whatever_the_write_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("j")).unwrap();
-        for i in [900_000u64, 3, 70_000, 0, 3] {
-            j.write(&rec(i, 1)).unwrap();
-        }
-        j.write(&rec(70_001, 2)).unwrap();
-        j.clear(BlockIndex(70_001)).unwrap();
-        let got: Vec<u64> = j.records().map(|r| r.unwrap().index.0).collect();
-        assert_eq!(got, vec![0, 3, 70_000, 900_000]);
-    }
-
-    /// Found by the local_store fuzz target: a damaged journal record naming another
-    /// block (or no possible block) made a repair clear that other block's record (or
-    /// overflow).
-    #[test]
-    fn journal_records_must_name_their_own_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("j")).unwrap();
-        j.write(&rec(5, 1)).unwrap();
-        j.file.write_all_at(&rec(5, 2).encode(), 2 * 48).unwrap();
-        j.file.write_all_at(&rec(u64::MAX, 3).encode(), 48).unwrap();
-        let got: Vec<Record> = j.records().map(|r| r.unwrap()).collect();
-        assert_eq!(got, vec![rec(5, 1)], "only the record in its own slot");
-        assert!(
-            j.clear(BlockIndex(u64::MAX)).is_err(),
-            "refused, not wrapped"
-        );
-        assert!(j.write(&rec(u64::MAX / 2, 1)).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! STORE/snapshots/ID.journal   pending: sparse, record of block i at 48 * i
 //! ```
 
+mod api;
 mod chain;
 mod check;
 mod fsutil;
@@ -19,11 +20,13 @@ mod fsutil;
 pub mod fuzzing;
 mod gc;
 mod inner;
+mod journal;
 mod layout;
 mod lock;
 mod map;
 mod meta;
 mod pack;
+mod start;
 mod store;
 
 pub use crate::sys::LockWait;

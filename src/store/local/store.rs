@@ -2,21 +2,21 @@
 
 use super::chain::Chain;
 use super::fsutil::{atomic_write, remove_if_present};
+use super::journal::Journal;
 use super::layout::{check_format, create_layout, read_key, remove_temporaries, FORMAT_FILE};
 use super::lock::{self, Access, StoreLock};
-use super::map::{Journal, Location, MapFile, MapWriter, Record, ZERO_PACK};
-use super::meta::{now_ms, Meta, META_VERSION};
+use super::map::{Location, MapFile, MapWriter, Record, ZERO_PACK};
+use super::meta::Meta;
 use super::pack::Packs;
 use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock};
 use crate::store::paging::{block_page, changed_page};
-use crate::store::rules::{self, DEFAULT_TIMEOUT_MINUTES};
+use crate::store::rules;
 use crate::store::token::TokenKey;
-use crate::store::types::merge_tags;
 use crate::store::*;
 use crate::sys::{sync_dir, LockWait};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -26,7 +26,7 @@ const READ_BUFFERS_KEPT: usize = 64;
 /// A snapshot store in a local directory. Cheap to clone; clones share one state.
 #[derive(Clone, Debug)]
 pub struct LocalStore {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
@@ -41,8 +41,10 @@ pub(super) struct Shared {
     /// Puts recorded so far, and (under the async lock) how many of them the last flush
     /// made durable: concurrent flushes share one seal (group commit), so a server that
     /// flushes after every put pays one fsync per group, not per block.
-    puts_recorded: AtomicU64,
-    flushed_through: tokio::sync::Mutex<u64>,
+    pub puts_recorded: AtomicU64,
+    pub flushed_through: tokio::sync::Mutex<u64>,
+    /// Snapshots that may be pending at once ([`LocalStore::set_max_pending`]).
+    max_pending: AtomicUsize,
     _lock: StoreLock,
 }
 
@@ -63,10 +65,17 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// Moves the snapshot to `error` if it sat pending past its timeout.
+    /// Moves the snapshot to `error` if it sat pending past its timeout. Its journal is
+    /// synced then, so that it holds no descriptor from then on.
     pub fn expire(&mut self) {
         let timeout = self.meta.timeout_minutes;
         rules::expire(&mut self.info.status, self.last_activity, timeout);
+        let timed_out = self.info.status == SnapshotStatus::Error;
+        if let Some(j) = self.journal.as_ref().filter(|_| timed_out) {
+            if let Err(e) = j.sync() {
+                tracing::warn!("{} timed out, and its journal: {e}", self.info.id);
+            }
+        }
     }
 }
 
@@ -110,6 +119,7 @@ impl LocalStore {
             inner: Mutex::new(inner),
             puts_recorded: AtomicU64::new(0),
             flushed_through: tokio::sync::Mutex::new(0),
+            max_pending: AtomicUsize::new(DEFAULT_MAX_PENDING),
             _lock: lock,
         };
         Ok(LocalStore {
@@ -125,8 +135,15 @@ impl LocalStore {
         &self.shared.root
     }
 
+    /// Sets how many snapshots may be pending at once (by default
+    /// [`DEFAULT_MAX_PENDING`], as EBS allows); a start beyond is refused with
+    /// [`StoreError::LimitExceeded`].
+    pub fn set_max_pending(&self, max: usize) {
+        self.shared.max_pending.store(max, Ordering::Relaxed);
+    }
+
     /// Runs blocking store work off the async runtime.
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Shared) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -175,79 +192,7 @@ impl Shared {
         atomic_write(&self.snapshot_path(&id, "json"), &meta.to_json())
     }
 
-    /// Changes a snapshot's tags and saves its metadata.
-    fn edit_tags(&self, id: &SnapshotId, edit: impl FnOnce(&mut Vec<Tag>)) -> StoreResult<()> {
-        self.writable()?;
-        let mut inner = self.lock();
-        let entry = inner.get_mut(id)?;
-        let mut tags = entry.info.tags.clone();
-        edit(&mut tags);
-        entry.meta.tags = tags
-            .iter()
-            .map(|t| (t.key.clone(), t.value.clone()))
-            .collect();
-        self.save_meta(&entry.meta)?;
-        entry.info.tags = tags;
-        Ok(())
-    }
-
-    fn start(&self, req: StartSnapshot) -> StoreResult<SnapshotInfo> {
-        self.writable()?;
-        let mut inner = self.lock();
-        if let Some(token) = &req.client_token {
-            let known = inner
-                .snapshots
-                .values_mut()
-                .find(|e| e.meta.client_token.as_ref() == Some(token));
-            if let Some(made) = known {
-                made.expire();
-                let made_by = made.meta.request_fingerprint.as_deref();
-                return rules::replay_start(token, &req, made_by, &made.info);
-            }
-        }
-        let parent = match &req.parent {
-            Some(p) => Some(inner.get(p)?),
-            None => None,
-        };
-        rules::check_start(&req, parent.map(|p| &p.info))?;
-        let id = SnapshotId::generate();
-        let meta = Meta {
-            version: META_VERSION,
-            id: id.to_string(),
-            parent: req.parent.as_ref().map(|p| p.to_string()),
-            lineage: parent.map_or_else(|| id.to_string(), |p| p.meta.lineage.clone()),
-            status: SnapshotStatus::Pending.as_str().into(),
-            volume_size_gib: req.volume_size_gib,
-            start_time_ms: now_ms(),
-            description: req.description.clone(),
-            tags: req
-                .tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
-            encrypted: req.encrypted || parent.is_some_and(|p| p.meta.encrypted),
-            client_token: req.client_token.clone(),
-            request_fingerprint: Some(rules::start_fingerprint(&req)),
-            timeout_minutes: req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),
-            changed_blocks_count: None,
-            aggregate: None,
-        };
-        let journal = Arc::new(Journal::open(&self.snapshot_path(&id, "journal"))?);
-        self.save_meta(&meta)?;
-        let info = meta.to_info()?;
-        inner.snapshots.insert(
-            id,
-            Entry {
-                info: info.clone(),
-                meta,
-                last_activity: SystemTime::now(),
-                journal: Some(journal),
-            },
-        );
-        Ok(info)
-    }
-
-    fn put(
+    pub(super) fn put(
         &self,
         id: &SnapshotId,
         index: BlockIndex,
@@ -305,24 +250,28 @@ impl Shared {
         Ok(())
     }
 
-    /// Seals the packs (data, then idx) and syncs the journals of pending snapshots:
-    /// every put recorded so far survives a crash from here on, whichever snapshot it
-    /// went to. (So even a flush for a snapshot that completed meanwhile does it all:
-    /// the caller counts it as covering every put recorded before it began.)
-    fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
+    /// Seals the packs (data, then idx) and syncs the journals written since the last
+    /// flush: every put recorded so far survives a crash from here on, whichever
+    /// snapshot it went to. (So even a flush for a snapshot that completed meanwhile
+    /// does it all: the caller counts it as covering every put recorded before it
+    /// began.) Journals with nothing unsynced cost nothing: no fsync, no descriptor.
+    pub(super) fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
         self.writable()?;
         let mut inner = self.lock();
         inner.get(id)?;
         inner.packs.seal()?;
-        for entry in inner.snapshots.values() {
-            if let Some(journal) = &entry.journal {
-                journal.sync()?;
-            }
+        let unsynced = inner.snapshots.values().filter_map(|e| e.journal.as_ref());
+        for journal in unsynced.filter(|j| j.has_unsynced()) {
+            journal.sync()?;
         }
         Ok(())
     }
 
-    fn complete(
+    pub(super) fn max_pending(&self) -> usize {
+        self.max_pending.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn complete(
         &self,
         id: &SnapshotId,
         count: u64,
@@ -364,14 +313,14 @@ impl Shared {
         Ok(SnapshotStatus::Completed)
     }
 
-    fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
+    pub(super) fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
         let (info, chain) = self.lock().readable_chain(id)?;
         block_page(&self.key, &info, &page, |start| {
             chain.iter_from(start).map(|r| r.index)
         })
     }
 
-    fn list_changed(
+    pub(super) fn list_changed(
         &self,
         first: Option<&SnapshotId>,
         second: &SnapshotId,
@@ -399,7 +348,7 @@ impl Shared {
         })
     }
 
-    fn get_block(
+    pub(super) fn get_block(
         &self,
         id: &SnapshotId,
         index: BlockIndex,
@@ -441,124 +390,6 @@ impl Shared {
             data: self.read_buffers.freeze(buf),
             checksum: record.digest,
         })
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for LocalStore {
-    fn identity(&self) -> String {
-        let root =
-            std::fs::canonicalize(&self.shared.root).unwrap_or_else(|_| self.shared.root.clone());
-        format!("local:{}", root.display())
-    }
-
-    async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
-        self.blocking(move |s| s.start(request)).await
-    }
-
-    async fn put_block(
-        &self,
-        id: &SnapshotId,
-        index: BlockIndex,
-        block: HashedBlock,
-        checksum: Digest,
-    ) -> StoreResult<()> {
-        let id = id.clone();
-        self.blocking(move |s| s.put(&id, index, block, checksum))
-            .await
-    }
-
-    async fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
-        let wanted = self.shared.puts_recorded.load(Ordering::SeqCst);
-        let mut flushed = self.shared.flushed_through.lock().await;
-        if *flushed >= wanted {
-            return Ok(()); // a flush that started after our puts covered them
-        }
-        let now = self.shared.puts_recorded.load(Ordering::SeqCst);
-        let id = id.clone();
-        self.blocking(move |s| s.flush(&id)).await?;
-        *flushed = now;
-        Ok(())
-    }
-
-    async fn complete_snapshot(
-        &self,
-        id: &SnapshotId,
-        count: u64,
-        aggregate: Option<Digest>,
-    ) -> StoreResult<SnapshotStatus> {
-        let id = id.clone();
-        self.blocking(move |s| s.complete(&id, count, aggregate))
-            .await
-    }
-
-    async fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
-        let id = id.clone();
-        self.blocking(move |s| s.list_blocks(&id, page)).await
-    }
-
-    async fn list_changed_blocks(
-        &self,
-        first: Option<&SnapshotId>,
-        second: &SnapshotId,
-        page: PageRequest,
-    ) -> StoreResult<ChangedBlockPage> {
-        let (first, second) = (first.cloned(), second.clone());
-        self.blocking(move |s| s.list_changed(first.as_ref(), &second, page))
-            .await
-    }
-
-    async fn get_block(
-        &self,
-        id: &SnapshotId,
-        index: BlockIndex,
-        token: &BlockToken,
-    ) -> StoreResult<FetchedBlock> {
-        let (id, token) = (id.clone(), token.clone());
-        self.blocking(move |s| s.get_block(&id, index, &token))
-            .await
-    }
-
-    async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {
-        let id = id.clone();
-        self.blocking(move |s| Ok(s.lock().get(&id)?.info.clone()))
-            .await
-    }
-
-    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
-        self.blocking(|s| {
-            let mut inner = s.lock();
-            let ids: Vec<SnapshotId> = inner.snapshots.keys().cloned().collect();
-            let mut all = ids
-                .iter()
-                .map(|id| inner.get(id).map(|e| e.info.clone()))
-                .collect::<StoreResult<Vec<_>>>()?;
-            all.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
-            Ok(all)
-        })
-        .await
-    }
-
-    async fn delete_snapshot(&self, id: &SnapshotId) -> StoreResult<()> {
-        let id = id.clone();
-        self.blocking(move |s| s.delete(&id)).await
-    }
-
-    async fn create_tags(&self, id: &SnapshotId, tags: &[Tag]) -> StoreResult<()> {
-        rules::check_tags(tags)?;
-        let (id, tags) = (id.clone(), tags.to_vec());
-        self.blocking(move |s| s.edit_tags(&id, |all| merge_tags(all, &tags)))
-            .await
-    }
-
-    async fn delete_tags(&self, id: &SnapshotId, tags: &[TagFilter]) -> StoreResult<()> {
-        let (id, tags) = (id.clone(), tags.to_vec());
-        self.blocking(move |s| {
-            s.edit_tags(&id, |all| {
-                all.retain(|t| !tags.iter().any(|f| f.matches(t)))
-            })
-        })
-        .await
     }
 }
 

@@ -30,9 +30,13 @@ pub struct Args {
     seed: u64,
     #[command(flatten)]
     limits: TimeoutArgs,
+    /// Snapshots that may be pending at once (EBS allows 100 per account); a
+    /// StartSnapshot beyond gets ConcurrentLimitExceededException.
+    #[arg(long, value_name = "N", default_value_t = ebsnap::store::DEFAULT_MAX_PENDING, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_pending: usize,
 }
 
-/// How long `serve` waits for slow clients.
+/// How long `serve` waits for slow clients, and how many connections it keeps.
 #[derive(Debug, clap::Args)]
 struct TimeoutArgs {
     /// Seconds a client has to send a request's head (an idle connection is closed
@@ -42,6 +46,10 @@ struct TimeoutArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, value_name = "SECONDS", default_value_t = Limits::BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout: u64,
+    /// Connections open at once; at the limit, the oldest connection on which no
+    /// request has passed the signature check is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = Limits::MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
 }
 
 impl From<&TimeoutArgs> for Limits {
@@ -49,6 +57,7 @@ impl From<&TimeoutArgs> for Limits {
         Limits {
             header_timeout: Duration::from_secs(t.header_timeout),
             body_timeout: Duration::from_secs(t.body_timeout),
+            max_connections: t.max_connections,
         }
     }
 }
@@ -64,6 +73,7 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     let credentials = credentials(args.no_auth)?;
     // The server is the store's one writer for as long as it runs.
     let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
+    store.set_max_pending(args.max_pending);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::Refused {

@@ -1,0 +1,374 @@
+//! Admitting a request: its signature, its turn among the requests in flight, its body.
+//!
+//! A request's turn is taken only once it has proven who sent it, where its head can
+//! prove that: a forged request must never hold one of the [`MAX_IN_FLIGHT`] turns
+//! while the server waits for a body that never comes. (130 forged requests announcing
+//! 512 KiB and sending nothing made a genuine call wait a minute.) A head proves itself
+//! when it names the payload's hash (`x-amz-content-sha256`, covered by the signature:
+//! PutSnapshotBlock's UNSIGNED-PAYLOAD, whose checksum header is signed) or has no body.
+//! Other requests (EC2 forms, whose signature covers the body's own hash) hold what
+//! their body has sent so far in a small separate budget, [`UNPROVEN_BYTES`], and take
+//! a turn once the signature is checked. The budget counts bytes received, not
+//! requests: forged requests that announce a large body and send nothing cost nothing,
+//! and cannot crowd out a genuine EC2 call.
+
+use super::error::{EbsError, Ec2Error};
+use super::{connections, sigv4, AppState, MAX_BODY};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use std::time::{Duration, SystemTime};
+
+/// Requests handled at once. Each may hold a block (512 KiB) in memory, so this bounds
+/// the server's memory whatever the number of clients: about 64 MiB of bodies. Further
+/// requests wait for a turn (their bytes wait in the socket buffers).
+pub(super) const MAX_IN_FLIGHT: usize = 128;
+/// Bytes of body held at once by requests whose signature can be checked only with
+/// their body: what a client without the secret can make the server hold.
+pub(super) const UNPROVEN_BYTES: usize = 16 * MAX_BODY;
+
+/// How far a head goes in proving its request genuine.
+enum Proof {
+    /// No authentication is configured.
+    Open,
+    /// The signature is good; the body must hash to this (unless UNSIGNED-PAYLOAD).
+    Head(String),
+    /// The signature covers the body's own hash: checked once the body is read.
+    NeedsBody,
+}
+
+/// The request as seen by admission: which API, whether it is PutSnapshotBlock.
+#[derive(Clone, Copy)]
+struct Kind {
+    ec2: bool,
+    put_block: bool,
+}
+
+impl Kind {
+    fn of(request: &Request) -> Kind {
+        Kind {
+            ec2: request.uri().path() == "/",
+            // PutSnapshotBlock alone sends an unsigned body (its checksum header is signed).
+            put_block: request.method() == Method::PUT && request.uri().path().contains("/blocks/"),
+        }
+    }
+
+    fn service(self) -> &'static str {
+        if self.ec2 {
+            "ec2"
+        } else {
+            "ebs"
+        }
+    }
+}
+
+/// Admits a request: the checks of its head (key, scope, date, required headers,
+/// announced size, and the signature itself where the head can prove it), then a turn
+/// and its body (bounded in size and in time), then what is left of the signature.
+pub(super) async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let kind = Kind::of(&request);
+    let proof = match check_head(&state, &request, kind) {
+        Ok(proof) => proof,
+        Err(refused) => return *refused,
+    };
+    // A head that proved itself proves its connection at once: a genuine client's
+    // connection is then not among those closed to make room while its body arrives.
+    if !matches!(proof, Proof::NeedsBody) {
+        connections::mark_proven(request.extensions());
+    }
+    let (parts, body) = request.into_parts();
+    let declared = declared_length(&parts).unwrap_or(0) as usize;
+    let admitted = match proof {
+        Proof::NeedsBody => read_then_verify(&state, &parts, body, kind).await,
+        proof => take_turn_then_read(&state, &parts, body, declared, kind, proof).await,
+    };
+    let (_turn, body) = match admitted {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
+    };
+    connections::mark_proven(&parts.extensions);
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+type Turn = tokio::sync::OwnedSemaphorePermit;
+/// The answer to a request refused at admission (boxed: a `Response` is large).
+type Refused = Box<Response>;
+
+/// A request proven by its head (or with auth off): its turn, then its body.
+async fn take_turn_then_read(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    declared: usize,
+    kind: Kind,
+    proof: Proof,
+) -> Result<(Turn, Bytes), Refused> {
+    let turn = state
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("never closed");
+    let body = timed_read(state, body, declared, kind).await?;
+    if let Proof::Head(claimed) = proof {
+        sigv4::check_payload(&claimed, &body).map_err(|e| refusal(kind, parts, e))?;
+    }
+    Ok((turn, body))
+}
+
+/// A request that cannot prove itself before its body is read: what its body sends is
+/// held in the small budget of unproven bytes, and it takes a turn once its signature
+/// is good.
+async fn read_then_verify(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    kind: Kind,
+) -> Result<(Turn, Bytes), Refused> {
+    // Nothing is reserved for the announced length: only what arrives is held.
+    let read = read_unproven(state, body);
+    let (body, unproven) = match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(read) => read.map_err(|e| body_error(kind, e))?,
+        Err(_) => return Err(body_error(kind, BodyError::Timeout(state.body_timeout))),
+    };
+    let credentials = state.credentials.as_ref().expect("only with auth");
+    let signed = signed_request(parts, &body, kind);
+    sigv4::verify(&signed, credentials, SystemTime::now(), kind.service())
+        .map_err(|e| refusal(kind, parts, e))?;
+    let turn = state
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("never closed");
+    drop(unproven);
+    Ok((turn, body))
+}
+
+/// Everything that can be checked before a body is read.
+fn check_head(state: &AppState, request: &Request, kind: Kind) -> Result<Proof, Refused> {
+    let Some(credentials) = &state.credentials else {
+        check_required(request, kind)?;
+        return check_size(request, kind).map(|()| Proof::Open);
+    };
+    let (now, service) = (SystemTime::now(), kind.service());
+    sigv4::precheck(request.headers(), credentials, now, service)
+        .map_err(|e| refusal(kind, request, e))?;
+    // A required header that is missing is the client's modeled mistake, named as
+    // such, not a signature that fails to match for want of it.
+    check_required(request, kind)?;
+    check_size(request, kind)?;
+    let signed = sigv4::Request {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        query: request.uri().query().unwrap_or(""),
+        headers: request.headers(),
+        body: b"",
+        unsigned_payload_allowed: kind.put_block,
+    };
+    let refused = |e| refusal(kind, request, e);
+    match sigv4::verify_head(&signed, credentials, now, service).map_err(refused)? {
+        Some(claimed) => Ok(Proof::Head(claimed)),
+        // No body: its hash is the empty body's, known now.
+        None if !has_body(request) => sigv4::verify(&signed, credentials, now, service)
+            .map(|()| Proof::Head(sigv4::empty_payload_hash()))
+            .map_err(refused),
+        None => Ok(Proof::NeedsBody),
+    }
+}
+
+/// Whether the request has a body at all (hyper reads none without a length or a
+/// transfer encoding).
+fn has_body(request: &Request) -> bool {
+    let headers = request.headers();
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || declared(headers).is_some_and(|n| n > 0)
+}
+
+/// PutSnapshotBlock's checksum headers: missing, a 400 ValidationException naming it.
+fn check_required(request: &Request, kind: Kind) -> Result<(), Refused> {
+    let required = ["x-amz-checksum", "x-amz-checksum-algorithm"];
+    for name in required.into_iter().filter(|_| kind.put_block) {
+        if !request.headers().contains_key(name) {
+            return Err(EbsError::validation(
+                crate::store::ValidationReason::InvalidParameterValue,
+                format!("PutSnapshotBlock needs the {name} header"),
+            )
+            .into_response()
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A body announced larger than the limit is refused before it is waited for.
+fn check_size(request: &Request, kind: Kind) -> Result<(), Refused> {
+    match declared(request.headers()) {
+        Some(n) if n > MAX_BODY as u64 => Err(body_error(kind, BodyError::TooLarge)),
+        _ => Ok(()),
+    }
+}
+
+fn signed_request<'a>(parts: &'a Parts, body: &'a [u8], kind: Kind) -> sigv4::Request<'a> {
+    sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body,
+        unsigned_payload_allowed: kind.put_block,
+    }
+}
+
+/// Something that names a request in a log line.
+trait Described {
+    fn describe(&self) -> String;
+}
+
+impl Described for Request {
+    fn describe(&self) -> String {
+        format!("{} {}", self.method(), self.uri().path())
+    }
+}
+
+impl Described for Parts {
+    fn describe(&self) -> String {
+        format!("{} {}", self.method, self.uri.path())
+    }
+}
+
+fn refusal(kind: Kind, request: &impl Described, e: sigv4::AuthError) -> Refused {
+    tracing::info!("refused {}: {e}", request.describe());
+    if kind.ec2 {
+        Ec2Error {
+            status: StatusCode::UNAUTHORIZED,
+            code: "AuthFailure".into(),
+            message: e.to_string(),
+        }
+        .into_response()
+        .into()
+    } else {
+        EbsError::new(StatusCode::FORBIDDEN, e.error_type(), e.to_string())
+            .into_response()
+            .into()
+    }
+}
+
+/// Why a request's body could not be taken.
+enum BodyError {
+    /// Over [`MAX_BODY`], as announced or as sent.
+    TooLarge,
+    /// Cut short (the client closed mid-body) or badly framed (bad chunk sizes).
+    Malformed(String),
+    /// Not received within the body timeout.
+    Timeout(Duration),
+}
+
+/// The `Content-Length`, if valid (hyper has already refused the request if it has
+/// several that disagree, or one that is not a number).
+fn declared(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn declared_length(parts: &Parts) -> Option<u64> {
+    declared(&parts.headers)
+}
+
+/// The body, within the body timeout.
+async fn timed_read(
+    state: &AppState,
+    body: Body,
+    declared: usize,
+    kind: Kind,
+) -> Result<Bytes, Refused> {
+    match tokio::time::timeout(state.body_timeout, read_body(body, declared)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(body_error(kind, e)),
+        Err(_) => Err(body_error(kind, BodyError::Timeout(state.body_timeout))),
+    }
+}
+
+/// Reads the body of a request not yet proven: each chunk takes its size from the
+/// budget of unproven bytes (waiting while it is spent), given back when the request is
+/// proven or refused.
+async fn read_unproven(
+    state: &AppState,
+    body: Body,
+) -> Result<(Bytes, Vec<tokio::sync::OwnedSemaphorePermit>), BodyError> {
+    let mut stream = body.into_data_stream();
+    let (mut out, mut held) = (BytesMut::new(), Vec::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
+        if out.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        let n = u32::try_from(chunk.len()).expect("at most MAX_BODY");
+        let permit = state.unproven.clone().acquire_many_owned(n).await;
+        held.push(permit.expect("never closed"));
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out.freeze(), held))
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes, into a buffer of its announced length
+/// (`declared`, already checked against the limit: a block is copied once). A body
+/// without a length (chunked) is counted as it arrives and refused as soon as it passes
+/// the limit, so a client can never make the server hold more than that.
+async fn read_body(body: Body, declared: usize) -> Result<Bytes, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut out = BytesMut::with_capacity(declared);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
+        if out.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// A body refusal in the API's error shape. EBS: the types AWS services use for these
+/// HTTP-level failures (the SDKs retry a RequestTimeoutException); EC2: InvalidRequest.
+fn body_error(kind: Kind, e: BodyError) -> Refused {
+    let (status, error_type, message) = match e {
+        BodyError::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLargeException",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ),
+        BodyError::Malformed(e) => (
+            StatusCode::BAD_REQUEST,
+            "MalformedHttpRequestException",
+            format!("the request body is incomplete or badly framed: {e}"),
+        ),
+        BodyError::Timeout(t) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            format!("the request body was not received within {} s", t.as_secs()),
+        ),
+    };
+    tracing::info!("refused a request body: {message}");
+    if kind.ec2 {
+        Ec2Error {
+            status,
+            code: "InvalidRequest".into(),
+            message,
+        }
+        .into_response()
+        .into()
+    } else {
+        EbsError::new(status, error_type, message)
+            .into_response()
+            .into()
+    }
+}
