@@ -14,14 +14,10 @@
 
 mod common;
 
-use common::{build_release, measure, write_random, MIB};
-use std::io::{BufRead, BufReader};
+use common::{build_release, measure, write_random, Spawned, KEY_ID, MIB, SECRET};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const KEY_ID: &str = "AKIDBENCH";
-const SECRET: &str = "bench-secret";
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -69,54 +65,6 @@ fn main() {
             Some(seconds) => row("FUSE (dd bs=1M)", seconds),
             None => println!("| {latency} ms | FUSE | skipped: needs root and /dev/fuse | | |"),
         }
-    }
-}
-
-/// A child process killed when dropped, with its first line on stdout.
-struct Spawned {
-    child: Child,
-    line: String,
-}
-
-impl Spawned {
-    fn start(mut cmd: Command) -> Spawned {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Spawned { child, line }
-    }
-
-    fn serve(bin: &Path, store: &Path, latency_ms: u32) -> Spawned {
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
-            .arg(store)
-            .env("EBSNAP_ACCESS_KEY_ID", KEY_ID)
-            .env("EBSNAP_SECRET_ACCESS_KEY", SECRET);
-        if latency_ms > 0 {
-            cmd.args(["--faults", &format!("latency-ms={latency_ms}")]);
-        }
-        Spawned::start(cmd)
-    }
-
-    fn first_word(&self, prefix: &str) -> &str {
-        let word = self.line.split_whitespace().find(|w| w.starts_with(prefix));
-        word.unwrap_or_else(|| panic!("no {prefix} in {:?}", self.line))
-    }
-
-    /// SIGTERM, and the exit.
-    fn stop(mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -23,15 +23,13 @@
 mod common;
 
 use common::{
-    build_release, dd_fdatasync_seconds, measure, openssl_sha256_mbps, write_random, Measured, MIB,
+    build_release, dd_fdatasync_seconds, measure, openssl_sha256_mbps, write_random, Measured,
+    Spawned, KEY_ID, MIB, SECRET,
 };
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const BLOCK: u64 = 524_288;
-const KEY_ID: &str = "AKIDBENCH";
-const SECRET: &str = "bench-secret";
 const MAX_RATE: u32 = 1000;
 
 fn main() {
@@ -75,14 +73,14 @@ fn main() {
         (300, Some(MAX_RATE)),
     ] {
         let store = served.path().join(format!("served-{latency}"));
-        let server = Server::start(&bin, &store, latency);
+        let server = Spawned::serve(&bin, &store, latency);
         let label = match rate {
             Some(_) => format!("{latency} ms"),
             None => format!("{latency} ms, unpaced"),
         };
         let client = Client {
             bin: &bin,
-            url: &server.url,
+            url: server.first_word("http://"),
             dir: dir.path(),
             rate,
         };
@@ -138,44 +136,6 @@ fn row(label: &str, direction: &str, size_mib: u64, m: &Measured, rate: Option<u
         m.cpu_seconds / (size_mib as f64 / 1024.0),
         m.seconds,
     );
-}
-
-/// `ebsnap serve` on a port of its own, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(bin: &Path, store: &Path, latency_ms: u32) -> Server {
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
-            .arg(store)
-            .env("EBSNAP_ACCESS_KEY_ID", KEY_ID)
-            .env("EBSNAP_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::piped());
-        if latency_ms > 0 {
-            cmd.args(["--faults", &format!("latency-ms={latency_ms}")]);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("serve prints its URL")
-            .to_owned();
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The EBS store pointed at the server, with default flags but the pace.

@@ -172,34 +172,15 @@ fn check_names_a_store_that_others_can_read() {
 /// (exit 3, naming the tag) instead of cutting the data short and saying OK.
 #[test]
 fn a_shrunken_source_bytes_tag_is_refused_not_obeyed() {
-    use ebsnap::store::local::{Access, LockWait};
-    use ebsnap::store::{LocalStore, SnapshotId, SnapshotStore, Tag};
     let env = Env::new();
     let image = env.dense_image("disk.img", 6, 6);
     let id = env.backup(&image)["snapshot_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    {
-        let store = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
-        let tag = Tag {
-            key: "ebsnap:source-bytes".into(),
-            value: common::BLOCK.to_string(),
-        };
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let snapshot: SnapshotId = id.parse().unwrap();
-        rt.block_on(store.create_tags(&snapshot, &[tag])).unwrap();
-    }
+    set_source_bytes(&env, &id, &common::BLOCK.to_string());
     let target = env.path("restored.img");
-    for args in [
-        vec!["restore", id.as_str(), target.to_str().unwrap()],
-        vec!["verify", id.as_str()],
-    ] {
-        let out = env.ebsnap(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
-        assert!(stderr.contains("ebsnap:source-bytes"), "{stderr}");
-    }
+    assert_refused_for_its_size(&env, &id, &target);
     assert!(!target.exists(), "no cut-short restore is left in place");
 }
 
@@ -291,33 +272,41 @@ fn a_store_directory_that_others_own_or_may_write_is_refused() {
 
 #[test]
 fn a_source_bytes_tag_past_the_volume_is_refused() {
-    use ebsnap::store::local::{Access, LockWait};
-    use ebsnap::store::{LocalStore, SnapshotId, SnapshotStore, Tag};
     let env = Env::new();
     let image = env.dense_image("disk.img", 6, 10);
     let id = env.backup(&image)["snapshot_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    {
-        let store = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
-        let tag = Tag {
-            key: "ebsnap:source-bytes".into(),
-            value: "5000000000000".into(),
-        };
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let snapshot: SnapshotId = id.parse().unwrap();
-        rt.block_on(store.create_tags(&snapshot, &[tag])).unwrap();
-    }
+    set_source_bytes(&env, &id, "5000000000000");
     let target = env.path("restored.img");
+    assert_refused_for_its_size(&env, &id, &target);
+    assert!(!target.exists());
+}
+
+/// Sets the snapshot's `ebsnap:source-bytes` tag, as anyone allowed CreateTags can.
+fn set_source_bytes(env: &Env, id: &str, value: &str) {
+    use ebsnap::store::local::{Access, LockWait};
+    use ebsnap::store::{LocalStore, SnapshotId, SnapshotStore, Tag};
+    let store = LocalStore::open(&env.store(), Access::Write, LockWait::Fail).unwrap();
+    let tag = Tag {
+        key: "ebsnap:source-bytes".into(),
+        value: value.into(),
+    };
+    let snapshot: SnapshotId = id.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(store.create_tags(&snapshot, &[tag])).unwrap();
+}
+
+/// Restore (to `target`) and verify both refuse the snapshot with exit 3, naming the tag.
+fn assert_refused_for_its_size(env: &Env, id: &str, target: &Path) {
     for args in [
-        vec!["restore", id.as_str(), target.to_str().unwrap()],
-        vec!["verify", id.as_str()],
+        vec!["restore", id, target.to_str().unwrap()],
+        vec!["verify", id],
     ] {
         let out = env.ebsnap(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert!(stderr.contains("ebsnap:source-bytes"), "{stderr}");
     }
-    assert!(!target.exists());
 }

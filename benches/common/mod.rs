@@ -2,6 +2,10 @@
 //! test images, and peak-memory readings.
 #![allow(dead_code)]
 
+mod spawned;
+
+#[allow(unused_imports)] // not every bench starts a server
+pub use spawned::{Spawned, KEY_ID, SECRET};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -42,6 +42,11 @@ impl BlockIndex {
         self.0 * BLOCK_SIZE_U64
     }
 
+    /// How many of the block's bytes lie within the first `size` bytes (0 past them).
+    pub fn bytes_within(self, size: u64) -> usize {
+        size.saturating_sub(self.offset()).min(BLOCK_SIZE_U64) as usize
+    }
+
     pub fn next(self) -> Self {
         BlockIndex(self.0 + 1)
     }

@@ -1,6 +1,6 @@
 //! Backup sources: disk images (regular files, sparse-aware) and block devices.
 
-use super::{blocks_for_bytes, direct_io_fits, BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
+use super::{blocks_for_bytes, direct_io_fits, BlockIndex, BLOCK_SIZE};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -81,8 +81,7 @@ impl Source {
             BLOCK_SIZE,
             "read_block needs a whole-block buffer"
         );
-        let offset = index.offset();
-        let len = self.size.saturating_sub(offset).min(BLOCK_SIZE_U64) as usize;
+        let (offset, len) = (index.offset(), index.bytes_within(self.size));
         let (data, tail) = buf.split_at_mut(len);
         if !self.read_direct(data, offset)? {
             self.file.read_exact_at(data, offset)?;
@@ -219,6 +218,7 @@ impl Iterator for DataBlocks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::BLOCK_SIZE_U64;
     use std::io::Write;
 
     fn blocks(src: &Source) -> Vec<u64> {

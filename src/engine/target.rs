@@ -199,7 +199,7 @@ impl Target {
 
     /// The bytes of block `index` that lie within the restore's size (0 past it).
     pub fn bytes_of(&self, index: BlockIndex) -> usize {
-        self.size.saturating_sub(index.offset()).min(BLOCK_SIZE_U64) as usize
+        index.bytes_within(self.size)
     }
 
     /// Bytes the restore produces.
@@ -221,7 +221,7 @@ impl Target {
 
     /// Writes one block, cut at the target's size. Returns the bytes written.
     pub fn write_block(&self, index: BlockIndex, data: &[u8]) -> Result<u64> {
-        let len = self.size.saturating_sub(index.offset()).min(BLOCK_SIZE_U64) as usize;
+        let len = self.bytes_of(index);
         // A device takes no inode lock for a write: its writes need not take turns.
         let turn =
             (!self.is_device()).then(|| self.writing.lock().unwrap_or_else(|e| e.into_inner()));
@@ -374,16 +374,14 @@ fn inherited_mode(path: &Path) -> Option<u32> {
     let old = std::fs::symlink_metadata(path)
         .ok()
         .filter(|m| m.is_file())?;
-    // SAFETY: geteuid cannot fail.
-    (old.uid() == unsafe { libc::geteuid() }).then_some(old.mode() & 0o777 & !0o022)
+    (old.uid() == crate::sys::euid()).then_some(old.mode() & 0o777 & !0o022)
 }
 
 /// Whether a kept partial file can be resumed: a regular file of the restore's size,
 /// ours, and private (one that another user made, or could read, is started anew).
 fn kept_whole(file: &File, size: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::euid();
     file.metadata().is_ok_and(|m| {
         m.is_file() && m.len() == size && m.uid() == me && m.mode() & 0o077 == 0 && m.nlink() == 1
     })
@@ -411,8 +409,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 fn inspect(path: &Path, existing: Existing) -> Result<Found> {
     use std::os::unix::fs::MetadataExt;
     if let Ok(link) = std::fs::symlink_metadata(path) {
-        // SAFETY: geteuid cannot fail.
-        let trusted = [0, unsafe { libc::geteuid() }].contains(&link.uid());
+        let trusted = [0, crate::sys::euid()].contains(&link.uid());
         if link.file_type().is_symlink() && !trusted {
             return Err(target_error("refusing to follow", path)(
                 std::io::Error::new(

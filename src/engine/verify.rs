@@ -3,9 +3,7 @@
 
 use super::pages::{BlockLister, ChangedLister};
 use super::{checked_size, completed_snapshot, Progress};
-use crate::block::{
-    is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source, BLOCK_SIZE_U64,
-};
+use crate::block::{is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source};
 use crate::engine::flow::{Flow, Pass};
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{SnapshotId, SnapshotStore};
@@ -210,11 +208,11 @@ fn fetch_in_order<'a>(
                 .map_err(Error::block(id, block.index))?;
             pass.measure();
             let data = fetched.data.clone();
-            let kept = size
-                .saturating_sub(block.index.offset())
-                .min(BLOCK_SIZE_U64) as usize;
+            let kept = block.index.bytes_within(size);
+            // A short block (which no store should send) fails its checksum instead.
+            let tail_has_data = move |d: &[u8]| d.get(kept..).is_some_and(|t| !is_zero(t));
             let (actual, beyond_size) =
-                tokio::task::spawn_blocking(move || (Digest::of(&data), !is_zero(&data[kept..])))
+                tokio::task::spawn_blocking(move || (Digest::of(&data), tail_has_data(&data)))
                     .await
                     .expect("hashing panicked");
             Ok(Checked {

@@ -11,6 +11,12 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// The user this process acts as: who "ours" means for a file or directory.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
 /// Open options for a private file: created 0600 (the umask can only take bits
 /// away), and never opened through a symbolic link at its last component.
 pub(crate) fn private_options() -> OpenOptions {
@@ -44,8 +50,7 @@ pub(crate) fn create_private(path: &Path) -> io::Result<File> {
 pub(crate) fn private_dir_all(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = euid();
     if meta.uid() != me && meta.uid() != 0 {
         return Err(refused(dir, &format!("it belongs to uid {}", meta.uid())));
     }

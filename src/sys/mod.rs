@@ -10,8 +10,8 @@ mod lock;
 pub(crate) use cache::fully_cached;
 pub use file::set_direct_io;
 pub(crate) use file::{
-    atomic_write, create_private, data_extents, next_data_extent, private_dir_all, private_options,
-    punch_hole, reopen_direct, seek_data, sync_dir, tmp_path, Access,
+    atomic_write, create_private, data_extents, euid, next_data_extent, private_dir_all,
+    private_options, punch_hole, reopen_direct, seek_data, sync_dir, tmp_path, Access,
 };
 pub use lock::LockWait;
 pub(crate) use lock::{take_lock, LockKind};

@@ -8,6 +8,7 @@
 use super::super::backup::baseline::Bitmap;
 use super::super::backup::upload::Uploader;
 use crate::block::{BlockIndex, Digest, HashedBlock, LinearAggregate};
+use crate::engine::checked::checked_block;
 use crate::engine::flow::Flow;
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::{Error, Inconsistency, Progress, Result, Stop};
@@ -228,20 +229,9 @@ impl Pipe<'_, '_> {
 /// The fetched block, hashed (off the async threads) and checked against the checksum
 /// the source holds for it: the checksum that travels with it to the target.
 async fn checked(id: SnapshotId, index: BlockIndex, fetched: FetchedBlock) -> Result<HashedBlock> {
-    tokio::task::spawn_blocking(move || {
-        let expected = fetched.checksum;
-        match HashedBlock::new(fetched.data.clone()) {
-            Ok(block) if block.digest() == expected => Ok(block),
-            _ => Err(Error::BadBlock {
-                snapshot: id,
-                index,
-                expected,
-                actual: Digest::of(&fetched.data),
-            }),
-        }
-    })
-    .await
-    .expect("hashing panicked")
+    tokio::task::spawn_blocking(move || checked_block(&id, index, fetched))
+        .await
+        .expect("hashing panicked")
 }
 
 /// The source's blocks to copy, page by page: ListChangedBlocks from the base (a block

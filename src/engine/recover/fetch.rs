@@ -66,9 +66,11 @@ impl BlockReader {
             .map_err(Error::block(id, index))?;
         pass.finished();
         let (id, size) = (id.clone(), self.0.size);
-        tokio::task::spawn_blocking(move || checked(&id, index, fetched, size))
-            .await
-            .expect("checking a block panicked")
+        tokio::task::spawn_blocking(move || {
+            checked(&id, index, fetched, size).map(|b| b.data().clone())
+        })
+        .await
+        .expect("checking a block panicked")
     }
 
     /// The token for `index`: kept from a listing, else from a page listed from it.

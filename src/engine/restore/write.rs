@@ -4,7 +4,7 @@
 
 use super::checkpoints::Checkpoints;
 use super::{Counts, Job};
-use crate::block::{is_zero, BlockIndex};
+use crate::block::BlockIndex;
 use crate::engine::checked::checked;
 use crate::engine::flow::{Flow, Pass};
 use crate::engine::pages::{BlockLister, ChangedLister};
@@ -228,7 +228,7 @@ async fn fetch_and_write(
     pass.measure();
     let id = id.clone();
     tokio::task::spawn_blocking(move || {
-        let data = checked(&id, index, fetched, target.size())?;
+        let block = checked(&id, index, fetched, target.size())?;
         let mut done = Counts {
             fetched: 1,
             ..Counts::default()
@@ -236,7 +236,8 @@ async fn fetch_and_write(
         if target.bytes_of(index) == 0 {
             return Ok(done);
         }
-        if is_zero(&data) && !target.is_device() {
+        // The digest says whether it is zeros: no second pass over the data.
+        if block.is_zero() && !target.is_device() {
             // A new file reads zeros where nothing is written; an existing one gets a hole.
             if target.in_place() {
                 target.clear_blocks(index, index.next())?;
@@ -245,7 +246,7 @@ async fn fetch_and_write(
             return Ok(done);
         }
         done.written = 1;
-        done.bytes = target.write_block(index, &data)?;
+        done.bytes = target.write_block(index, block.data())?;
         Ok(done)
     })
     .await
