@@ -46,6 +46,9 @@ mod sys;
 
 pub use engine::{Error, Result};
 pub use sys::set_direct_io;
+/// The freeze watchdog's hidden command, for the binary (see `engine::Consistency`).
+#[doc(hidden)]
+pub use sys::{run_watchdog as run_freeze_watchdog, WATCHDOG_COMMAND};
 
 /// Entry points for the fuzz targets (`fuzz/`): the parsers of requests and of the
 /// store's files. Not an API.

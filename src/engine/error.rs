@@ -112,6 +112,53 @@ pub enum Error {
 
     #[error("writing to stdout: {source}")]
     Stdout { source: std::io::Error },
+
+    /// A pre-hook failed: nothing was started.
+    #[error("{hook} `{command}` {why}: the backup was not started")]
+    Hook {
+        hook: &'static str,
+        command: String,
+        why: String,
+    },
+
+    #[error("--read-from {read_from} is {bytes} bytes, but the source {source_path} is {source_bytes}: they must be the same size")]
+    ReadFromSize {
+        source_path: PathBuf,
+        source_bytes: u64,
+        read_from: PathBuf,
+        bytes: u64,
+    },
+
+    /// `--freeze` cannot be done as asked; nothing was frozen.
+    #[error("--freeze {mountpoint}: {why}")]
+    FreezeRefused { mountpoint: PathBuf, why: String },
+
+    #[error(transparent)]
+    Freeze(#[from] crate::sys::FreezeError),
+
+    #[error("the freeze of {} lasted longer than --freeze-timeout ({}s): thawed, and no snapshot is completed from that read", display_paths(mountpoints), timeout.as_secs())]
+    FreezeTimeout {
+        mountpoints: Vec<PathBuf>,
+        timeout: std::time::Duration,
+    },
+
+    #[error("the spool in {dir} would pass --spool-max ({max} bytes) while {} is frozen: thawed; raise --spool-max or free the spool's disk", display_paths(mountpoints))]
+    SpoolFull {
+        dir: PathBuf,
+        max: u64,
+        mountpoints: Vec<PathBuf>,
+    },
+
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 /// Why a parent cannot have a child of this source.
@@ -179,6 +226,16 @@ impl Error {
                     ..
                 }
         )
+    }
+
+    /// The code the process exits with for this failure (README: Exit codes): 128 +
+    /// the signal of an interruption, 3 for bad data, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self.interrupted_by() {
+            Some(signal) => 128u8.saturating_add(signal as u8),
+            None if self.is_bad_data() => 3,
+            None => 1,
+        }
     }
 
     /// The store's failure this error wraps, if it is one.

@@ -10,6 +10,7 @@ mod copy;
 mod diff;
 mod error;
 mod flow;
+mod hooks;
 mod pages;
 mod progress;
 pub mod recover;
@@ -19,8 +20,12 @@ mod stop;
 mod target;
 mod verify;
 
+pub use crate::sys::FreezeError;
 pub use backup::baseline::ParentChoice;
-pub use backup::{backup, BackupOptions, BackupReport};
+pub use backup::{
+    backup, BackupOptions, BackupReport, Consistency, DEFAULT_FREEZE_TIMEOUT, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_SPOOL_MAX,
+};
 pub use copy::{
     copy, CopiedSnapshot, CopyOptions, CopyReport, CopySelection, SkippedSnapshot, COPIED_FROM_TAG,
 };

@@ -1,11 +1,14 @@
 //! Operating-system primitives that more than one layer uses: durable file
 //! replacement, sparse files (SEEK_DATA/SEEK_HOLE, hole punching), flock locks, and
-//! what the page cache holds.
+//! what the page cache holds;
+//! freezing filesystems, and the watchdog that thaws them if ebsnap dies.
 //! Below every other module: it knows nothing of blocks, stores or snapshots.
 
 mod cache;
 mod file;
+mod freeze;
 mod lock;
+mod watchdog;
 
 pub(crate) use cache::fully_cached;
 pub use file::set_direct_io;
@@ -13,5 +16,8 @@ pub(crate) use file::{
     atomic_write, create_private, data_extents, euid, next_data_extent, private_dir_all,
     private_options, punch_hole, reopen_direct, seek_data, sync_dir, tmp_path, Access,
 };
+pub use freeze::FreezeError;
+pub(crate) use freeze::Frozen;
 pub use lock::LockWait;
 pub(crate) use lock::{take_lock, LockKind};
+pub use watchdog::{run_watchdog, self_command as watchdog_command, WATCHDOG_COMMAND};

@@ -29,3 +29,12 @@ pub fn data_store() -> PathBuf {
         .or_else(|| env_path("HOME").map(|h| h.join(".local/share/ebsnap/store")))
         .unwrap_or_else(|| PathBuf::from("ebsnap-store"))
 }
+
+/// Where blocks read under `--freeze` wait for the upload: $XDG_CACHE_HOME/ebsnap/spool,
+/// else ~/.cache/ebsnap/spool.
+pub fn spool_dir() -> PathBuf {
+    env_path("XDG_CACHE_HOME")
+        .or_else(|| env_path("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".ebsnap-cache"))
+        .join("ebsnap/spool")
+}

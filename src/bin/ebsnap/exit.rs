@@ -68,11 +68,8 @@ impl Failure {
 
     pub fn exit(&self) -> Exit {
         match self {
-            Failure::Engine(err) => match err.interrupted_by() {
-                Some(signal) => Exit::signal(signal),
-                None if err.is_bad_data() => Exit::BAD_DATA,
-                None => Exit::FAILURE,
-            },
+            // One mapping, the engine's: a post-hook is told the same code.
+            Failure::Engine(err) => Exit(err.exit_code()),
             Failure::Refused { exit, .. } => *exit,
         }
     }

@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod consistency;
 mod dirs;
 mod exit;
 mod output;
@@ -20,7 +21,14 @@ use exit::Exit;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The freeze watchdog (started by a backup with --freeze): before anything else,
+    // no runtime, no logging setup; its stderr is ebsnap's.
+    if args.get(1).is_some_and(|a| a == ebsnap::WATCHDOG_COMMAND) {
+        let code = ebsnap::run_freeze_watchdog(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let cli = Cli::parse_from(args);
     init_logging(&cli.global);
     let json = cli.global.json;
     match run(cli) {

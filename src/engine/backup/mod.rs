@@ -14,31 +14,36 @@
 //! snapshot, so no half-made snapshot is left behind.
 
 pub(super) mod baseline;
+mod consistency;
+mod freeze;
+mod hooked;
 pub(super) mod journal;
 mod options;
 mod plan;
 mod reader;
 pub(super) mod resume;
+mod spool;
 pub(super) mod start;
 pub(super) mod upload;
 
 use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
-use crate::block::{
-    blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
-};
+use crate::block::{blocks_for_bytes, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64};
 use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag};
 use journal::{Completion, UploadHeader, UploadJournal};
 use plan::{plan, Plan};
-use reader::{spawn_reader, ReadBlock};
+use reader::ReadBlock;
 use start::{fail, new_client_token, Journaled, SNAPSHOT_TIMEOUT_MINUTES};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use upload::Uploader;
 
+pub use consistency::{
+    Consistency, DEFAULT_FREEZE_TIMEOUT, DEFAULT_HOOK_TIMEOUT, DEFAULT_SPOOL_MAX,
+};
 pub use options::BackupOptions;
 
 /// What a backup did (or, with `dry_run`, would do).
@@ -66,10 +71,27 @@ pub struct BackupReport {
     pub seconds: f64,
     /// Of those, the block transfers': from the first put's start to the last one's end.
     pub transfer_seconds: f64,
+    /// With `--freeze`: how long the filesystems were frozen (the read of the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_seconds: Option<f64>,
+    /// The post-hook's exit code, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_hook_exit_code: Option<i32>,
 }
 
 /// Backs up the file or block device at `path` into `store`.
 pub async fn backup(
+    store: Arc<dyn SnapshotStore>,
+    path: &Path,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let run = backup_between_hooks(store.clone(), path, options, progress);
+    hooked::with_hooks(store.identity(), path, options, run).await
+}
+
+/// The backup itself, the hooks aside.
+async fn backup_between_hooks(
     store: Arc<dyn SnapshotStore>,
     path: &Path,
     options: &BackupOptions,
@@ -95,6 +117,8 @@ pub async fn backup(
         blocks_resumed: 0,
         seconds: 0.0,
         transfer_seconds: 0.0,
+        frozen_seconds: None,
+        post_hook_exit_code: None,
     };
     let sent = if options.dry_run {
         progress.start(&format!("dry run of {}", path.display()), size);
@@ -112,6 +136,7 @@ pub async fn backup(
     report.blocks_written = sent.written;
     report.blocks_resumed = sent.resumed;
     report.transfer_seconds = sent.transfer_seconds;
+    report.frozen_seconds = sent.frozen_seconds;
     report.blocks_zero = report.blocks_total.saturating_sub(sent.data_blocks);
     report.blocks_unchanged = sent.unchanged;
     report.bytes_written = sent.written * BLOCK_SIZE_U64;
@@ -296,6 +321,7 @@ struct Sent {
     data_blocks: u64,
     unchanged: u64,
     transfer_seconds: f64,
+    frozen_seconds: Option<f64>,
 }
 
 /// Streams the source through the reader and writes what must be written: through the
@@ -309,16 +335,15 @@ async fn send_blocks(
     progress: &dyn Progress,
 ) -> Result<(Sent, Option<PendingManifest>)> {
     let source = &plan.source;
-    let mut batches = spawn_reader(
-        source.clone(),
-        plan.baseline.clone(),
-        volume_blocks(plan.volume_size_gib),
+    let (mut batches, frozen) = freeze::read_stage(
+        plan,
         // The reader keeps spare buffers for the blocks the uploader holds.
         uploader.as_deref().map_or(0, Uploader::workers),
         // A manifest to write or compare with: only then are content digests needed (a
         // manifest the baseline uses comes from the same state directory).
         plan.manifest_path.is_some(),
-    );
+    )
+    .await?;
     let mut aggregate = LinearAggregate::new();
     let (mut data_blocks, mut unchanged, mut resumed) = (0, 0, 0);
     loop {
@@ -383,6 +408,7 @@ async fn send_blocks(
         data_blocks,
         unchanged,
         transfer_seconds: 0.0,
+        frozen_seconds: frozen.map(|f| f.frozen_seconds()),
     };
     Ok((sent, pending))
 }

@@ -1,6 +1,7 @@
 //! What a backup is asked to do: the input of its plan.
 
 use super::baseline::ParentChoice;
+use super::consistency::Consistency;
 use crate::engine::Stop;
 use crate::store::Tag;
 use crate::sys::LockWait;
@@ -23,6 +24,8 @@ pub struct BackupOptions {
     pub lock_wait: LockWait,
     /// Asked to stop (a signal): the backup stops early and can be resumed.
     pub stop: Stop,
+    /// Hooks, `--read-from` and `--freeze`.
+    pub consistency: Consistency,
 }
 
 impl Default for BackupOptions {
@@ -38,6 +41,7 @@ impl Default for BackupOptions {
             state_dir: None,
             lock_wait: LockWait::Wait,
             stop: Stop::default(),
+            consistency: Consistency::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! what it holds ([`Baseline`]), and size the volume.
 
 use super::baseline::{baseline, choose_parent, Baseline, ParentChoice};
+use super::freeze::{plan_freeze, FreezePlan};
 use super::journal::{UploadHeader, UploadJournal};
 use super::options::BackupOptions;
 use super::resume::{give_up, take_over, Left};
@@ -29,6 +30,8 @@ pub(super) struct Plan {
     pub client_token: Option<String>,
     /// Held for the whole backup: one backup of a source into a store at a time.
     pub _source_lock: Option<std::fs::File>,
+    /// The filesystems to freeze while the source is read, checked.
+    pub freeze: Option<FreezePlan>,
 }
 
 pub(super) async fn plan(
@@ -36,7 +39,8 @@ pub(super) async fn plan(
     path: &Path,
     options: &BackupOptions,
 ) -> Result<Plan> {
-    let source = open_source(path)?;
+    let source = open_blocks(path, options.consistency.read_from.as_deref())?;
+    let freeze = plan_freeze(&options.consistency, path)?;
     let source_name = std::path::absolute(path)
         .unwrap_or_else(|_| path.to_owned())
         .display()
@@ -95,7 +99,27 @@ pub(super) async fn plan(
         resume,
         client_token,
         _source_lock: source_lock,
+        freeze,
     })
+}
+
+/// Opens what the blocks are read from: the source, or `read_from` (which must be
+/// just as large: the snapshot stands for the source).
+fn open_blocks(path: &Path, read_from: Option<&Path>) -> Result<Arc<Source>> {
+    let Some(read_from) = read_from else {
+        return open_source(path);
+    };
+    let source_bytes = open_source(path)?.size();
+    let blocks = open_source(read_from)?;
+    if blocks.size() != source_bytes {
+        return Err(Error::ReadFromSize {
+            source_path: path.to_owned(),
+            source_bytes,
+            read_from: read_from.to_owned(),
+            bytes: blocks.size(),
+        });
+    }
+    Ok(blocks)
 }
 
 /// Opens the source, refusing one larger than a snapshot holds.

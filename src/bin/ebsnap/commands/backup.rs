@@ -2,6 +2,7 @@
 
 use super::Context;
 use crate::args::SnapshotArg;
+use crate::consistency::ConsistencyArgs;
 use crate::exit::{Exit, Result};
 use crate::signals::stop_on_signals;
 use ebsnap::engine::{self, BackupOptions, BackupReport, ParentChoice};
@@ -35,6 +36,8 @@ pub struct Args {
     /// Report what would be written, without starting a snapshot.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    consistency: ConsistencyArgs,
 }
 
 fn parse_tag(s: &str) -> Result<Tag, String> {
@@ -62,6 +65,7 @@ impl Args {
             state_dir: ctx.state_dir(),
             lock_wait: ctx.lock_wait(),
             stop: stop_on_signals(),
+            consistency: self.consistency.options(ctx.location.to_string()),
         }
     }
 }
@@ -71,7 +75,12 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     let options = args.options(ctx);
     let report = engine::backup(store, &args.source, &options, &*ctx.progress()).await?;
     ctx.output.result(&text(&report, &args.source), &report)?;
-    Ok(Exit::SUCCESS)
+    // The backup is done, but what the post-hook was to do (remove an LVM snapshot,
+    // say) was not: a script must notice.
+    match report.post_hook_exit_code {
+        Some(code) if code != 0 => Ok(Exit::FAILURE),
+        _ => Ok(Exit::SUCCESS),
+    }
 }
 
 fn text(r: &BackupReport, source: &Path) -> String {
@@ -93,8 +102,11 @@ fn text(r: &BackupReport, source: &Path) -> String {
         String::new()
     };
     let rate = r.source_bytes as f64 / r.seconds.max(1e-6);
+    let frozen = r
+        .frozen_seconds
+        .map_or(String::new(), |s| format!(" (frozen {s:.2}s)"));
     format!(
-        "{what} ({parent}{resumed}): {verb} {} blocks ({}); {} unchanged, {} zero, of {} ({} GiB volume) in {:.2}s, read at {}/s\n",
+        "{what} ({parent}{resumed}): {verb} {} blocks ({}); {} unchanged, {} zero, of {} ({} GiB volume) in {:.2}s{frozen}, read at {}/s\n",
         r.blocks_written,
         HumanBytes(r.bytes_written),
         r.blocks_unchanged,
