@@ -22,6 +22,11 @@ impl Exit {
         Exit(128u8.saturating_add(number as u8))
     }
 
+    /// The number the process exits with (for JSON that reports it).
+    pub fn code(self) -> u8 {
+        self.0
+    }
+
     /// Success if the check found nothing wrong, else `BAD_DATA`.
     pub fn checked(ok: bool) -> Exit {
         if ok {
@@ -71,6 +76,8 @@ impl Failure {
             Failure::Engine(err) => match err.interrupted_by() {
                 Some(signal) => Exit::signal(signal),
                 None if err.is_bad_data() => Exit::BAD_DATA,
+                // Refused before any work began, like a usage error.
+                None if matches!(err, ebsnap::Error::EmptyPolicy) => Exit::USAGE,
                 None => Exit::FAILURE,
             },
             Failure::Refused { exit, .. } => *exit,

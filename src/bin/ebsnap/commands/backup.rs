@@ -37,7 +37,7 @@ pub struct Args {
     dry_run: bool,
 }
 
-fn parse_tag(s: &str) -> Result<Tag, String> {
+pub(super) fn parse_tag(s: &str) -> Result<Tag, String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok(Tag::new(k, v)),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
