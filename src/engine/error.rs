@@ -110,6 +110,16 @@ pub enum Error {
     #[error("no completed snapshot of {source_name} in the store to copy")]
     NothingToCopy { source_name: String },
 
+    #[error("a retention policy that keeps nothing would remove all but the newest snapshot of every source: give at least one --keep-* option")]
+    EmptyPolicy,
+
+    /// A forget stopped after it had removed some snapshots: `report` says which.
+    #[error("{source}\n{} snapshot(s) were removed before that; run the same command again to finish", report.removed.len())]
+    ForgetIncomplete {
+        report: Box<crate::engine::ForgetReport>,
+        source: Box<Error>,
+    },
+
     #[error("writing to stdout: {source}")]
     Stdout { source: std::io::Error },
 
@@ -234,6 +244,8 @@ impl Error {
         match self.interrupted_by() {
             Some(signal) => 128u8.saturating_add(signal as u8),
             None if self.is_bad_data() => 3,
+            // Refused before any work began, like a usage error.
+            None if matches!(self, Error::EmptyPolicy) => 2,
             None => 1,
         }
     }
@@ -269,9 +281,9 @@ impl Error {
     pub fn interrupted_by(&self) -> Option<i32> {
         match self {
             Error::Interrupted { signal } => Some(*signal),
-            Error::Resumable { source, .. } | Error::RestoreResumable { source, .. } => {
-                source.interrupted_by()
-            }
+            Error::Resumable { source, .. }
+            | Error::RestoreResumable { source, .. }
+            | Error::ForgetIncomplete { source, .. } => source.interrupted_by(),
             _ => None,
         }
     }

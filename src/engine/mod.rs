@@ -10,6 +10,7 @@ mod copy;
 mod diff;
 mod error;
 mod flow;
+pub mod forget;
 mod hooks;
 mod pages;
 mod progress;
@@ -31,6 +32,7 @@ pub use copy::{
 };
 pub use diff::{diff, DiffReport};
 pub use error::{Busy, Error, Inconsistency, Result, UnfitParent};
+pub use forget::{forget, parse_keep_within, ForgetEntry, ForgetOptions, ForgetReport, KeepPolicy};
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, RestoreOptions, RestoreReport};
 pub use stop::{signal_name, Stop};
@@ -48,6 +50,9 @@ pub const DEFAULT_WORKERS: usize = 256;
 pub const SOURCE_BYTES_TAG: &str = "ebsnap:source-bytes";
 /// Tag holding the path the snapshot was taken from.
 pub const SOURCE_PATH_TAG: &str = "ebsnap:source";
+/// Tag on every snapshot ebsnap made (backup, copy; the EBS store adds it to whatever
+/// it starts): only those are ever removed by `forget`.
+pub use crate::store::ebs_tags::MANAGED_TAG;
 
 /// The byte size a restore of `info` produces, for reading the snapshot's data: the
 /// recorded size, else the whole volume. Anyone allowed CreateTags can change the tag:

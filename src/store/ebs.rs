@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use super::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, MANAGED_TAG, PARENT_TAG};
-const HIDDEN_TAGS: [&str; 4] = [MANAGED_TAG, PARENT_TAG, COUNT_TAG, CHECKSUM_TAG];
 
 /// Where and as whom to reach EBS. Unset fields come from aws-config's standard chain
 /// (environment, profiles, SSO, IMDS; `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_EBS`,
@@ -272,7 +271,8 @@ fn from_ec2(s: &ct::Snapshot) -> StoreResult<SnapshotInfo> {
         tags: s
             .tags()
             .iter()
-            .filter(|t| !HIDDEN_TAGS.contains(&t.key().unwrap_or_default()))
+            // `ebsnap:managed` stays: it tells `forget` which snapshots are ebsnap's.
+            .filter(|t| !FIELD_TAGS.contains(&t.key().unwrap_or_default()))
             .map(|t| Tag::new(t.key().unwrap_or_default(), t.value().unwrap_or_default()))
             .collect(),
         encrypted: s.encrypted().unwrap_or(false),
@@ -298,9 +298,11 @@ impl SnapshotStore for EbsStore {
                 "volume size out of range",
             )
         })?;
+        // Marked ebsnap's whatever the request says (backup and copy say so already).
         let mut tags: Vec<et::Tag> = req
             .tags
             .iter()
+            .filter(|t| t.key != MANAGED_TAG)
             .map(|t| et::Tag::builder().key(&t.key).value(&t.value).build())
             .collect();
         tags.push(et::Tag::builder().key(MANAGED_TAG).value("true").build());

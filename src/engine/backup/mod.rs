@@ -26,7 +26,7 @@ mod spool;
 pub(super) mod start;
 pub(super) mod upload;
 
-use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
+use super::{wait_until_completed, Progress, Stop, MANAGED_TAG, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{blocks_for_bytes, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64};
 use crate::engine::flow::Flow;
@@ -290,13 +290,20 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
             .clone()
             .unwrap_or_else(|| format!("ebsnap backup of {}", plan.source_name)),
     );
-    request.tags = options.tags.clone();
+    request.tags = options
+        .tags
+        .iter()
+        .filter(|t| t.key != MANAGED_TAG)
+        .cloned()
+        .collect();
     request
         .tags
         .push(Tag::new(SOURCE_BYTES_TAG, plan.source.size().to_string()));
     request
         .tags
         .push(Tag::new(SOURCE_PATH_TAG, plan.source_name.clone()));
+    // What `forget` may remove: ebsnap's own snapshots, never another tool's.
+    request.tags.push(Tag::new(MANAGED_TAG, "true"));
     request.client_token = Some(new_client_token());
     request.timeout_minutes = Some(SNAPSHOT_TIMEOUT_MINUTES);
     request.parent = plan.baseline.parent.as_ref().map(|p| p.id.clone());

@@ -14,7 +14,7 @@ use crate::engine::backup::start::{
 };
 use crate::engine::backup::upload::Uploader;
 use crate::engine::flow::Flow;
-use crate::engine::{restored_size, wait_until_completed, Error, Progress, Result};
+use crate::engine::{restored_size, wait_until_completed, Error, Progress, Result, MANAGED_TAG};
 use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, Tag};
 use std::sync::Arc;
 use std::time::Instant;
@@ -199,12 +199,14 @@ fn start_request(
     request.tags = source
         .tags
         .iter()
-        .filter(|t| t.key != COPIED_FROM_TAG)
+        .filter(|t| t.key != COPIED_FROM_TAG && t.key != MANAGED_TAG)
         .cloned()
         .collect();
     request
         .tags
         .push(Tag::new(COPIED_FROM_TAG, source.id.to_string()));
+    // A copy is ebsnap's own, whoever made the original: `forget` may remove it.
+    request.tags.push(Tag::new(MANAGED_TAG, "true"));
     request.client_token = Some(new_client_token());
     request.timeout_minutes = Some(SNAPSHOT_TIMEOUT_MINUTES);
     request.parent = parent.map(|p| p.id.clone());

@@ -40,7 +40,7 @@ pub struct Args {
     consistency: ConsistencyArgs,
 }
 
-fn parse_tag(s: &str) -> Result<Tag, String> {
+pub(super) fn parse_tag(s: &str) -> Result<Tag, String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok(Tag::new(k, v)),
         _ => Err(format!("{s:?} is not KEY=VALUE")),

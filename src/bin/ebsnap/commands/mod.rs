@@ -6,6 +6,7 @@ pub mod check;
 pub mod copy;
 pub mod delete;
 pub mod diff;
+pub mod forget;
 pub mod mount;
 pub mod nbd;
 pub mod restore;
@@ -48,6 +49,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Delete snapshots; their children stay whole.
     Delete(delete::Args),
+    /// Remove the snapshots a retention policy does not keep (--keep-last, --keep-daily, ...).
+    Forget(forget::Args),
     /// Mount a snapshot read-only as DIR/disk.img (FUSE), without restoring it.
     Mount(mount::Args),
     /// Serve a snapshot read-only over NBD (qemu, nbdcopy, nbdinfo), without restoring it.
@@ -67,6 +70,7 @@ impl Command {
             Command::Check(args) => check::run(args, ctx).await,
             Command::Serve(args) => serve::run(args, ctx).await,
             Command::Delete(args) => delete::run(args, ctx).await,
+            Command::Forget(args) => forget::run(args, ctx).await,
             Command::Mount(args) => mount::run(args, ctx).await,
             Command::Nbd(args) => nbd::run(args, ctx).await,
         }

@@ -1,0 +1,143 @@
+//! `ebsnap forget --keep-…`: retention. Per source, what no policy keeps is deleted
+//! (children stay whole); the newest snapshot of each source always stays.
+
+use super::backup::parse_tag;
+use super::Context;
+use crate::exit::{Exit, Failure, Result};
+use crate::signals::stop_on_signals;
+use ebsnap::engine::{
+    self, parse_keep_within, ForgetEntry, ForgetOptions, ForgetReport, KeepPolicy,
+};
+use ebsnap::store::local::Access;
+use ebsnap::store::Tag;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest days that have one.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that have one.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that have one.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep what started within DURATION (like 1y2m3d4h) of the source's newest snapshot.
+    #[arg(long, value_name = "DURATION", value_parser = parse_keep_within)]
+    keep_within: Option<Duration>,
+    /// Keep what carries this tag; repeat for more (any of them keeps).
+    #[arg(long = "keep-tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    keep_tags: Vec<Tag>,
+    /// Only this source (the path it was backed up from); default: every source.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<PathBuf>,
+    /// Say what would be removed, removing nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Args {
+    fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self.keep_tags.clone(),
+        }
+    }
+
+    /// The engine's options. A source is named as backup records it: its absolute path.
+    fn options(&self, ctx: &Context) -> ForgetOptions {
+        ForgetOptions {
+            policy: self.policy(),
+            source: self.source.as_ref().map(|p| {
+                let path = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                path.display().to_string()
+            }),
+            dry_run: self.dry_run,
+            state_dir: ctx.state_dir(),
+            lock_wait: ctx.lock_wait(),
+            stop: stop_on_signals(),
+        }
+    }
+}
+
+pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
+    let options = args.options(ctx);
+    if options.policy.is_empty() {
+        // Before the store is opened: nothing to do, and a mistake to say so loudly.
+        return Err(Failure::usage(ebsnap::Error::EmptyPolicy.to_string()));
+    }
+    let access = if args.dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let store = ctx.open_store(access).await?;
+    match engine::forget(store, &options, &*ctx.progress()).await {
+        Ok(report) => {
+            ctx.output.result(&text(&report), &report)?;
+            Ok(Exit::SUCCESS)
+        }
+        Err(ebsnap::Error::ForgetIncomplete { report, source }) => {
+            incomplete(ctx, &report, *source)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A forget that failed midway: what it did is printed (as the result, with the
+/// error in it under --json) before the error.
+fn incomplete(ctx: &Context, report: &ForgetReport, error: ebsnap::Error) -> Result<Exit> {
+    let failure = Failure::Engine(error);
+    let exit = failure.exit();
+    let mut value = serde_json::to_value(report).expect("serializable");
+    value["error"] = failure.to_string().into();
+    value["exit_code"] = exit.code().into();
+    ctx.output.result(&text(report), &value)?;
+    eprintln!("ebsnap: error: {failure}");
+    Ok(exit)
+}
+
+/// Per source, each snapshot kept (with its reasons) and removed; then the counts.
+fn text(report: &ForgetReport) -> String {
+    let removed = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut all: Vec<(&ForgetEntry, &str)> = report.kept.iter().map(|e| (e, "keep")).collect();
+    all.extend(report.removed.iter().map(|e| (e, removed)));
+    all.sort_by(|(a, _), (b, _)| (&a.source, &a.start_time).cmp(&(&b.source, &b.start_time)));
+    let mut out = String::new();
+    let mut source = None;
+    for (e, what) in all {
+        if source != Some(&e.source) {
+            out += &format!("{}:\n", e.source);
+            source = Some(&e.source);
+        }
+        out += &format!(
+            "  {what:<12}  {}  {}  {}\n",
+            e.snapshot_id,
+            e.start_time,
+            e.reasons.join(", ")
+        );
+    }
+    let kept = report.kept.len();
+    out + &format!("kept {kept}, {removed} {}\n", report.removed.len())
+}
