@@ -29,7 +29,7 @@ use crate::block::{
 };
 use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
-use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag, Transfer};
 use journal::{Completion, UploadHeader, UploadJournal};
 use plan::{plan, Plan};
 use reader::{spawn_reader, ReadBlock};
@@ -227,7 +227,7 @@ async fn send_and_complete(
         id.clone(),
         journal.as_deref_mut(),
         plan.blocks_visited(),
-        Flow::new(options.workers, store.pace()),
+        Flow::new(options.workers, store.pace(Transfer::Put)),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything
