@@ -6,7 +6,7 @@ use super::{checked_size, completed_snapshot, Progress};
 use crate::block::{is_zero, AlignedBuf, BlockIndex, Digest, LinearAggregate, Source};
 use crate::engine::flow::{Flow, Pass};
 use crate::engine::{Error, Inconsistency, Result};
-use crate::store::{SnapshotId, SnapshotStore};
+use crate::store::{SnapshotId, SnapshotStore, Transfer};
 use bytes::Bytes;
 use futures::stream::{self, TryStreamExt};
 use std::path::Path;
@@ -191,7 +191,7 @@ fn fetch_in_order<'a>(
     keep_data: bool,
     size: u64,
 ) -> impl futures::Stream<Item = Result<Checked>> + 'a {
-    let flow = Flow::new(workers, store.pace());
+    let flow = Flow::new(workers, store.pace(Transfer::Get));
     let ahead = flow.max() + FETCHED_AHEAD;
     let refs = stream::try_unfold(BlockLister::new(store, id), move |mut pages| async move {
         let page = pages.next_page().await.map_err(Error::store(id))?;

@@ -2,7 +2,7 @@
 
 use super::{
     BlockPage, BlockToken, ChangedBlockPage, FetchedBlock, PageRequest, SnapshotId, SnapshotInfo,
-    SnapshotStatus, SnapshotStore, StartSnapshot, StoreResult, Tag, TagFilter,
+    SnapshotStatus, SnapshotStore, StartSnapshot, StoreResult, Tag, TagFilter, Transfer,
 };
 use crate::block::{BlockIndex, Digest, HashedBlock};
 use async_trait::async_trait;
@@ -22,8 +22,8 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug {
         self.inner().identity()
     }
 
-    fn pace(&self) -> Option<u32> {
-        self.inner().pace()
+    fn pace(&self, transfer: Transfer) -> Option<u32> {
+        self.inner().pace(transfer)
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {
@@ -106,8 +106,8 @@ impl<L: StoreLayer> SnapshotStore for L {
         StoreLayer::identity(self)
     }
 
-    fn pace(&self) -> Option<u32> {
-        StoreLayer::pace(self)
+    fn pace(&self, transfer: Transfer) -> Option<u32> {
+        StoreLayer::pace(self, transfer)
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {

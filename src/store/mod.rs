@@ -6,6 +6,7 @@
 //! backend. `conformance` (feature `test-util`) holds the one test suite every
 //! backend must pass.
 
+pub mod bandwidth;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
@@ -28,6 +29,7 @@ pub use error::{Quota, StoreError, StoreResult, ValidationReason};
 pub use layer::StoreLayer;
 pub use rules::{DEFAULT_MAX_PENDING, MAX_TAGS};
 
+pub use bandwidth::{Bandwidth, LimitedStore};
 #[cfg(feature = "aws")]
 pub use ebs::{EbsOptions, EbsStore};
 pub use local::LocalStore;
@@ -43,6 +45,13 @@ pub use types::{
 use crate::block::{BlockIndex, Digest, HashedBlock};
 use async_trait::async_trait;
 
+/// Which way block data travels: a put sends it, a get receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    Put,
+    Get,
+}
+
 /// A place that holds EBS-style snapshots.
 ///
 /// Semantics follow the EBS direct APIs: a child inherits its parent's blocks; a put
@@ -54,9 +63,10 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     /// as manifests by.
     fn identity(&self) -> String;
 
-    /// Block requests per second this store is paced to, if it is ([`PacedStore`]):
+    /// Block requests (of one kind: puts, or gets) per second this store is paced to,
+    /// if it is ([`PacedStore`], or a [`LimitedStore`]'s bytes per second in blocks):
     /// a client that keeps more in flight than that rate needs only makes them wait.
-    fn pace(&self) -> Option<u32> {
+    fn pace(&self, _transfer: Transfer) -> Option<u32> {
         None
     }
 

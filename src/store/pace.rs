@@ -184,7 +184,7 @@ impl<S: SnapshotStore> StoreLayer for PacedStore<S> {
         &self.inner
     }
 
-    fn pace(&self) -> Option<u32> {
+    fn pace(&self, _: Transfer) -> Option<u32> {
         Some(self.max_rate.get())
     }
 

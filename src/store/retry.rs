@@ -130,8 +130,8 @@ impl<S: SnapshotStore> SnapshotStore for RetryStore<S> {
         self.inner.identity()
     }
 
-    fn pace(&self) -> Option<u32> {
-        self.inner.pace()
+    fn pace(&self, transfer: Transfer) -> Option<u32> {
+        self.inner.pace(transfer)
     }
 
     async fn start_snapshot(&self, request: StartSnapshot) -> StoreResult<SnapshotInfo> {

@@ -68,6 +68,17 @@ pub struct Global {
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_rate: Option<u32>,
 
+    /// Block data sent (backup, the target of a copy), in bytes per second at most,
+    /// for the whole process: `50MiB`, `200M`, `1.5G`, with `/s` or without; units are
+    /// powers of 1024. Applies alongside --max-rate. Default: no limit.
+    #[arg(long, global = true, value_name = "RATE", value_parser = ByteSize::parse_rate)]
+    pub limit_upload: Option<ByteSize>,
+
+    /// Block data received (restore, verify, mount, nbd, the source of a copy), in
+    /// bytes per second at most, as --limit-upload. Default: no limit.
+    #[arg(long, global = true, value_name = "RATE", value_parser = ByteSize::parse_rate)]
+    pub limit_download: Option<ByteSize>,
+
     /// Read and write disks and packs through the page cache only. By default whole
     /// blocks that are not cached are read, and restored blocks written, with O_DIRECT
     /// where the filesystem allows it: no copy through the cache, and a backup or
@@ -102,16 +113,31 @@ impl std::str::FromStr for SnapshotArg {
 }
 
 /// A size in bytes: a number, with an optional binary suffix (`K`, `M`, `G`, `T`,
-/// alone or as `KiB`...): `256M` is 256 MiB.
+/// alone or as `KiB`...): `256M` is 256 MiB, `1.5G` is 1536 MiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// A rate in bytes per second: a size, optionally followed by `/s` (`20MiB/s`).
+    /// 0 is refused: a limit that lets nothing through would hang the transfer.
+    pub fn parse_rate(s: &str) -> Result<ByteSize, String> {
+        let size = s.trim();
+        let size = size.strip_suffix("/s").unwrap_or(size);
+        match size.parse::<ByteSize>()? {
+            ByteSize(0) => Err(format!("{s:?}: a rate of 0 lets nothing through")),
+            rate => Ok(rate),
+        }
+    }
+}
 
 impl std::str::FromStr for ByteSize {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let digits = s.trim().trim_end_matches(|c: char| !c.is_ascii_digit());
-        let suffix = &s.trim()[digits.len()..];
+        let number = s
+            .trim()
+            .trim_end_matches(|c: char| !c.is_ascii_digit() && c != '.');
+        let suffix = &s.trim()[number.len()..];
         let shift = match suffix
             .to_ascii_uppercase()
             .trim_end_matches("IB")
@@ -128,11 +154,27 @@ impl std::str::FromStr for ByteSize {
                 ))
             }
         };
-        let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
-        n.checked_mul(1 << shift)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{s:?} is too large"))
+        let not_a_size = || format!("{s:?} is not a size");
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let whole: u64 = whole.parse().map_err(|_| not_a_size())?;
+        let too_large = || format!("{s:?} is too large");
+        let whole = whole.checked_mul(1 << shift).ok_or_else(too_large)?;
+        Ok(ByteSize(
+            whole + fraction_of(fraction, shift).ok_or_else(not_a_size)?,
+        ))
     }
+}
+
+/// The bytes of a decimal fraction (the digits after the point) of `1 << shift`,
+/// rounded down; `None` if they are not digits.
+fn fraction_of(digits: &str, shift: u32) -> Option<u64> {
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let digits = &digits[..digits.len().min(12)];
+    let numerator: u128 = digits.parse().ok()?;
+    let denominator = 10u128.pow(digits.len() as u32);
+    u64::try_from((numerator << shift) / denominator).ok()
 }
 
 #[cfg(test)]
@@ -149,6 +191,23 @@ mod tests {
         assert!(parse("12X").is_err());
         assert!(parse("M").is_err());
         assert!(parse("99999999999T").is_err());
+        assert_eq!(parse("1.5M"), Ok(3 << 19));
+        assert_eq!(parse("0.5k"), Ok(512));
+        assert_eq!(parse("2."), Ok(2));
+        assert!(parse(".").is_err());
+        assert!(parse("1.2.3M").is_err());
+    }
+
+    #[test]
+    fn rates_are_sizes_with_or_without_a_second() {
+        let parse = |s: &str| ByteSize::parse_rate(s).map(|b| b.0);
+        assert_eq!(parse("50MiB"), Ok(50 << 20));
+        assert_eq!(parse("200M"), Ok(200 << 20));
+        assert_eq!(parse("1G"), Ok(1 << 30));
+        assert_eq!(parse("20MiB/s"), Ok(20 << 20));
+        assert_eq!(parse("1.5M/s"), Ok(3 << 19));
+        assert!(parse("0").is_err());
+        assert!(parse("20MiB/h").is_err());
     }
 }
 

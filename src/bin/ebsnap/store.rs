@@ -6,8 +6,8 @@ use crate::dirs;
 use crate::exit::{Failure, Result};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::{
-    is_amazon_endpoint, EbsOptions, EbsStore, LocalStore, PacedStore, RetryPolicy, RetryStore,
-    SnapshotStore, StoreLocation,
+    is_amazon_endpoint, Bandwidth, EbsOptions, EbsStore, LimitedStore, LocalStore, PacedStore,
+    RetryPolicy, RetryStore, SnapshotStore, StoreLocation,
 };
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -30,6 +30,9 @@ pub struct StoreSettings {
     /// Block requests in flight at once, at most.
     pub workers: usize,
     pub max_rate: Option<u32>,
+    /// --limit-upload and --limit-download: one pair of buckets for the process, shared
+    /// by every store opened with these settings (and their clones: both sides of a copy).
+    pub bandwidth: Bandwidth,
 }
 
 impl From<&Global> for StoreSettings {
@@ -41,6 +44,7 @@ impl From<&Global> for StoreSettings {
             lock_wait: g.lock_wait(),
             workers: g.workers.into(),
             max_rate: g.max_rate,
+            bandwidth: Bandwidth::new(g.limit_upload.map(|r| r.0), g.limit_download.map(|r| r.0)),
         }
     }
 }
@@ -107,6 +111,8 @@ fn open_local(
     access: Access,
 ) -> Result<Arc<dyn SnapshotStore>> {
     let store = LocalStore::open(dir, access, settings.lock_wait)?;
+    // Limited like any other: a local store can sit on a network filesystem.
+    let store = LimitedStore::new(store, settings.bandwidth.clone());
     // A local store is not paced unless asked: nothing throttles it.
     Ok(match settings.max_rate {
         Some(rate) => Arc::new(PacedStore::new(store, nonzero(rate), settings.workers)),
@@ -128,6 +134,9 @@ async fn open_ebs(options: &EbsOptions, settings: &StoreSettings) -> Arc<dyn Sna
         .unwrap_or(UNCAPPED);
     tracing::debug!("EBS endpoint {endpoint:?}: at most {rate} block requests a second");
     let store = EbsStore::connect(options).await;
+    // Inside the pacing: a request waits for its bytes' turn once it has its place,
+    // right before it is sent.
+    let store = LimitedStore::new(store, settings.bandwidth.clone());
     let paced = PacedStore::new(store, nonzero(rate), settings.workers);
     Arc::new(RetryStore::new(paced, RetryPolicy::default()))
 }

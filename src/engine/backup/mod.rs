@@ -31,7 +31,7 @@ use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, Pend
 use crate::block::{blocks_for_bytes, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64};
 use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
-use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag, Transfer};
 use journal::{Completion, UploadHeader, UploadJournal};
 use plan::{plan, Plan};
 use reader::ReadBlock;
@@ -252,7 +252,7 @@ async fn send_and_complete(
         id.clone(),
         journal.as_deref_mut(),
         plan.blocks_visited(),
-        Flow::new(options.workers, store.pace()),
+        Flow::new(options.workers, store.pace(Transfer::Put)),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything

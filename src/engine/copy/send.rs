@@ -12,7 +12,7 @@ use crate::engine::checked::checked_block;
 use crate::engine::flow::Flow;
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::{Error, Inconsistency, Progress, Result, Stop};
-use crate::store::{BlockToken, FetchedBlock, SnapshotId, SnapshotStore, StoreResult};
+use crate::store::{BlockToken, FetchedBlock, SnapshotId, SnapshotStore, StoreResult, Transfer};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ pub(super) async fn send(
         job,
         uploader,
         recorded,
-        fetches: Flow::new(job.workers, job.from.pace()),
+        fetches: Flow::new(job.workers, job.from.pace(Transfer::Get)),
         queue: VecDeque::new(),
         aggregate: LinearAggregate::new(),
         next: 0,

@@ -15,7 +15,9 @@ use crate::engine::backup::start::{
 use crate::engine::backup::upload::Uploader;
 use crate::engine::flow::Flow;
 use crate::engine::{restored_size, wait_until_completed, Error, Progress, Result, MANAGED_TAG};
-use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, Tag};
+use crate::store::{
+    SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StartSnapshot, Tag, Transfer,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -227,7 +229,7 @@ async fn send_and_complete(
     progress: &dyn Progress,
 ) -> Result<(Sent, SnapshotStatus)> {
     let recorded = recorded(journal.as_deref())?;
-    let flow = Flow::new(job.workers, stores.to.pace());
+    let flow = Flow::new(job.workers, stores.to.pace(Transfer::Put));
     let mut uploader = Uploader::new(
         stores.to.clone(),
         id.clone(),

@@ -21,7 +21,7 @@ use super::bitmap::Bitmap;
 use super::flow::Flow;
 use super::{checked_size, completed_snapshot, Error, Result};
 use crate::block::{BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
-use crate::store::{PageRequest, SnapshotId, SnapshotStore};
+use crate::store::{PageRequest, SnapshotId, SnapshotStore, Transfer};
 use ahead::ReadAhead;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,7 +99,7 @@ impl BlockReader {
         let cached = usize::try_from(blocks).unwrap_or(usize::MAX);
         // Fetching further ahead than the cache holds would evict what it fetched.
         let read_ahead = MAX_READ_AHEAD.min(blocks / 4);
-        let flow = Flow::new(options.workers.max(1), store.pace());
+        let flow = Flow::new(options.workers.max(1), store.pace(Transfer::Get));
         tracing::info!(
             "{id}: {} bytes, {} tokens kept, cache of {cached} blocks",
             size,

@@ -10,7 +10,7 @@ use crate::engine::flow::{Flow, Pass};
 use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::target::Target;
 use crate::engine::{Error, Inconsistency, Result};
-use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore};
+use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore, Transfer};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -33,7 +33,7 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
         Tasks {
             job,
             checkpoints,
-            flow: Flow::new(job.options.workers, job.store.pace()),
+            flow: Flow::new(job.options.workers, job.store.pace(Transfer::Get)),
             running: JoinSet::new(),
             counts: Counts::default(),
         }
