@@ -36,7 +36,8 @@ impl Output {
     }
 }
 
-fn stdout_failed(source: std::io::Error) -> Failure {
+/// A failed write to stdout (not a closed pipe: `print` takes that quietly).
+pub fn stdout_failed(source: std::io::Error) -> Failure {
     Failure::Engine(ebsnap::Error::Stdout { source })
 }
 

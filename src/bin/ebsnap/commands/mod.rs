@@ -3,10 +3,12 @@
 
 pub mod backup;
 pub mod check;
+pub mod completions;
 pub mod copy;
 pub mod delete;
 pub mod diff;
 pub mod forget;
+pub mod manpage;
 pub mod mount;
 pub mod nbd;
 pub mod restore;
@@ -55,6 +57,10 @@ pub enum Command {
     Mount(mount::Args),
     /// Serve a snapshot read-only over NBD (qemu, nbdcopy, nbdinfo), without restoring it.
     Nbd(nbd::Args),
+    /// Print the shell completion script for bash, zsh or fish (and others).
+    Completions(completions::Args),
+    /// Write the man pages (ebsnap.1, ebsnap-COMMAND.1) into a directory.
+    Manpage(manpage::Args),
 }
 
 impl Command {
@@ -73,6 +79,8 @@ impl Command {
             Command::Forget(args) => forget::run(args, ctx).await,
             Command::Mount(args) => mount::run(args, ctx).await,
             Command::Nbd(args) => nbd::run(args, ctx).await,
+            Command::Completions(args) => completions::run(args, ctx).await,
+            Command::Manpage(args) => manpage::run(args, ctx).await,
         }
     }
 }
