@@ -23,6 +23,7 @@ pub(super) mod start;
 pub(super) mod upload;
 
 use super::{wait_until_completed, Progress, Stop, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
+use super::{DEVICE_ID_TAG, DEVICE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{
     blocks_for_bytes, volume_blocks, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64,
@@ -263,7 +264,7 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
         options
             .description
             .clone()
-            .unwrap_or_else(|| format!("ebsnap backup of {}", plan.source_name)),
+            .unwrap_or_else(|| format!("ebsnap backup of {}", plan.identity.path)),
     );
     request.tags = options.tags.clone();
     request
@@ -272,6 +273,12 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
     request
         .tags
         .push(Tag::new(SOURCE_PATH_TAG, plan.source_name.clone()));
+    if plan.identity.stable_device_id {
+        request.tags.extend([
+            Tag::new(DEVICE_ID_TAG, plan.identity.key.clone()),
+            Tag::new(DEVICE_PATH_TAG, plan.identity.path.clone()),
+        ]);
+    }
     request.client_token = Some(new_client_token());
     request.timeout_minutes = Some(SNAPSHOT_TIMEOUT_MINUTES);
     request.parent = plan.baseline.parent.as_ref().map(|p| p.id.clone());
