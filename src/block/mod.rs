@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod digest;
+pub mod identity;
 pub mod manifest;
 mod pool;
 pub(crate) mod source;

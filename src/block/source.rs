@@ -69,6 +69,14 @@ impl Source {
         self.kind
     }
 
+    /// The device number of a block device (of the descriptor open, so of the device
+    /// read, whatever its path names since); `None` for a file.
+    pub fn rdev(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().ok()?;
+        (self.kind == SourceKind::BlockDevice).then(|| meta.rdev())
+    }
+
     /// Number of blocks covering the source (the last one zero-padded).
     pub fn block_count(&self) -> u64 {
         blocks_for_bytes(self.size)

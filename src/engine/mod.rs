@@ -22,6 +22,7 @@ mod target;
 mod verify;
 
 pub use crate::sys::FreezeError;
+pub use crate::block::identity::SourceIdentity;
 pub use backup::baseline::ParentChoice;
 pub use backup::{
     backup, BackupOptions, BackupReport, Consistency, DEFAULT_FREEZE_TIMEOUT, DEFAULT_HOOK_TIMEOUT,
@@ -48,11 +49,19 @@ pub const DEFAULT_WORKERS: usize = 256;
 
 /// Tag holding the source's exact size in bytes, so a restore gets the size back.
 pub const SOURCE_BYTES_TAG: &str = "ebsnap:source-bytes";
-/// Tag holding the path the snapshot was taken from.
+/// Tag holding what the snapshot's source is known by, its lineage's key: a file's
+/// absolute path, a block device's stable id (see [`crate::block::identity`]).
+/// Snapshots of one source are grouped by it (the parent chosen, `copy --source`,
+/// retention).
 pub const SOURCE_PATH_TAG: &str = "ebsnap:source";
 /// Tag on every snapshot ebsnap made (backup, copy; the EBS store adds it to whatever
 /// it starts): only those are ever removed by `forget`.
 pub use crate::store::ebs_tags::MANAGED_TAG;
+/// Tag holding a block device's stable id (the same as `ebsnap:source`); a snapshot of
+/// a device without it predates ids, and its `ebsnap:source` is a path.
+pub const DEVICE_ID_TAG: &str = "ebsnap:device-id";
+/// Tag holding the path a block device was backed up from (`/dev/sdb`), for people.
+pub const DEVICE_PATH_TAG: &str = "ebsnap:device-path";
 
 /// The byte size a restore of `info` produces, for reading the snapshot's data: the
 /// recorded size, else the whole volume. Anyone allowed CreateTags can change the tag:

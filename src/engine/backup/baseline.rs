@@ -7,11 +7,12 @@
 //! data in the parent (ListChangedBlocks from the manifest's snapshot, or
 //! ListSnapshotBlocks), but not what: those blocks are sent if they hold data here.
 
+use crate::block::identity::SourceIdentity;
 use crate::block::manifest::{ContentDigest, Entry, Manifest};
 use crate::block::BlockIndex;
 pub(crate) use crate::engine::bitmap::Bitmap;
 use crate::engine::pages::{BlockLister, ChangedLister};
-use crate::engine::{described_completed, SOURCE_PATH_TAG};
+use crate::engine::{described_completed, DEVICE_ID_TAG, SOURCE_PATH_TAG};
 use crate::engine::{Error, Result};
 use crate::store::{
     SnapshotId, SnapshotInfo, SnapshotStatus, SnapshotStore, StoreError, ValidationReason,
@@ -174,7 +175,7 @@ pub(crate) async fn choose_parent(
     store: &dyn SnapshotStore,
     choice: &ParentChoice,
     manifest: Option<&Manifest>,
-    source: &str,
+    source: &SourceIdentity,
 ) -> Result<Option<SnapshotInfo>> {
     match choice {
         ParentChoice::Full => Ok(None),
@@ -189,12 +190,40 @@ pub(crate) async fn choose_parent(
                     Err(e) => return Err(Error::store(&id)(e)),
                 }
             }
-            let all = store.list_snapshots().await?;
-            Ok(all.into_iter().rev().find(|s| {
-                s.status == SnapshotStatus::Completed && s.tag(SOURCE_PATH_TAG) == Some(source)
-            }))
+            Ok(last_of(store.list_snapshots().await?, source))
         }
     }
+}
+
+/// The newest completed snapshot of `source` among `all` (oldest first).
+///
+/// A device's snapshots are found by its stable id. Those made before ids were
+/// recorded name the device by path; the newest of them continues the lineage while
+/// the device has none of its own yet, and only if no snapshot with an id already
+/// continues it: a disk that appeared under the old name later starts its own.
+/// (Were the guess wrong, the backup would still be whole: blocks are compared by
+/// content, so the cost of a wrong parent is blocks sent, not blocks lost.)
+fn last_of(all: Vec<SnapshotInfo>, source: &SourceIdentity) -> Option<SnapshotInfo> {
+    let completed = || {
+        all.iter()
+            .rev()
+            .filter(|s| s.status == SnapshotStatus::Completed)
+    };
+    if let Some(own) = completed().find(|s| s.tag(SOURCE_PATH_TAG) == Some(&source.key)) {
+        return Some(own.clone());
+    }
+    let continued: std::collections::HashSet<&SnapshotId> = all
+        .iter()
+        .filter(|s| s.tag(DEVICE_ID_TAG).is_some())
+        .filter_map(|s| s.parent.as_ref())
+        .collect();
+    completed()
+        .find(|s| {
+            s.tag(DEVICE_ID_TAG).is_none()
+                && s.tag(SOURCE_PATH_TAG) == Some(&source.path)
+                && !continued.contains(&s.id)
+        })
+        .cloned()
 }
 
 /// Builds what is known of `parent`, trusting `manifest` where it applies.
@@ -308,5 +337,57 @@ mod tests {
         assert!(!Baseline::none(false).zero_needs_write(BlockIndex(0)));
         assert!(Baseline::none(true).zero_needs_write(BlockIndex(0)));
         assert!(!Baseline::none(false).visits_holes());
+    }
+
+    /// A completed snapshot with these tags, child of `parent`.
+    fn snapshot(parent: Option<&SnapshotInfo>, tags: &[(&str, &str)]) -> SnapshotInfo {
+        SnapshotInfo {
+            id: SnapshotId::generate(),
+            parent: parent.map(|p| p.id.clone()),
+            status: SnapshotStatus::Completed,
+            volume_size_gib: 1,
+            block_size: 524_288,
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            description: None,
+            tags: tags
+                .iter()
+                .map(|(k, v)| crate::store::Tag::new(*k, *v))
+                .collect(),
+            encrypted: false,
+            changed_blocks_count: Some(0),
+            aggregate: None,
+        }
+    }
+
+    fn device(key: &str, path: &str) -> SourceIdentity {
+        SourceIdentity {
+            path: path.into(),
+            key: key.into(),
+            stable_device_id: true,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_from_before_ids_continues_the_first_disk_found_under_its_path_only() {
+        let legacy = snapshot(None, &[(SOURCE_PATH_TAG, "/dev/sdb")]);
+        let (disk_a, disk_b) = (device("wwn-a", "/dev/sdb"), device("wwn-b", "/dev/sdb"));
+        // The first backup with ids continues the old lineage.
+        let parent = last_of(vec![legacy.clone()], &disk_a).map(|p| p.id);
+        assert_eq!(parent, Some(legacy.id.clone()));
+        let ided = [(SOURCE_PATH_TAG, "wwn-a"), (DEVICE_ID_TAG, "wwn-a")];
+        let child = snapshot(Some(&legacy), &ided);
+        let all = vec![legacy, child.clone()];
+        assert_eq!(last_of(all.clone(), &disk_a).map(|p| p.id), Some(child.id));
+        // Another disk under /dev/sdb later: the old lineage is taken.
+        assert_eq!(last_of(all.clone(), &disk_b), None);
+        // A disk that is only a path (no id) finds the snapshots of that path.
+        let bare = SourceIdentity {
+            stable_device_id: false,
+            ..device("/dev/sdb", "/dev/sdb")
+        };
+        assert_eq!(
+            last_of(all, &bare).map(|p| p.tags[0].value.clone()),
+            Some("/dev/sdb".into())
+        );
     }
 }

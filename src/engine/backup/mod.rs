@@ -28,6 +28,7 @@ pub(super) mod start;
 pub(super) mod upload;
 
 use super::{wait_until_completed, Progress, Stop, MANAGED_TAG, SOURCE_BYTES_TAG, SOURCE_PATH_TAG};
+use super::{DEVICE_ID_TAG, DEVICE_PATH_TAG};
 use crate::block::manifest::{ContentDigest, ManifestHeader, ManifestWriter, PendingManifest};
 use crate::block::{blocks_for_bytes, Digest, HashedBlock, LinearAggregate, BLOCK_SIZE_U64};
 use crate::engine::flow::Flow;
@@ -257,7 +258,7 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
         options
             .description
             .clone()
-            .unwrap_or_else(|| format!("ebsnap backup of {}", plan.source_name)),
+            .unwrap_or_else(|| format!("ebsnap backup of {}", plan.identity.path)),
     );
     request.tags = options
         .tags
@@ -273,6 +274,12 @@ fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {
         .push(Tag::new(SOURCE_PATH_TAG, plan.source_name.clone()));
     // What `forget` may remove: ebsnap's own snapshots, never another tool's.
     request.tags.push(Tag::new(MANAGED_TAG, "true"));
+    if plan.identity.stable_device_id {
+        request.tags.extend([
+            Tag::new(DEVICE_ID_TAG, plan.identity.key.clone()),
+            Tag::new(DEVICE_PATH_TAG, plan.identity.path.clone()),
+        ]);
+    }
     request.client_token = Some(new_client_token());
     request.timeout_minutes = Some(SNAPSHOT_TIMEOUT_MINUTES);
     request.parent = plan.baseline.parent.as_ref().map(|p| p.id.clone());

@@ -7,6 +7,7 @@ use super::freeze::{plan_freeze, FreezePlan};
 use super::journal::{UploadHeader, UploadJournal};
 use super::options::BackupOptions;
 use super::resume::{give_up, take_over, Left};
+use crate::block::identity::SourceIdentity;
 use crate::block::manifest::Manifest;
 use crate::block::{volume_blocks, volume_size_gib, Source, GIB, MAX_VOLUME_GIB};
 use crate::engine::state::{lock_source, manifest_path, upload_journal_path};
@@ -18,7 +19,9 @@ use std::sync::Arc;
 /// The decisions made before anything is written.
 pub(super) struct Plan {
     pub source: Arc<Source>,
+    /// `identity.key`: what manifests, journals, locks and lineages key the source by.
     pub source_name: String,
+    pub identity: SourceIdentity,
     pub baseline: Arc<Baseline>,
     pub volume_size_gib: u64,
     pub manifest_path: Option<PathBuf>,
@@ -39,12 +42,12 @@ pub(super) async fn plan(
     path: &Path,
     options: &BackupOptions,
 ) -> Result<Plan> {
-    let source = open_blocks(path, options.consistency.read_from.as_deref())?;
+    let (source, source_rdev) = open_blocks(path, options.consistency.read_from.as_deref())?;
     let freeze = plan_freeze(&options.consistency, path)?;
-    let source_name = std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .display()
-        .to_string();
+    // A device is known by its stable id, so that its lineage, manifest and lock
+    // follow the disk, not the name it has this boot (and never `--read-from`'s).
+    let identity = SourceIdentity::of(path, source_rdev);
+    let source_name = identity.key.clone();
     let state_file = |f: fn(&Path, &str, &str) -> PathBuf| {
         options
             .state_dir
@@ -80,7 +83,7 @@ pub(super) async fn plan(
     let inputs = LineageInputs {
         store,
         manifest_path: &manifest_path,
-        source_name: &source_name,
+        identity: &identity,
         size: source.size(),
         encrypted: options.encrypted || options.kms_key_arn.is_some(),
     };
@@ -92,6 +95,7 @@ pub(super) async fn plan(
     Ok(Plan {
         source,
         source_name,
+        identity,
         baseline: Arc::new(baseline),
         volume_size_gib: lineage.volume_size_gib,
         manifest_path,
@@ -104,22 +108,23 @@ pub(super) async fn plan(
 }
 
 /// Opens what the blocks are read from: the source, or `read_from` (which must be
-/// just as large: the snapshot stands for the source).
-fn open_blocks(path: &Path, read_from: Option<&Path>) -> Result<Arc<Source>> {
+/// just as large: the snapshot stands for the source), and the source's device number.
+fn open_blocks(path: &Path, read_from: Option<&Path>) -> Result<(Arc<Source>, Option<u64>)> {
+    let source = open_source(path)?;
+    let rdev = source.rdev();
     let Some(read_from) = read_from else {
-        return open_source(path);
+        return Ok((source, rdev));
     };
-    let source_bytes = open_source(path)?.size();
     let blocks = open_source(read_from)?;
-    if blocks.size() != source_bytes {
+    if blocks.size() != source.size() {
         return Err(Error::ReadFromSize {
             source_path: path.to_owned(),
-            source_bytes,
+            source_bytes: source.size(),
             read_from: read_from.to_owned(),
             bytes: blocks.size(),
         });
     }
-    Ok(blocks)
+    Ok((blocks, rdev))
 }
 
 /// Opens the source, refusing one larger than a snapshot holds.
@@ -192,7 +197,7 @@ impl Lineage {
 struct LineageInputs<'a> {
     store: &'a dyn SnapshotStore,
     manifest_path: &'a Option<PathBuf>,
-    source_name: &'a str,
+    identity: &'a SourceIdentity,
     size: u64,
     encrypted: bool,
 }
@@ -240,7 +245,7 @@ impl LineageInputs<'_> {
 
     /// The parent `choice` asks for (if it fits), and what the backup knows of it.
     async fn plan(&self, choice: &ParentChoice) -> Result<Lineage> {
-        let (store, source_name, size) = (self.store, self.source_name, self.size);
+        let (store, source_name, size) = (self.store, &self.identity.key, self.size);
         let manifest = match self.manifest_path {
             Some(p) if *choice != ParentChoice::Full => Manifest::open(p).unwrap_or_else(|e| {
                 tracing::warn!("ignoring the manifest of {source_name}: {e}");
@@ -248,7 +253,7 @@ impl LineageInputs<'_> {
             }),
             _ => None,
         };
-        let chosen = choose_parent(store, choice, manifest.as_ref(), source_name).await?;
+        let chosen = choose_parent(store, choice, manifest.as_ref(), self.identity).await?;
         let parent = fitting_parent(chosen, choice, size, self.encrypted)?;
         let volume_size_gib =
             volume_size_gib(size).max(parent.as_ref().map_or(0, |p| p.volume_size_gib));

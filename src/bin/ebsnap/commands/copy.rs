@@ -7,7 +7,9 @@ use crate::exit::{Exit, Failure, Result};
 use crate::signals::stop_on_signals;
 use crate::store::{open_store, StoreSettings};
 use clap::builder::{OsStringValueParser, TypedValueParser};
-use ebsnap::engine::{self, CopiedSnapshot, CopyOptions, CopyReport, CopySelection};
+use ebsnap::engine::{
+    self, CopiedSnapshot, CopyOptions, CopyReport, CopySelection, SourceIdentity,
+};
 use ebsnap::store::local::Access;
 use ebsnap::store::StoreLocation;
 use indicatif::HumanBytes;
@@ -22,7 +24,8 @@ pub struct Args {
         conflicts_with = "source"
     )]
     snapshots: Vec<SnapshotArg>,
-    /// Copy every snapshot of this source (the path it was backed up from): its lineage.
+    /// Copy every snapshot of this source (the path it was backed up from; a device
+    /// attached here, by its stable id): its lineage.
     #[arg(long, value_name = "SOURCE")]
     source: Option<PathBuf>,
     /// Where to copy to, in the syntax of --store: a directory, `ebs`, `ebs:REGION`,
@@ -50,12 +53,8 @@ pub struct Args {
 impl Args {
     fn selection(&self) -> CopySelection {
         match &self.source {
-            Some(path) => CopySelection::Source(
-                std::path::absolute(path)
-                    .unwrap_or_else(|_| path.clone())
-                    .display()
-                    .to_string(),
-            ),
+            // A device present is known by its stable id, as its backups tagged it.
+            Some(path) => CopySelection::Source(SourceIdentity::resolve(path).key),
             None => CopySelection::Snapshots(self.snapshots.iter().map(|s| s.0.clone()).collect()),
         }
     }
