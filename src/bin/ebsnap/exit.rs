@@ -22,6 +22,11 @@ impl Exit {
         Exit(128u8.saturating_add(number as u8))
     }
 
+    /// The number the process exits with.
+    pub fn code(self) -> u8 {
+        self.0
+    }
+
     /// Success if the check found nothing wrong, else `BAD_DATA`.
     pub fn checked(ok: bool) -> Exit {
         if ok {

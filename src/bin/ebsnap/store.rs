@@ -39,7 +39,7 @@ impl From<&Global> for StoreSettings {
             profile: g.profile.clone(),
             endpoint_url: g.endpoint_url.clone(),
             lock_wait: g.lock_wait(),
-            workers: g.workers.into(),
+            workers: g.workers(),
             max_rate: g.max_rate,
         }
     }
