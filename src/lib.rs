@@ -13,6 +13,7 @@
 //!   one test suite every backend passes.
 //! - [`engine`]: backup, restore, verify and diff over any store, with bounded memory
 //!   and progress reported through the [`engine::Progress`] trait.
+//! - [`metrics`]: the Prometheus textfile that runs are recorded in, for monitoring.
 //!
 //! ```
 //! use ebsnap::engine::{self, BackupOptions, NoProgress, RestoreOptions};
@@ -39,6 +40,7 @@
 pub mod block;
 pub mod engine;
 pub mod fuse;
+pub mod metrics;
 pub mod nbd;
 pub mod server;
 pub mod store;

@@ -49,11 +49,20 @@ impl Env {
 
     /// The same, as a plain process (to spawn, wait for, or kill).
     pub fn process(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.bare();
+        cmd.arg("--store").arg(self.store()).args(args);
+        cmd
+    }
+
+    /// `ebsnap` with no arguments yet, and no inherited store or config variables: no
+    /// config file of the user's is read.
+    pub fn bare(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
         cmd.env_remove("EBSNAP_STORE")
+            .env_remove("EBSNAP_CONFIG")
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .env("XDG_DATA_HOME", self.path("xdg-data"))
             .env("XDG_STATE_HOME", self.path("xdg-state"));
-        cmd.arg("--store").arg(self.store()).args(args);
         cmd
     }
 

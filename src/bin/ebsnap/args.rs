@@ -5,6 +5,7 @@ use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser};
 use ebsnap::store::local::LockWait;
 use ebsnap::store::{SnapshotId, StoreLocation};
+use std::path::PathBuf;
 
 /// Incremental backup of disks and disk images into EBS-style snapshots.
 #[derive(Debug, Parser)]
@@ -16,8 +17,29 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct Global {
+    /// The config file (docs/config.md): its [defaults] apply to every command, its
+    /// jobs are what `ebsnap run` runs. Default: $EBSNAP_CONFIG, else
+    /// $XDG_CONFIG_HOME/ebsnap/config.toml, else /etc/ebsnap/config.toml, where they
+    /// exist.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// After backup, restore, run and forget: record the run in this Prometheus
+    /// text-format file, for node_exporter's textfile collector (docs/metrics.md).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Limit data sent to the store to this many bytes per second (K, M, G suffixes).
+    #[arg(long, global = true, value_name = "RATE")]
+    pub limit_upload: Option<ByteSize>,
+
+    /// Limit data received from the store to this many bytes per second (K, M, G
+    /// suffixes).
+    #[arg(long, global = true, value_name = "RATE")]
+    pub limit_download: Option<ByteSize>,
+
     /// Store location: a directory (the local store, created on first use; `./ebs` is
     /// a directory named ebs), `ebs` or `ebs:REGION` (Amazon EBS), or
     /// `ebs+http://HOST:PORT` or `ebs+https://HOST:PORT` (any EBS-compatible endpoint,
@@ -58,8 +80,9 @@ pub struct Global {
 
     /// Blocks transferred at once, at most: below that, ebsnap finds how many the link
     /// needs (more while the request rate rises, fewer when latency rises without it).
-    #[arg(long, global = true, value_name = "N", default_value_t = ebsnap::engine::DEFAULT_WORKERS as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: u16,
+    /// Default: 256.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 
     /// Block requests (puts and gets) per second, at most. Default: 1000 on Amazon EBS
     /// (what it allows per snapshot: no endpoint given, or one under amazonaws.com,
@@ -88,6 +111,13 @@ pub struct Global {
 }
 
 impl Global {
+    /// What `--workers` asks for (an option, so that a config file knows whether the
+    /// flag was given).
+    pub fn workers(&self) -> usize {
+        self.workers
+            .map_or(ebsnap::engine::DEFAULT_WORKERS, usize::from)
+    }
+
     /// What `--lock-wait` asks for.
     pub fn lock_wait(&self) -> LockWait {
         match self.lock_wait {

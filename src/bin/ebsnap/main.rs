@@ -7,8 +7,10 @@
 mod args;
 mod commands;
 mod consistency;
+mod config;
 mod dirs;
 mod exit;
+mod metrics;
 mod output;
 mod progress;
 mod signals;
@@ -43,7 +45,9 @@ fn run(cli: Cli) -> exit::Result<Exit> {
         .build()
         .expect("tokio runtime starts");
     ebsnap::set_direct_io(!cli.global.no_direct_io);
-    let ctx = Context::new(cli.global)?;
+    // A config error stops every command before it does anything (exit 2).
+    let config = config::load(cli.global.config.as_deref())?;
+    let ctx = Context::new(cli.global, config)?;
     runtime.block_on(cli.command.run(&ctx))
 }
 

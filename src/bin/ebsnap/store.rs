@@ -42,7 +42,7 @@ impl From<&Global> for StoreSettings {
             profile: g.profile.clone(),
             endpoint_url: g.endpoint_url.clone(),
             lock_wait: g.lock_wait(),
-            workers: g.workers.into(),
+            workers: g.workers(),
             max_rate: g.max_rate,
             bandwidth: Bandwidth::new(g.limit_upload.map(|r| r.0), g.limit_download.map(|r| r.0)),
         }

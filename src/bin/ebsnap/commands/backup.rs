@@ -3,13 +3,15 @@
 use super::Context;
 use crate::args::SnapshotArg;
 use crate::consistency::ConsistencyArgs;
-use crate::exit::{Exit, Result};
+use crate::exit::{Exit, Failure, Result};
+use crate::metrics::{self, Outcome, Watch};
 use crate::signals::stop_on_signals;
 use ebsnap::engine::{self, BackupOptions, BackupReport, ParentChoice};
 use ebsnap::store::local::Access;
-use ebsnap::store::Tag;
+use ebsnap::store::{SnapshotStore, Tag};
 use indicatif::HumanBytes;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,7 +42,7 @@ pub struct Args {
     consistency: ConsistencyArgs,
 }
 
-pub(super) fn parse_tag(s: &str) -> Result<Tag, String> {
+pub fn parse_tag(s: &str) -> Result<Tag, String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok(Tag::new(k, v)),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
@@ -71,19 +73,61 @@ impl Args {
 }
 
 pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
-    let store = ctx.open_store(Access::Write).await?;
     let options = args.options(ctx);
-    let report = engine::backup(store, &args.source, &options, &*ctx.progress()).await?;
+    let source = metrics::source_name(&args.source);
+    // A dry run is not a backup: it records nothing that monitoring would take for one.
+    let watch = (!args.dry_run)
+        .then(|| Watch::start(ctx, source.clone()))
+        .flatten();
+    let (store, result) = back_up(ctx, &args.source, &options).await;
+    let recorded = metrics::record(watch, &source, store.as_deref(), outcome(&result)).await;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => return Err(metrics::also(recorded, e)),
+    };
     ctx.output.result(&text(&report, &args.source), &report)?;
-    // The backup is done, but what the post-hook was to do (remove an LVM snapshot,
-    // say) was not: a script must notice.
+    recorded?;
+    Ok(exit_of(&report))
+}
+
+/// The backup is done, but what the post-hook was to do (remove an LVM snapshot, say)
+/// was not: a script must notice.
+pub fn exit_of(report: &BackupReport) -> Exit {
     match report.post_hook_exit_code {
-        Some(code) if code != 0 => Ok(Exit::FAILURE),
-        _ => Ok(Exit::SUCCESS),
+        Some(code) if code != 0 => Exit::FAILURE,
+        _ => Exit::SUCCESS,
     }
 }
 
-fn text(r: &BackupReport, source: &Path) -> String {
+/// Opens the store and backs `source` up: the store (if it opened), and what the backup
+/// did. The one way `backup` and `run` take.
+pub async fn back_up(
+    ctx: &Context,
+    source: &Path,
+    options: &BackupOptions,
+) -> (Option<Arc<dyn SnapshotStore>>, Result<BackupReport>) {
+    let store = match ctx.open_store(Access::Write).await {
+        Ok(store) => store,
+        Err(e) => return (None, Err(e)),
+    };
+    let progress = ctx.progress();
+    let result = engine::backup(store.clone(), source, options, &*progress).await;
+    (Some(store), result.map_err(Failure::from))
+}
+
+/// What the metrics file records of a backup.
+pub fn outcome(result: &Result<BackupReport>) -> Outcome {
+    match result {
+        Ok(report) => Outcome {
+            exit: exit_of(report),
+            bytes_written: report.bytes_written,
+            blocks_written: report.blocks_written,
+        },
+        Err(failure) => Outcome::failed(failure),
+    }
+}
+
+pub fn text(r: &BackupReport, source: &Path) -> String {
     let what = match &r.snapshot_id {
         Some(id) => id.clone(),
         None => "dry run".to_owned(),

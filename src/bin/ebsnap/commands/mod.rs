@@ -12,12 +12,14 @@ pub mod manpage;
 pub mod mount;
 pub mod nbd;
 pub mod restore;
+pub mod run;
 pub mod serve;
 pub mod show;
 pub mod snapshots;
 pub mod verify;
 
 use crate::args::Global;
+use crate::config::{Config, Job, Settings};
 use crate::exit::{Exit, Result};
 use crate::output::Output;
 use crate::store::{self, StoreSettings};
@@ -61,6 +63,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Write the man pages (ebsnap.1, ebsnap-COMMAND.1) into a directory.
     Manpage(manpage::Args),
+    /// Run the config file's jobs (all, or those named), each a backup and its retention.
+    Run(run::Args),
 }
 
 impl Command {
@@ -81,13 +85,20 @@ impl Command {
             Command::Nbd(args) => nbd::run(args, ctx).await,
             Command::Completions(args) => completions::run(args, ctx).await,
             Command::Manpage(args) => manpage::run(args, ctx).await,
+            Command::Run(args) => run::run(args, ctx).await,
         }
     }
 }
 
 /// What every command gets besides its own arguments: the global flags, read once.
 pub struct Context {
+    /// The global flags, with what the config's [defaults] give for those not given.
     pub global: Global,
+    /// The flags as given on the command line: `run` lays each job's settings under
+    /// them.
+    pub flags: Global,
+    /// The config file, if there is one.
+    pub config: Option<Arc<Config>>,
     /// Where the store is (--store, else its default).
     pub location: StoreLocation,
     pub settings: StoreSettings,
@@ -95,7 +106,26 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(mut global: Global) -> Result<Context> {
+    /// The flags given, over the config's [defaults] (command-line flag > [defaults] >
+    /// environment or built-in default).
+    pub fn new(flags: Global, config: Option<Config>) -> Result<Context> {
+        let config = config.map(Arc::new);
+        Context::with(flags, config, None)
+    }
+
+    /// The context of one of the config's jobs: flag > job > [defaults] > default.
+    pub fn for_job(&self, job: &Job) -> Result<Context> {
+        Context::with(self.flags.clone(), self.config.clone(), Some(&job.settings))
+    }
+
+    fn with(flags: Global, config: Option<Arc<Config>>, job: Option<&Settings>) -> Result<Context> {
+        let mut global = flags.clone();
+        for settings in job
+            .into_iter()
+            .chain(config.as_deref().map(|c| &c.defaults))
+        {
+            settings.fill(&mut global);
+        }
         let output = Output {
             json: global.json,
             quiet: global.quiet,
@@ -104,6 +134,8 @@ impl Context {
         let settings = StoreSettings::from(&global);
         Ok(Context {
             global,
+            flags,
+            config,
             location,
             settings,
             output,
@@ -117,7 +149,7 @@ impl Context {
 
     /// Blocks transferred at once (--workers).
     pub fn workers(&self) -> usize {
-        self.global.workers.into()
+        self.global.workers()
     }
 
     /// What --lock-wait asks for.

@@ -2,12 +2,15 @@
 
 use super::Context;
 use crate::args::SnapshotArg;
-use crate::exit::{Exit, Result};
+use crate::exit::{Exit, Failure, Result};
+use crate::metrics::{self, Outcome, Watch};
 use crate::signals::stop_on_signals;
-use ebsnap::engine::{self, RestoreOptions, RestoreReport};
+use ebsnap::engine::{self, RestoreOptions, RestoreReport, SOURCE_PATH_TAG};
 use ebsnap::store::local::Access;
+use ebsnap::store::{SnapshotId, SnapshotStore};
 use indicatif::HumanBytes;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,13 +44,63 @@ impl Args {
 }
 
 pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
-    let store = ctx.open_store(Access::Read).await?;
+    // Labelled by its target, apart from the backups of the same path.
+    let watch = Watch::start(
+        ctx,
+        format!("restore:{}", metrics::source_name(&args.target)),
+    );
+    let (store, result) = restore(&args, ctx).await;
+    let source = match (&watch, &store) {
+        (Some(_), Some(store)) => snapshot_source(&**store, &args.snapshot.0).await,
+        _ => String::new(),
+    };
+    let outcome = match &result {
+        Ok(r) => Outcome {
+            exit: Exit::SUCCESS,
+            bytes_written: r.bytes_written,
+            blocks_written: r.blocks_written,
+        },
+        Err(failure) => Outcome::failed(failure),
+    };
+    let recorded = metrics::record(watch, &source, store.as_deref(), outcome).await;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => return Err(metrics::also(recorded, e)),
+    };
+    ctx.output.result(&text(&report), &report)?;
+    recorded?;
+    Ok(Exit::SUCCESS)
+}
+
+/// Opens the store and restores: the store (if it opened), and what the restore did.
+async fn restore(
+    args: &Args,
+    ctx: &Context,
+) -> (Option<Arc<dyn SnapshotStore>>, Result<RestoreReport>) {
+    let store = match ctx.open_store(Access::Read).await {
+        Ok(store) => store,
+        Err(e) => return (None, Err(e)),
+    };
     let options = args.options(ctx);
     let progress = ctx.progress();
-    let report =
-        engine::restore(store, &args.snapshot.0, &args.target, &options, &*progress).await?;
-    ctx.output.result(&text(&report), &report)?;
-    Ok(Exit::SUCCESS)
+    let result = engine::restore(
+        store.clone(),
+        &args.snapshot.0,
+        &args.target,
+        &options,
+        &*progress,
+    )
+    .await;
+    (Some(store), result.map_err(Failure::from))
+}
+
+/// The source a snapshot was taken of (its `ebsnap:source` tag): the restore's
+/// `source` label. Empty (no label) if the snapshot cannot be described.
+async fn snapshot_source(store: &dyn SnapshotStore, id: &SnapshotId) -> String {
+    match store.describe_snapshot(id).await {
+        Ok(info) => info.tag(SOURCE_PATH_TAG).unwrap_or_default().to_owned(),
+        Err(_) => String::new(),
+    }
 }
 
 fn text(r: &RestoreReport) -> String {

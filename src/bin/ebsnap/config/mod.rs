@@ -1,0 +1,193 @@
+//! The config file (docs/config.md): where it is, reading it, and its errors, each
+//! naming the file, the line and the key. The schema itself is in [`schema`].
+
+mod schema;
+mod values;
+
+pub use schema::{Keep, Settings};
+
+use crate::dirs;
+use crate::exit::{Failure, Result};
+use ebsnap::store::StoreLocation;
+use schema::{File, JobTable};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A config file, read and checked.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub path: PathBuf,
+    pub defaults: Settings,
+    /// In the file's order.
+    pub jobs: Vec<Job>,
+}
+
+/// One `[jobs.NAME]`.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub name: String,
+    pub source: PathBuf,
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// `None`: the job keeps every snapshot (no retention step).
+    pub keep: Option<Keep>,
+    /// The job's settings, over `[defaults]`.
+    pub settings: Settings,
+}
+
+/// The config file to read: `flag` (--config), else $EBSNAP_CONFIG, else the user's
+/// ($XDG_CONFIG_HOME/ebsnap/config.toml), else the system's (/etc/ebsnap/config.toml).
+/// A file named by the flag or the variable must exist; the default ones are used
+/// only where they do.
+pub fn load(flag: Option<&Path>) -> Result<Option<Config>> {
+    let given = flag
+        .map(Path::to_owned)
+        .or_else(|| dirs::env_value("EBSNAP_CONFIG").map(PathBuf::from));
+    let path = match given {
+        Some(path) => path,
+        None => match default_paths().into_iter().find(|p| p.exists()) {
+            Some(path) => path,
+            None => return Ok(None),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())))?;
+    parse(&path, &text).map(Some)
+}
+
+fn default_paths() -> Vec<PathBuf> {
+    let user = dirs::env_value("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| dirs::env_value("HOME").map(|h| PathBuf::from(h).join(".config")));
+    user.map(|dir| dir.join("ebsnap/config.toml"))
+        .into_iter()
+        .chain([PathBuf::from("/etc/ebsnap/config.toml")])
+        .collect()
+}
+
+/// Reads `text`, the contents of the file at `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config> {
+    let at = |key: &str, span: Option<std::ops::Range<usize>>, message: &str| {
+        let place = span.map_or(String::new(), |s| format!(":{}", line_of(text, s.start)));
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!(" {key}:")
+        };
+        Failure::usage(format!(
+            "config file {}{place}:{key} {message}",
+            path.display()
+        ))
+    };
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| at("", e.span(), e.message()))?;
+    let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = key_path(e.path());
+        let inner = e.into_inner();
+        at(&key, inner.span(), inner.message())
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut defaults = file.defaults;
+    relative_to(base, &mut defaults);
+    let mut jobs = Vec::new();
+    for (name, table) in file.jobs {
+        let span = table.span();
+        let job = job(name.clone(), table.into_inner(), base).map_err(|(key, message)| {
+            at(&format!("jobs.{name}.{key}"), Some(span.clone()), &message)
+        })?;
+        jobs.push(job);
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        defaults,
+        jobs,
+    })
+}
+
+/// A job from its table; a bad one is the key at fault and why.
+fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str, String)> {
+    let (keys, mut settings) = table.split();
+    relative_to(base, &mut settings);
+    let source = keys.source.ok_or((
+        "source",
+        "a job needs a source (source = \"/dev/...\")".to_owned(),
+    ))?;
+    if keys.keep.as_ref().is_some_and(Keep::is_empty) {
+        let message = "an empty policy keeps nothing: give last, hourly, daily, weekly, monthly, yearly, within or tags";
+        return Err(("keep", message.to_owned()));
+    }
+    Ok(Job {
+        name,
+        source: base.join(source),
+        description: keys.description,
+        tags: keys.tags.unwrap_or_default(),
+        keep: keys.keep,
+        settings,
+    })
+}
+
+/// A relative path in the file means one next to it, not in whatever directory cron
+/// or systemd starts ebsnap in.
+fn relative_to(base: &Path, settings: &mut Settings) {
+    if let Some(StoreLocation::Local(dir)) = &mut settings.store {
+        *dir = base.join(&*dir);
+    }
+    if let Some(file) = &mut settings.metrics_file {
+        *file = base.join(&*file);
+    }
+}
+
+/// A key as the file spells it (`jobs.db1.keep.daily`), without the steps that
+/// `toml::Spanned` takes inside.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key: k } if k.starts_with("$__") => {}
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+            }
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Unknown => {}
+        }
+    }
+    key
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// The jobs `names` names, in the file's order, or all of them if none is named.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Job>> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !self.jobs.iter().any(|j| &j.name == *n))
+        {
+            let known: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(Failure::usage(format!(
+                "config file {}: no job named {unknown:?} (its jobs: {})",
+                self.path.display(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        Ok(self
+            .jobs
+            .iter()
+            .filter(|j| names.is_empty() || names.contains(&j.name))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

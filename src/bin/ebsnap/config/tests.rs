@@ -1,0 +1,81 @@
+use super::*;
+
+fn error(text: &str) -> String {
+    parse(Path::new("/etc/ebsnap/config.toml"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn the_example_reads_in_file_order_with_jobs_over_defaults() {
+    let text = r#"
+[defaults]
+store = "/srv/ebsnap"
+metrics_file = "/var/lib/node_exporter/textfile/ebsnap.prom"
+workers = 32
+
+[jobs.zeta]
+source = "/dev/vg0/data"
+description = "db1 data disk"
+tags = { host = "db1", tier = "gold" }
+store = "ebs"
+keep = { last = 3, daily = 7, weekly = 4, monthly = 12, within = "30d", tags = ["keep=yes"] }
+limit_upload = "50MiB"
+
+[jobs.alpha]
+source = "disk.img"
+"#;
+    let config = parse(Path::new("/etc/ebsnap/config.toml"), text).unwrap();
+    let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha"]);
+    let zeta = &config.jobs[0];
+    assert_eq!(
+        zeta.settings.store,
+        Some(StoreLocation::Ebs { region: None })
+    );
+    assert_eq!(zeta.settings.limit_upload.map(|b| b.0), Some(50 << 20));
+    assert_eq!(zeta.keep.as_ref().unwrap().daily, Some(7));
+    assert_eq!(zeta.tags["tier"], "gold");
+    assert_eq!(config.defaults.workers, Some(32));
+    // Relative paths are the config file's neighbours.
+    assert_eq!(config.jobs[1].source, Path::new("/etc/ebsnap/disk.img"));
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let message = error("[jobs.db]\nsource = \"/dev/sdb\"\nsourec = \"x\"\n");
+    assert!(message.contains("/etc/ebsnap/config.toml:3:"), "{message}");
+    assert!(message.contains("jobs.db.sourec"), "{message}");
+    let message = error("[defaults]\nstroe = \"x\"\n");
+    assert!(message.contains(":2: defaults.stroe:"), "{message}");
+}
+
+#[test]
+fn a_bad_type_or_value_is_named_with_its_line() {
+    let message = error("[defaults]\n\nworkers = \"many\"\n");
+    assert!(message.contains(":3: defaults.workers:"), "{message}");
+    let message =
+        error("[jobs.db]\nsource = \"/dev/sdb\"\nkeep = { daily = 7, within = \"soon\" }\n");
+    assert!(message.contains(":3: jobs.db.keep.within:"), "{message}");
+    let message = error("[defaults]\nstore = \"ebs:nowhere!\"\n");
+    assert!(message.contains(":2: defaults.store:"), "{message}");
+}
+
+#[test]
+fn a_job_without_a_source_or_with_an_empty_policy_is_refused() {
+    let message = error("[jobs.a]\nsource = \"/dev/sda\"\n\n[jobs.b]\ndescription = \"x\"\n");
+    assert!(message.contains(":4: jobs.b.source:"), "{message}");
+    let message = error("[jobs.a]\nsource = \"/dev/sda\"\nkeep = {}\n");
+    assert!(message.contains("jobs.a.keep:"), "{message}");
+}
+
+#[test]
+fn an_unknown_job_name_is_refused() {
+    let config = parse(Path::new("/c.toml"), "[jobs.a]\nsource = \"/x\"\n").unwrap();
+    let message = config.select(&["b".to_owned()]).unwrap_err().to_string();
+    assert!(
+        message.contains("/c.toml: no job named \"b\" (its jobs: a)"),
+        "{message}"
+    );
+    assert_eq!(config.select(&[]).unwrap().len(), 1);
+}

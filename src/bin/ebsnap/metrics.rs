@@ -1,0 +1,134 @@
+//! Recording a run in the metrics file (`--metrics-file`, docs/metrics.md): its labels,
+//! its outcome, and the source's snapshots in the store afterwards.
+
+use crate::commands::Context;
+use crate::exit::{Exit, Failure, Result};
+use ebsnap::engine::SOURCE_PATH_TAG;
+use ebsnap::metrics::{self, Labels, RunRecord};
+use ebsnap::store::{SnapshotStatus, SnapshotStore};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+/// A run being timed, to be recorded when it ends; `None` without a metrics file.
+pub struct Watch {
+    file: PathBuf,
+    job: String,
+    store: String,
+    started: Instant,
+}
+
+/// How a run ended, as the metrics file tells it.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub bytes_written: u64,
+    pub blocks_written: u64,
+}
+
+impl Outcome {
+    /// A run that failed with `failure`: nothing written that counts.
+    pub fn failed(failure: &Failure) -> Outcome {
+        Outcome {
+            exit: failure.exit(),
+            bytes_written: 0,
+            blocks_written: 0,
+        }
+    }
+}
+
+/// The name the engine records a source under (its `ebsnap:source` tag): the absolute
+/// path. TODO(merge): with stable device ids, the engine's own name for the source.
+pub fn source_name(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
+}
+
+impl Watch {
+    /// Starts timing a run labelled `job`, if the command records runs.
+    pub fn start(ctx: &Context, job: String) -> Option<Watch> {
+        Some(Watch {
+            file: ctx.global.metrics_file.clone()?,
+            job,
+            store: ctx.location.to_string(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Records the run's `outcome` for `source`, counting the source's completed
+    /// snapshots in `store` (when it was opened).
+    pub async fn finish(
+        self,
+        source: &str,
+        store: Option<&dyn SnapshotStore>,
+        outcome: Outcome,
+    ) -> Result<()> {
+        let snapshots = match store {
+            Some(store) => count_snapshots(store, source).await,
+            None => None,
+        };
+        let record = RunRecord {
+            labels: Labels {
+                job: self.job,
+                source: source.to_owned(),
+                store: self.store,
+            },
+            ended: SystemTime::now(),
+            duration: self.started.elapsed(),
+            exit_code: outcome.exit.code(),
+            bytes_written: outcome.bytes_written,
+            blocks_written: outcome.blocks_written,
+            snapshots,
+        };
+        let file = self.file;
+        // The lock may be waited for: not on the runtime's threads.
+        tokio::task::spawn_blocking(move || metrics::record(&file, &record))
+            .await
+            .expect("the metrics writer does not panic")
+            .map_err(|e| Failure::Refused {
+                // On stderr alone: the command's own JSON report, if any, is the one
+                // object on stdout.
+                message: format!("the run is not recorded: metrics file {e}"),
+                exit: Exit::FAILURE,
+            })
+    }
+}
+
+/// Records a run, if the command records runs (`watch`).
+pub async fn record(
+    watch: Option<Watch>,
+    source: &str,
+    store: Option<&dyn SnapshotStore>,
+    outcome: Outcome,
+) -> Result<()> {
+    match watch {
+        Some(watch) => watch.finish(source, store, outcome).await,
+        None => Ok(()),
+    }
+}
+
+/// Completed snapshots of `source` in `store`; `None` (the file keeps its last count)
+/// if the store cannot list them now.
+async fn count_snapshots(store: &dyn SnapshotStore, source: &str) -> Option<u64> {
+    match store.list_snapshots().await {
+        Ok(all) => Some(
+            all.iter()
+                .filter(|s| s.status == SnapshotStatus::Completed)
+                .filter(|s| s.tag(SOURCE_PATH_TAG) == Some(source))
+                .count() as u64,
+        ),
+        Err(e) => {
+            tracing::warn!("metrics: cannot count the snapshots of {source}: {e}");
+            None
+        }
+    }
+}
+
+/// A failed command's error, with its metrics error (if any) said first.
+pub fn also(recorded: Result<()>, failure: Failure) -> Failure {
+    if let Err(e) = recorded {
+        eprintln!("ebsnap: error: {e}");
+    }
+    failure
+}

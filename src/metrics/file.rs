@@ -1,0 +1,101 @@
+//! The metrics file on disk: read, merged with one run's series and replaced, under a
+//! lock so that cron lines finishing together keep each other's series.
+
+use super::{RunRecord, Textfile};
+use crate::sys::{private_options, sync_dir, take_lock, tmp_path, LockKind, LockWait};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The metrics file is read by node_exporter, which runs as a user of its own: it
+/// must be readable by others (what it holds is timings, counts and the names of jobs,
+/// sources and stores, no backup data).
+const METRICS_MODE: u32 = 0o644;
+
+/// Writes `run`'s series into the file at `path`, keeping the series of every other
+/// job (or store) it holds. The file is replaced atomically (a temporary file in the
+/// same directory, fsync, rename), so the collector never reads half a file.
+pub fn record(path: &Path, run: &RunRecord) -> io::Result<()> {
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let _lock = lock(path).map_err(context)?;
+    let before = read(path).map_err(context)?;
+    let text = run.apply(before).render();
+    replace(path, text.as_bytes()).map_err(context)
+}
+
+/// The sibling lock file (`NAME.lock`, private: it holds nothing, but it is ours),
+/// held exclusively until dropped. Not the metrics file itself: that one is replaced
+/// by a rename, and a lock on a replaced file locks nothing.
+fn lock(path: &Path) -> io::Result<File> {
+    let file = private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path(path))?;
+    take_lock(&file, LockKind::Exclusive, LockWait::Wait, || {
+        tracing::info!("waiting for another ebsnap writing {}", path.display());
+    })?;
+    Ok(file)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// The file's samples; none if there is no file yet. A link is not followed.
+fn read(path: &Path) -> io::Result<Textfile> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let mut text = String::new();
+    match opened {
+        Ok(mut file) => file.read_to_string(&mut text)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(Textfile::parse(&text))
+}
+
+/// Replaces `path` with `bytes`: a new temporary file (`NAME.tmp`, which the collector
+/// ignores: it reads `*.prom`), fsync, rename, directory fsync.
+fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut file = create_readable(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A new file, 0644 whatever the umask, created anew (`O_EXCL`, no link followed)
+/// after removing whatever was left or planted at `path`.
+fn create_readable(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(METRICS_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    // The umask may have taken the others' read bit away.
+    file.set_permissions(fs::Permissions::from_mode(METRICS_MODE))?;
+    Ok(file)
+}
