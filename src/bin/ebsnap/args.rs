@@ -31,15 +31,6 @@ pub struct Global {
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
-    /// Limit data sent to the store to this many bytes per second (K, M, G suffixes).
-    #[arg(long, global = true, value_name = "RATE")]
-    pub limit_upload: Option<ByteSize>,
-
-    /// Limit data received from the store to this many bytes per second (K, M, G
-    /// suffixes).
-    #[arg(long, global = true, value_name = "RATE")]
-    pub limit_download: Option<ByteSize>,
-
     /// Store location: a directory (the local store, created on first use; `./ebs` is
     /// a directory named ebs), `ebs` or `ebs:REGION` (Amazon EBS), or
     /// `ebs+http://HOST:PORT` or `ebs+https://HOST:PORT` (any EBS-compatible endpoint,
