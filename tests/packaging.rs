@@ -369,3 +369,19 @@ fn example_config_has_jobs_with_sources() {
         assert!(job["source"].is_str(), "job {name} has no source");
     }
 }
+
+/// `ebsnap manpage` may run as root into a shared directory: a link planted at a
+/// page's path is replaced by the page, and what it pointed to stays as it was.
+#[test]
+fn man_pages_replace_a_planted_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "keep me").unwrap();
+    let pages = dir.path().join("man1");
+    fs::create_dir(&pages).unwrap();
+    std::os::unix::fs::symlink(&victim, pages.join("ebsnap.1")).unwrap();
+    man_pages(&pages);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+    let page = fs::symlink_metadata(pages.join("ebsnap.1")).unwrap();
+    assert!(page.is_file(), "ebsnap.1 is a regular file");
+}

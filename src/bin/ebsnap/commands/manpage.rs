@@ -1,6 +1,6 @@
 //! `ebsnap manpage OUTDIR`: the man pages, ebsnap.1 and one page a command
 //! (ebsnap-backup.1, ...), generated from the clap definition. Packages install what
-//! scripts/man makes with it; without a package, `ebsnap manpage
+//! scripts/assets makes with it; without a package, `ebsnap manpage
 //! ~/.local/share/man/man1` does the same for one user.
 
 use super::Context;
@@ -10,7 +10,9 @@ use clap::CommandFactory;
 use clap_mangen::roff::{bold, roman, Roff};
 use clap_mangen::Man;
 use serde_json::json;
+use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -47,8 +49,6 @@ fn write_pages(outdir: &Path) -> Result<Vec<PathBuf>, PageError> {
     Ok(written)
 }
 
-/// Man pages are documentation for everyone, not backup data: 0644 as the umask
-/// allows, and replaced in place by each build.
 fn write_page(
     outdir: &Path,
     man: Man,
@@ -57,8 +57,24 @@ fn write_page(
     let mut page = Vec::new();
     render(&man, &mut page).expect("writing to memory");
     let path = outdir.join(man.get_filename());
-    std::fs::write(&path, page).map_err(|e| (path.clone(), e))?;
+    write_public(&path, &page).map_err(|e| (path.clone(), e))?;
     Ok(path)
+}
+
+/// Man pages are documentation for everyone, not backup data: 0644 as the umask
+/// allows. Still, whatever is at the path (an older page, or a link someone planted)
+/// is removed and the page created anew (O_EXCL), never written through a link.
+fn write_public(path: &Path, data: &[u8]) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)?;
+    file.write_all(data)
 }
 
 /// ebsnap.1: clap's sections, then what an operator looks up in a man page and clap
