@@ -200,3 +200,6 @@ async fn delete(
     report.removed.push(entry);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,11 +5,10 @@ use super::backup::parse_tag;
 use super::Context;
 use crate::exit::{Exit, Failure, Result};
 use crate::signals::stop_on_signals;
-use ebsnap::engine::{
-    self, parse_keep_within, ForgetEntry, ForgetOptions, ForgetReport, KeepPolicy,
-};
+use ebsnap::engine::{self, parse_keep_within, ForgetOptions, ForgetReport, KeepPolicy};
 use ebsnap::store::local::Access;
 use ebsnap::store::Tag;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -114,29 +113,35 @@ fn incomplete(ctx: &Context, report: &ForgetReport, error: ebsnap::Error) -> Res
     Ok(exit)
 }
 
-/// Per source, each snapshot kept (with its reasons) and removed; then the counts.
+/// Per source, the snapshots kept (with their reasons), then those removed, each
+/// oldest first; then the counts.
 fn text(report: &ForgetReport) -> String {
     let removed = if report.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    let mut all: Vec<(&ForgetEntry, &str)> = report.kept.iter().map(|e| (e, "keep")).collect();
-    all.extend(report.removed.iter().map(|e| (e, removed)));
-    all.sort_by(|(a, _), (b, _)| (&a.source, &a.start_time).cmp(&(&b.source, &b.start_time)));
+    let sources: BTreeSet<&str> = report
+        .kept
+        .iter()
+        .chain(&report.removed)
+        .map(|e| e.source.as_str())
+        .collect();
     let mut out = String::new();
-    let mut source = None;
-    for (e, what) in all {
-        if source != Some(&e.source) {
-            out += &format!("{}:\n", e.source);
-            source = Some(&e.source);
+    for source in sources {
+        out += &format!("{source}:\n");
+        for e in report.kept.iter().filter(|e| e.source == source) {
+            out += &format!(
+                "  {:<12}  {}  {}  {}\n",
+                "keep",
+                e.snapshot_id,
+                e.start_time,
+                e.reasons.join(", ")
+            );
         }
-        out += &format!(
-            "  {what:<12}  {}  {}  {}\n",
-            e.snapshot_id,
-            e.start_time,
-            e.reasons.join(", ")
-        );
+        for e in report.removed.iter().filter(|e| e.source == source) {
+            out += &format!("  {removed:<12}  {}  {}\n", e.snapshot_id, e.start_time);
+        }
     }
     let kept = report.kept.len();
     out + &format!("kept {kept}, {removed} {}\n", report.removed.len())
