@@ -36,13 +36,10 @@ impl Outcome {
     }
 }
 
-/// The name the engine records a source under (its `ebsnap:source` tag): the absolute
-/// path. TODO(merge): with stable device ids, the engine's own name for the source.
+/// The name the engine records a source under (its `ebsnap:source` tag): a file's
+/// absolute path, a block device's stable id (so the series follow the disk).
 pub fn source_name(path: &Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .display()
-        .to_string()
+    ebsnap::engine::SourceIdentity::resolve(path).key
 }
 
 impl Watch {

@@ -60,14 +60,15 @@ impl Args {
         }
     }
 
-    /// The engine's options. A source is named as backup records it: its absolute path.
+    /// The engine's options. A source is named as backup records it: a file by its
+    /// absolute path, a block device by its stable id.
     fn options(&self, ctx: &Context) -> ForgetOptions {
         ForgetOptions {
             policy: self.policy(),
-            source: self.source.as_ref().map(|p| {
-                let path = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-                path.display().to_string()
-            }),
+            source: self
+                .source
+                .as_deref()
+                .map(|p| engine::SourceIdentity::resolve(p).key),
             dry_run: self.dry_run,
             state_dir: ctx.state_dir(),
             lock_wait: ctx.lock_wait(),

@@ -7,7 +7,7 @@ use crate::config::Job;
 use crate::exit::{Exit, Failure, Result};
 use crate::metrics::{self, Outcome, Watch};
 use crate::signals::stop_on_signals;
-use ebsnap::engine::{BackupOptions, BackupReport, ParentChoice, Stop};
+use ebsnap::engine::{self, BackupOptions, BackupReport, ForgetOptions, ParentChoice, Stop};
 use ebsnap::store::{SnapshotStore, Tag};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -107,7 +107,7 @@ async fn run_job(job: &Job, ctx: &Context, dry_run: bool, stop: &Stop) -> JobRep
     let options = options(job, ctx, dry_run, stop);
     let (store, backup) = backup::back_up(ctx, &job.source, &options).await;
     let forget = match (&backup, &store) {
-        (Ok(_), Some(store)) => retention(job, store, dry_run).await,
+        (Ok(_), Some(store)) => retention(job, ctx, store, dry_run, stop).await,
         _ => None,
     };
     let source = metrics::source_name(&job.source);
@@ -141,18 +141,26 @@ pub type ForgetOutcome = Result<Value, Failure>;
 /// The job's retention step, after a successful backup: `forget` with the job's `keep`
 /// policy, for the job's source, in the job's store (`dry_run`: deleting nothing).
 /// `None`: the job has no policy, and keeps every snapshot.
-///
-/// TODO(merge): call the retention engine of `ebsnap forget` (branch forget) with
-/// `job.keep` (a `config::Keep`), the job's source and `dry_run`, and return its report
-/// and any failure. Until then no job deletes anything.
 async fn retention(
     job: &Job,
+    ctx: &Context,
     store: &Arc<dyn SnapshotStore>,
     dry_run: bool,
+    stop: &Stop,
 ) -> Option<ForgetOutcome> {
-    let _ = (store, dry_run);
-    let _policy = job.keep.as_ref()?;
-    None
+    let options = ForgetOptions {
+        policy: job.keep.as_ref()?.policy(),
+        source: Some(metrics::source_name(&job.source)),
+        dry_run,
+        state_dir: ctx.state_dir(),
+        lock_wait: ctx.lock_wait(),
+        stop: stop.clone(),
+    };
+    let result = engine::forget(store.clone(), &options, &*ctx.progress()).await;
+    Some(match result {
+        Ok(report) => Ok(serde_json::to_value(report).expect("serializable")),
+        Err(e) => Err(e.into()),
+    })
 }
 
 /// What the metrics file records of a job: its backup's writes, and the exit of its

@@ -112,7 +112,7 @@ pub struct Keep {
     pub weekly: Option<u32>,
     pub monthly: Option<u32>,
     pub yearly: Option<u32>,
-    /// A duration such as `30d` or `2w 3d` (checked when the file is read).
+    /// A duration such as `30d` or `1y6m` (checked when the file is read).
     #[serde(default, deserialize_with = "values::duration")]
     pub within: Option<String>,
     /// `KEY=VALUE`: snapshots with this tag are kept.
@@ -124,5 +124,27 @@ impl Keep {
     /// Whether the policy keeps nothing by itself (which `forget` refuses).
     pub fn is_empty(&self) -> bool {
         *self == Keep::default()
+    }
+
+    /// The policy `forget` applies (the file's values were checked when it was read).
+    pub fn policy(&self) -> ebsnap::engine::KeepPolicy {
+        ebsnap::engine::KeepPolicy {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within: self
+                .within
+                .as_deref()
+                .and_then(|w| ebsnap::engine::parse_keep_within(w).ok()),
+            tags: self
+                .tags
+                .iter()
+                .filter_map(|t| t.split_once('='))
+                .map(|(k, v)| ebsnap::store::Tag::new(k, v))
+                .collect(),
+        }
     }
 }

@@ -71,10 +71,11 @@ pub fn description<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D:
     Ok(Some(text))
 }
 
-/// `within = "30d"`: a duration as humantime reads it (`1y 2w`, `36h`).
+/// `within = "30d"`: a duration as `forget --keep-within` reads it (restic's
+/// `1y2m3d4h`: `m` is a month there), so the file and the flag agree.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
+    ebsnap::engine::parse_keep_within(&text)
         .map_err(|e| D::Error::custom(format!("{text:?} is not a duration (such as 30d): {e}")))?;
     Ok(Some(text))
 }
