@@ -44,6 +44,7 @@ fn a_failing_pre_hook_starts_nothing_and_the_post_hook_runs_with_failed() {
     let out = env
         .ebsnap(&[
             "-v",
+            "--json",
             "backup",
             image.to_str().unwrap(),
             "--pre-hook",
@@ -60,6 +61,9 @@ fn a_failing_pre_hook_starts_nothing_and_the_post_hook_runs_with_failed() {
         "the hook's output is in the log, prefixed: {stderr}"
     );
     assert!(stderr.contains("exited with 3"), "{stderr}");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["exit_code"], 1, "{error}");
+    assert_eq!(error["post_hook_exit_code"], 0, "{error}");
     let vars = recorded(&told);
     assert_eq!(vars["EBSNAP_STATUS"], "failed");
     assert_eq!(vars["EBSNAP_SNAPSHOT_ID"], "");
