@@ -314,3 +314,26 @@ fn freeze_of_a_mount_the_source_is_not_is_refused_unless_read_from() {
     assert!(report["frozen_seconds"].as_f64().is_some(), "{report}");
     assert!(live.writable_within(Duration::from_millis(500)));
 }
+
+#[test]
+fn a_spool_on_the_filesystem_to_freeze_is_refused_before_anything() {
+    let env = Env::new();
+    let Some(live) = LiveFs::new(env.dir.path(), 64, "a_spool_on_the_filesystem_to_freeze") else {
+        return;
+    };
+    let spool = live.path("spool");
+    let args = backup_args(&live, &["--spool", spool.to_str().unwrap()]);
+    let out = ebsnap(&env, &args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("spool directory"), "{stderr}");
+    assert!(!spool.exists(), "nothing was made there");
+    assert!(live.writable_within(Duration::from_millis(500)));
+    assert_eq!(
+        env.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
