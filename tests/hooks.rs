@@ -205,3 +205,26 @@ fn read_from_a_path_of_another_size_is_refused() {
     assert_eq!(recorded(&told)["EBSNAP_STATUS"], "failed");
     assert_eq!(snapshot_count(&env), 0);
 }
+
+#[test]
+fn the_pre_hook_makes_the_copy_read_from_reads_and_the_post_hook_removes() {
+    let env = Env::new();
+    let source = env.dense_image("disk.img", 8, 1);
+    let first = env.backup(&source);
+    let copy = env.path("point-in-time.img");
+    let (s, c) = (source.to_str().unwrap(), copy.to_str().unwrap());
+    let report = env.json(&[
+        "backup",
+        s,
+        "--pre-hook",
+        &format!("cp \"$EBSNAP_SOURCE\" {c}"),
+        "--read-from",
+        c,
+        "--post-hook",
+        &format!("test \"$EBSNAP_READ_FROM\" = {c} && rm {c}"),
+    ]);
+    assert_eq!(report["parent_snapshot_id"], first["snapshot_id"]);
+    assert_eq!(report["blocks_written"], 0, "nothing changed: {report}");
+    assert_eq!(report["post_hook_exit_code"], 0, "{report}");
+    assert!(!copy.exists(), "the post-hook removed the copy");
+}
