@@ -176,10 +176,11 @@ fn kill_9_while_frozen_thaws_within_2s() {
     eprintln!("writable again {:?} after kill -9", killed.elapsed());
 }
 
-#[test]
-fn sigint_while_frozen_thaws_and_reports_interrupted() {
+/// A signal while frozen: ebsnap thaws, exits 128 + the signal, and the post-hook is
+/// told `interrupted`.
+fn signal_while_frozen(signal: i32, test: &str) {
     let env = Env::new();
-    let Some(live) = LiveFs::new(env.dir.path(), 64, "sigint_while_frozen") else {
+    let Some(live) = LiveFs::new(env.dir.path(), 64, test) else {
         return;
     };
     fill(&live, 8);
@@ -187,13 +188,23 @@ fn sigint_while_frozen_thaws_and_reports_interrupted() {
     let hook = format!("echo $EBSNAP_STATUS $EBSNAP_EXIT_CODE > {}", told.display());
     let mut child = slow_frozen_backup(&env, &live, &["--post-hook", &hook]);
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let status = child.wait().unwrap();
     let stderr = std::fs::read_to_string(env.path("stderr")).unwrap();
-    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert_eq!(status.code(), Some(128 + signal), "{stderr}");
     assert!(live.writable_within(Duration::from_millis(500)), "thawed");
     let said = std::fs::read_to_string(&told).unwrap();
-    assert_eq!(said.trim(), "interrupted 130");
+    assert_eq!(said.trim(), format!("interrupted {}", 128 + signal));
+}
+
+#[test]
+fn sigint_while_frozen_thaws_and_reports_interrupted() {
+    signal_while_frozen(libc::SIGINT, "sigint_while_frozen");
+}
+
+#[test]
+fn sigterm_while_frozen_thaws_and_reports_interrupted() {
+    signal_while_frozen(libc::SIGTERM, "sigterm_while_frozen");
 }
 
 #[test]
@@ -313,4 +324,27 @@ fn freeze_of_a_mount_the_source_is_not_is_refused_unless_read_from() {
     let report = ok_json(ebsnap(&env, &args).output().unwrap());
     assert!(report["frozen_seconds"].as_f64().is_some(), "{report}");
     assert!(live.writable_within(Duration::from_millis(500)));
+}
+
+#[test]
+fn a_spool_on_the_filesystem_to_freeze_is_refused_before_anything() {
+    let env = Env::new();
+    let Some(live) = LiveFs::new(env.dir.path(), 64, "a_spool_on_the_filesystem_to_freeze") else {
+        return;
+    };
+    let spool = live.path("spool");
+    let args = backup_args(&live, &["--spool", spool.to_str().unwrap()]);
+    let out = ebsnap(&env, &args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("spool directory"), "{stderr}");
+    assert!(!spool.exists(), "nothing was made there");
+    assert!(live.writable_within(Duration::from_millis(500)));
+    assert_eq!(
+        env.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }

@@ -44,6 +44,7 @@ fn a_failing_pre_hook_starts_nothing_and_the_post_hook_runs_with_failed() {
     let out = env
         .ebsnap(&[
             "-v",
+            "--json",
             "backup",
             image.to_str().unwrap(),
             "--pre-hook",
@@ -60,6 +61,9 @@ fn a_failing_pre_hook_starts_nothing_and_the_post_hook_runs_with_failed() {
         "the hook's output is in the log, prefixed: {stderr}"
     );
     assert!(stderr.contains("exited with 3"), "{stderr}");
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["exit_code"], 1, "{error}");
+    assert_eq!(error["post_hook_exit_code"], 0, "{error}");
     let vars = recorded(&told);
     assert_eq!(vars["EBSNAP_STATUS"], "failed");
     assert_eq!(vars["EBSNAP_SNAPSHOT_ID"], "");
@@ -200,4 +204,27 @@ fn read_from_a_path_of_another_size_is_refused() {
     );
     assert_eq!(recorded(&told)["EBSNAP_STATUS"], "failed");
     assert_eq!(snapshot_count(&env), 0);
+}
+
+#[test]
+fn the_pre_hook_makes_the_copy_read_from_reads_and_the_post_hook_removes() {
+    let env = Env::new();
+    let source = env.dense_image("disk.img", 8, 1);
+    let first = env.backup(&source);
+    let copy = env.path("point-in-time.img");
+    let (s, c) = (source.to_str().unwrap(), copy.to_str().unwrap());
+    let report = env.json(&[
+        "backup",
+        s,
+        "--pre-hook",
+        &format!("cp \"$EBSNAP_SOURCE\" {c}"),
+        "--read-from",
+        c,
+        "--post-hook",
+        &format!("test \"$EBSNAP_READ_FROM\" = {c} && rm {c}"),
+    ]);
+    assert_eq!(report["parent_snapshot_id"], first["snapshot_id"]);
+    assert_eq!(report["blocks_written"], 0, "nothing changed: {report}");
+    assert_eq!(report["post_hook_exit_code"], 0, "{report}");
+    assert!(!copy.exists(), "the post-hook removed the copy");
 }

@@ -159,6 +159,13 @@ pub enum Error {
         mountpoints: Vec<PathBuf>,
     },
 
+    /// A backup failed, and then its post-hook ran (and exited with this code).
+    #[error("{source}")]
+    AfterPostHook {
+        source: Box<Error>,
+        post_hook_exit_code: i32,
+    },
+
     #[error("spool {path}: {source}")]
     Spool {
         path: PathBuf,
@@ -226,6 +233,9 @@ impl Error {
     /// operational failure. A store's damage reported for one block (a put or a get) has
     /// always counted as operational; only damage found outside a block is bad data.
     pub fn is_bad_data(&self) -> bool {
+        if let Error::AfterPostHook { source, .. } = self {
+            return source.is_bad_data();
+        }
         matches!(
             self,
             Error::BadBlock { .. }
@@ -283,7 +293,19 @@ impl Error {
             Error::Interrupted { signal } => Some(*signal),
             Error::Resumable { source, .. }
             | Error::RestoreResumable { source, .. }
-            | Error::ForgetIncomplete { source, .. } => source.interrupted_by(),
+            | Error::ForgetIncomplete { source, .. }
+            | Error::AfterPostHook { source, .. } => source.interrupted_by(),
+            _ => None,
+        }
+    }
+
+    /// The exit code of the post-hook that ran after this failure, if one did.
+    pub fn post_hook_exit_code(&self) -> Option<i32> {
+        match self {
+            Error::AfterPostHook {
+                post_hook_exit_code,
+                ..
+            } => Some(*post_hook_exit_code),
             _ => None,
         }
     }

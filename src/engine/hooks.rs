@@ -167,3 +167,56 @@ fn kill_group(child: &Child, signal: i32) {
         unsafe { libc::kill(-(pid as i32), signal) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run(command: &str, timeout_ms: u64, stop: Option<&Stop>) -> HookEnd {
+        let env = [("EBSNAP_TEST".to_owned(), "7".to_owned())];
+        let hook = Hook {
+            name: "test-hook",
+            command,
+            env: &env,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        hook.run(stop).await
+    }
+
+    #[tokio::test]
+    async fn a_hook_ends_as_the_shell_says() {
+        assert!(run("true", 5000, None).await.succeeded());
+        assert_eq!(
+            run("exit $EBSNAP_TEST", 5000, None).await,
+            HookEnd::Exited(7)
+        );
+        let killed = run("kill -9 $$", 5000, None).await;
+        assert_eq!(killed, HookEnd::Signaled(libc::SIGKILL));
+        assert_eq!(killed.code(), 137);
+    }
+
+    #[tokio::test]
+    async fn a_hook_past_its_timeout_is_killed_with_its_children() {
+        let started = std::time::Instant::now();
+        let end = run("sleep 30 & sleep 30; wait", 200, None).await;
+        assert_eq!(end, HookEnd::TimedOut);
+        // Its background child was killed too: the output pipe closed at once.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_sends_the_hook_sigterm() {
+        let stop = Stop::default();
+        let asker = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            asker.request(libc::SIGINT);
+        });
+        let end = run("sleep 30", 10_000, Some(&stop)).await;
+        assert_eq!(end, HookEnd::Stopped);
+    }
+}

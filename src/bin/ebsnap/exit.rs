@@ -85,7 +85,12 @@ impl Failure {
         let exit = self.exit();
         eprintln!("ebsnap: error: {self}");
         if json && matches!(self, Failure::Engine(_)) {
-            let value = json!({ "error": self.to_string(), "exit_code": exit.0 });
+            let mut value = json!({ "error": self.to_string(), "exit_code": exit.0 });
+            if let Failure::Engine(e) = self {
+                if let Some(code) = e.post_hook_exit_code() {
+                    value["post_hook_exit_code"] = code.into();
+                }
+            }
             // Nothing more to say if stdout is gone as well.
             let _ = output::print_json(&value);
         }

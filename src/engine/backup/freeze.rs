@@ -47,14 +47,15 @@ pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<Freez
     if c.freeze.is_empty() {
         return Ok(None);
     }
-    crate::sys::private_dir_all(&c.spool_dir).map_err(|e| Error::Spool {
+    let spool_error = |source| Error::Spool {
         path: c.spool_dir.clone(),
-        source: e,
-    })?;
-    let spool_dev = device_of(&c.spool_dir).map_err(|e| Error::Spool {
-        path: c.spool_dir.clone(),
-        source: e,
-    })?;
+        source,
+    };
+    // Where the spool will be (it is created only once it is known not to be on a
+    // filesystem to freeze).
+    let spool_dev = existing_ancestor(&c.spool_dir)
+        .and_then(|d| device_of(&d))
+        .map_err(spool_error)?;
     for mountpoint in &c.freeze {
         let refuse = |why: String| Error::FreezeRefused {
             mountpoint: mountpoint.clone(),
@@ -71,6 +72,7 @@ pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<Freez
             source_is_device(source, dev).map_err(refuse)?;
         }
     }
+    crate::sys::private_dir_all(&c.spool_dir).map_err(spool_error)?;
     Ok(Some(FreezePlan {
         mountpoints: c.freeze.clone(),
         timeout: c.freeze_timeout,
@@ -79,6 +81,13 @@ pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<Freez
         watchdog: c.watchdog.clone(),
         slow_read: c.slow_read,
     }))
+}
+
+/// `dir`, or its nearest ancestor that exists.
+fn existing_ancestor(dir: &Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    let found = absolute.ancestors().find(|a| a.exists());
+    Ok(found.unwrap_or(Path::new("/")).to_owned())
 }
 
 /// The device a directory's filesystem is on (its `st_dev`).

@@ -40,16 +40,28 @@ pub(super) async fn with_hooks(
                 },
             };
             let result = Err(error);
-            post_hook(options, &env, &result).await;
-            return result;
+            let code = post_hook(options, &env, &result).await;
+            return with_code(result, code);
         }
     }
-    let mut result = backup.await;
+    let result = backup.await;
     let code = post_hook(options, &env, &result).await;
-    if let Ok(report) = &mut result {
-        report.post_hook_exit_code = code;
+    with_code(result, code)
+}
+
+/// The result, saying what the post-hook exited with (in the report, or the error).
+fn with_code(result: Result<BackupReport>, code: Option<i32>) -> Result<BackupReport> {
+    let Some(code) = code else { return result };
+    match result {
+        Ok(mut report) => {
+            report.post_hook_exit_code = Some(code);
+            Ok(report)
+        }
+        Err(e) => Err(Error::AfterPostHook {
+            source: Box::new(e),
+            post_hook_exit_code: code,
+        }),
     }
-    result
 }
 
 /// What every hook is told.
