@@ -46,7 +46,7 @@ pub struct ConsistencyArgs {
 }
 
 /// Seconds as a plain number, or a duration as `humantime` writes them (`5m`, `90s`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }

@@ -131,6 +131,7 @@ fn options(job: &Job, ctx: &Context, dry_run: bool, stop: &Stop) -> BackupOption
         state_dir: ctx.state_dir(),
         lock_wait: ctx.lock_wait(),
         stop: stop.clone(),
+        consistency: job.live.consistency(&job.name, ctx.location.to_string()),
     }
 }
 

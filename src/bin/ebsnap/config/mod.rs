@@ -9,9 +9,12 @@ pub use schema::{Keep, Settings};
 use crate::dirs;
 use crate::exit::{Failure, Result};
 use ebsnap::store::StoreLocation;
-use schema::{File, JobTable};
+use crate::args::ByteSize;
+use ebsnap::engine::Consistency;
+use schema::{File, JobKeys, JobTable};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A config file, read and checked.
 #[derive(Debug, Default)]
@@ -33,6 +36,56 @@ pub struct Job {
     pub keep: Option<Keep>,
     /// The job's settings, over `[defaults]`.
     pub settings: Settings,
+    /// What makes the backup of a live disk consistent (hooks, freeze).
+    pub live: Live,
+}
+
+/// A job's `pre`, `post`, `hook_timeout`, `read_from`, `freeze`, `freeze_timeout`,
+/// `spool` and `spool_max`: the `backup` flags of those names (docs/consistency.md).
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub pre: Option<String>,
+    pub post: Option<String>,
+    pub hook_timeout: Option<Duration>,
+    pub read_from: Option<PathBuf>,
+    pub freeze: Vec<PathBuf>,
+    pub freeze_timeout: Option<Duration>,
+    pub spool: Option<PathBuf>,
+    pub spool_max: Option<ByteSize>,
+}
+
+impl Live {
+    /// The engine's options for job `name`, its store named `store_name`.
+    pub fn consistency(&self, name: &str, store_name: String) -> Consistency {
+        let default = Consistency::default();
+        Consistency {
+            pre_hook: self.pre.clone(),
+            post_hook: self.post.clone(),
+            hook_timeout: self.hook_timeout.unwrap_or(default.hook_timeout),
+            job: Some(name.to_owned()),
+            store_name: Some(store_name),
+            read_from: self.read_from.clone(),
+            freeze: self.freeze.clone(),
+            freeze_timeout: self.freeze_timeout.unwrap_or(default.freeze_timeout),
+            spool_dir: self.spool.clone().unwrap_or_else(dirs::spool_dir),
+            spool_max: self.spool_max.map_or(default.spool_max, |s| s.0),
+            ..default
+        }
+    }
+
+    /// The job's keys, paths next to the file as the source's are.
+    fn of(keys: &JobKeys, base: &Path) -> Live {
+        Live {
+            pre: keys.pre.clone(),
+            post: keys.post.clone(),
+            hook_timeout: keys.hook_timeout,
+            read_from: keys.read_from.as_ref().map(|p| base.join(p)),
+            freeze: keys.freeze.iter().flatten().map(|p| base.join(p)).collect(),
+            freeze_timeout: keys.freeze_timeout,
+            spool: keys.spool.as_ref().map(|p| base.join(p)),
+            spool_max: keys.spool_max,
+        }
+    }
 }
 
 /// The config file to read: `flag` (--config), else $EBSNAP_CONFIG, else the user's
@@ -108,6 +161,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
 fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str, String)> {
     let (keys, mut settings) = table.split();
     relative_to(base, &mut settings);
+    let live = Live::of(&keys, base);
     let source = keys.source.ok_or((
         "source",
         "a job needs a source (source = \"/dev/...\")".to_owned(),
@@ -118,6 +172,7 @@ fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str,
     }
     Ok(Job {
         name,
+        live,
         source: base.join(source),
         description: keys.description,
         tags: keys.tags.unwrap_or_default(),

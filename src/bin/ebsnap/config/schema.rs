@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +100,18 @@ schema! {
         description: String,
         tags: BTreeMap<String, String>,
         keep: Keep,
+        // Issue 13's consistency keys: the `backup` flags of the same names.
+        pre: String,
+        post: String,
+        #[serde(deserialize_with = "values::seconds")]
+        hook_timeout: Duration,
+        read_from: PathBuf,
+        freeze: Vec<PathBuf>,
+        #[serde(deserialize_with = "values::seconds")]
+        freeze_timeout: Duration,
+        spool: PathBuf,
+        #[serde(deserialize_with = "values::byte_rate")]
+        spool_max: ByteSize,
     }
 }
 

@@ -6,6 +6,7 @@ use ebsnap::store::StoreLocation;
 use serde::de::{self, Deserializer, Error as _, Unexpected, Visitor};
 use serde::Deserialize;
 use std::fmt;
+use std::time::Duration;
 
 /// `store = "LOCATION"`: the syntax of `--store`.
 pub fn store<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StoreLocation>, D::Error> {
@@ -89,5 +90,21 @@ pub fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     {
         Some(bad) => Err(D::Error::custom(format!("{bad:?} is not KEY=VALUE"))),
         None => Ok(tags),
+    }
+}
+
+/// `hook_timeout = 300` or `"5m"`: seconds, or a duration as the flag takes it.
+pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Seconds(u64),
+        Text(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Seconds(secs) => Ok(Some(Duration::from_secs(secs))),
+        Given::Text(text) => crate::consistency::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("not a duration (such as 300 or 5m): {e}"))),
     }
 }
