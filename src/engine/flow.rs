@@ -13,6 +13,12 @@
 //!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
 //!   the rate does not means requests queue at a full link, and they only cost memory.
 //!
+//! With a pace, probes go no lower than [`MIN_CEILING`]: the pace holds the rate, and
+//! a probe below would cost a round's rate for a few blocks of memory. A byte limit
+//! (`--limit-upload`, [`crate::store::LimitedStore`]) is such a pace, and the time a
+//! request waits for its bytes' turn shows here as latency, as a full link's queue
+//! does: the flow then keeps about what Little's law needs, not what `--workers` allows.
+//!
 //! Rounds in which the work never filled the window (the disk is slower than the link)
 //! say nothing about the link and change nothing. Throttling is answered by
 //! [`crate::store::PacedStore`]'s window, which halves; here it shows as latency.
@@ -194,7 +200,7 @@ impl Controller {
         let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
         let down = queueing || self.at_cap(m.rate);
         let next = if down {
-            self.limit * 4 / 5
+            (self.limit * 4 / 5).max(self.floor())
         } else {
             (self.limit * 5 / 4).max(self.limit + 1)
         };
@@ -224,6 +230,16 @@ impl Controller {
                 little.clamp(MIN_CEILING.min(self.max), self.max)
             }
             _ => self.max,
+        }
+    }
+
+    /// The fewest a probe tries. With a pace, [`MIN_CEILING`]: the pace, not the
+    /// window, holds the rate, and below that the probes themselves cost it (a quarter
+    /// of a probe round's rate at 4 in flight, for 8 MiB of memory saved).
+    fn floor(&self) -> usize {
+        match self.max_rate {
+            Some(_) => MIN_CEILING.min(self.max),
+            None => 1,
         }
     }
 
@@ -445,6 +461,17 @@ mod tests {
             "{rounds:?}"
         );
         assert!(settled.iter().all(|&(_, r)| r >= 1900.0), "{rounds:?}");
+    }
+
+    #[test]
+    fn under_a_byte_limit_it_keeps_the_rate_with_few_in_flight() {
+        // --limit-upload 20MiB is 40 blocks a second, the pace the store reports; the
+        // bucket's wait shows as latency, as a full link's queue does. 100 ms needs 4
+        // in flight; it keeps 16 (8 MiB), not the 256 allowed, and probes no lower.
+        let rounds = simulate(256, Some(40), 0.1, 40.0);
+        let settled = &rounds[15..];
+        assert!(settled.iter().all(|&(l, _)| l == MIN_CEILING), "{rounds:?}");
+        assert!(settled.iter().all(|&(_, r)| r >= 40.0), "{rounds:?}");
     }
 
     #[test]

@@ -72,8 +72,9 @@ impl Args {
         settings.region = or(&self.to_region, settings.region);
         settings.profile = or(&self.to_profile, settings.profile);
         settings.endpoint_url = or(&self.to_endpoint_url, settings.endpoint_url);
-        // Both sides are paced as the global flags say (--max-rate, --workers); limits
-        // of their own (issue 12's --limit-*) would go into these settings.
+        // Both sides are paced as the global flags say (--max-rate, --workers), and
+        // share the process's byte limits: --limit-download for what is read from the
+        // source, --limit-upload for what is sent to the target (one bucket each).
         settings
     }
 

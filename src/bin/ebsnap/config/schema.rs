@@ -110,7 +110,7 @@ schema! {
         #[serde(deserialize_with = "values::seconds")]
         freeze_timeout: Duration,
         spool: PathBuf,
-        #[serde(deserialize_with = "values::byte_rate")]
+        #[serde(deserialize_with = "values::byte_size")]
         spool_max: ByteSize,
     }
 }

@@ -53,13 +53,15 @@ impl Visitor<'_> for ByteRate {
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
-        u64::try_from(n)
-            .map(ByteSize)
-            .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+        match u64::try_from(n) {
+            Ok(n) if n > 0 => Ok(ByteSize(n)),
+            _ => Err(E::invalid_value(Unexpected::Signed(n), &self)),
+        }
     }
 
+    // As the flag reads it: `50MiB`, `1.5M/s`; 0 refused.
     fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
-        s.parse().map_err(E::custom)
+        ByteSize::parse_rate(s).map_err(E::custom)
     }
 }
 
@@ -106,5 +108,19 @@ pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         Given::Text(text) => crate::consistency::parse_duration(&text)
             .map(Some)
             .map_err(|e| D::Error::custom(format!("not a duration (such as 300 or 5m): {e}"))),
+    }
+}
+
+/// `spool_max = "8G"` (or a plain number of bytes): a size, as `--spool-max` reads it.
+pub fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Bytes(u64),
+        Text(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Bytes(n) => Ok(Some(ByteSize(n))),
+        Given::Text(text) => text.parse().map(Some).map_err(D::Error::custom),
     }
 }
