@@ -21,8 +21,8 @@ mod stop;
 mod target;
 mod verify;
 
-pub use crate::sys::FreezeError;
 pub use crate::block::identity::SourceIdentity;
+pub use crate::sys::FreezeError;
 pub use backup::baseline::ParentChoice;
 pub use backup::{
     backup, BackupOptions, BackupReport, Consistency, DEFAULT_FREEZE_TIMEOUT, DEFAULT_HOOK_TIMEOUT,

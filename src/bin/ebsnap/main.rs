@@ -6,8 +6,8 @@
 
 mod args;
 mod commands;
-mod consistency;
 mod config;
+mod consistency;
 mod dirs;
 mod exit;
 mod metrics;

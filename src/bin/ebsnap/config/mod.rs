@@ -6,11 +6,11 @@ mod values;
 
 pub use schema::{Keep, Settings};
 
+use crate::args::ByteSize;
 use crate::dirs;
 use crate::exit::{Failure, Result};
-use ebsnap::store::StoreLocation;
-use crate::args::ByteSize;
 use ebsnap::engine::Consistency;
+use ebsnap::store::StoreLocation;
 use schema::{File, JobKeys, JobTable};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
