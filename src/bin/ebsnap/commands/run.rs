@@ -121,8 +121,14 @@ async fn run_job(job: &Job, ctx: &Context, dry_run: bool, stop: &Stop) -> JobRep
 /// The backup's options: the job's description and tags, the job's settings.
 fn options(job: &Job, ctx: &Context, dry_run: bool, stop: &Stop) -> BackupOptions {
     BackupOptions {
-        description: job.description.clone(),
-        tags: job.tags.iter().map(|(k, v)| Tag::new(k, v)).collect(),
+        description: job.keys.description.clone(),
+        tags: job
+            .keys
+            .tags
+            .iter()
+            .flatten()
+            .map(|(k, v)| Tag::new(k, v))
+            .collect(),
         workers: ctx.workers(),
         encrypted: false,
         kms_key_arn: None,
@@ -143,7 +149,7 @@ pub type ForgetOutcome = Result<Value, Failure>;
 /// `None`: the job has no policy, and keeps every snapshot.
 ///
 /// TODO(merge): call the retention engine of `ebsnap forget` (branch forget) with
-/// `job.keep` (a `config::Keep`), the job's source and `dry_run`, and return its report
+/// `job.keep()` (a `config::Keep`), the job's source and `dry_run`, and return its report
 /// and any failure. Until then no job deletes anything.
 async fn retention(
     job: &Job,
@@ -151,7 +157,7 @@ async fn retention(
     dry_run: bool,
 ) -> Option<ForgetOutcome> {
     let _ = (store, dry_run);
-    let _policy = job.keep.as_ref()?;
+    let _policy = job.keep()?;
     None
 }
 

@@ -4,13 +4,12 @@
 mod schema;
 mod values;
 
-pub use schema::{Keep, Settings};
+pub use schema::{JobKeys, Keep, Settings};
 
 use crate::dirs;
 use crate::exit::{Failure, Result};
 use ebsnap::store::StoreLocation;
 use schema::{File, JobTable};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A config file, read and checked.
@@ -26,13 +25,20 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct Job {
     pub name: String,
+    /// The file or device to back up (`keys.source`, checked and made absolute).
     pub source: PathBuf,
-    pub description: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    /// `None`: the job keeps every snapshot (no retention step).
-    pub keep: Option<Keep>,
+    /// Everything the job's table says of itself besides its settings, as the schema
+    /// declares it: a key added there is here too (`job.keys.NAME`).
+    pub keys: JobKeys,
     /// The job's settings, over `[defaults]`.
     pub settings: Settings,
+}
+
+impl Job {
+    /// The job's retention policy; `None`: it keeps every snapshot (no retention step).
+    pub fn keep(&self) -> Option<&Keep> {
+        self.keys.keep.as_ref()
+    }
 }
 
 /// The config file to read: `flag` (--config), else $EBSNAP_CONFIG, else the user's
@@ -108,7 +114,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
 fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str, String)> {
     let (keys, mut settings) = table.split();
     relative_to(base, &mut settings);
-    let source = keys.source.ok_or((
+    let source = keys.source.clone().ok_or((
         "source",
         "a job needs a source (source = \"/dev/...\")".to_owned(),
     ))?;
@@ -119,9 +125,7 @@ fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str,
     Ok(Job {
         name,
         source: base.join(source),
-        description: keys.description,
-        tags: keys.tags.unwrap_or_default(),
-        keep: keys.keep,
+        keys,
         settings,
     })
 }
