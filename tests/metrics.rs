@@ -7,6 +7,7 @@ mod common;
 use common::Env;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -96,15 +97,16 @@ fn backup_and_run_share_one_file_and_a_failure_keeps_the_last_success() {
     std::fs::create_dir(&metrics_dir).unwrap();
     let metrics = metrics_dir.join("ebsnap.prom");
     let odd = env.dense_image("odd \"name\" \\.img", 2, 9);
-    let out = env
-        .ebsnap(&[
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-            "backup",
-            odd.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let metrics_flag = ["--metrics-file", metrics.to_str().unwrap()];
+    let mut backup = env.process(&[&metrics_flag[..], &["backup", odd.to_str().unwrap()]].concat());
+    // SAFETY: umask is async-signal-safe and touches no memory.
+    unsafe {
+        backup.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let out = backup.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -286,4 +288,32 @@ fn concurrent_writers_keep_each_others_series() {
             Some(0.0)
         );
     }
+}
+
+#[test]
+fn a_backup_that_cannot_record_itself_fails_after_its_report() {
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 1, 4);
+    let metrics = env.path("no-such-dir/ebsnap.prom");
+    let m = metrics.to_str().unwrap();
+    let out = env
+        .ebsnap(&[
+            "--metrics-file",
+            m,
+            "--json",
+            "-q",
+            "backup",
+            image.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("not recorded") && message.contains("no-such-dir"),
+        "{message}"
+    );
+    // The backup itself was made, and its report is the one JSON object.
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["snapshot_id"].is_string(), "{report}");
 }

@@ -17,10 +17,33 @@ const METRICS_MODE: u32 = 0o644;
 /// job (or store) it holds. The file is replaced atomically (a temporary file in the
 /// same directory, fsync, rename), so the collector never reads half a file.
 pub fn record(path: &Path, run: &RunRecord) -> io::Result<()> {
+    update(path, |before| run.apply(before))
+}
+
+/// Sets `ebsnap_snapshots` of every job in the file that backs up `source` into
+/// `store` to `count`: what a retention run outside `ebsnap run` (`ebsnap forget`)
+/// leaves, so the backups' series tell the count after retention.
+pub fn update_snapshots(path: &Path, store: &str, source: &str, count: u64) -> io::Result<()> {
+    update(path, |mut file| {
+        file.set_where(super::SNAPSHOTS, count as f64, |labels| {
+            let get = |name: &str| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            get("store") == Some(store) && get("source") == Some(source)
+        });
+        file
+    })
+}
+
+/// Reads the file (under its lock), changes it with `change`, and replaces it.
+fn update(path: &Path, change: impl FnOnce(Textfile) -> Textfile) -> io::Result<()> {
     let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let _lock = lock(path).map_err(context)?;
     let before = read(path).map_err(context)?;
-    let text = run.apply(before).render();
+    let text = change(before).render();
     replace(path, text.as_bytes()).map_err(context)
 }
 

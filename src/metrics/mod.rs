@@ -9,7 +9,7 @@
 mod file;
 mod text;
 
-pub use file::record;
+pub use file::{record, update_snapshots};
 pub use text::{escape_label_value, Sample, Textfile};
 
 use std::time::{Duration, SystemTime};

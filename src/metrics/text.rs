@@ -67,6 +67,34 @@ impl Textfile {
             .map_or(&[], |(_, samples)| samples)
     }
 
+    /// Sets `family` to `value` for every label set of the file's that `matches` (the
+    /// label sets of any family), adding the sample where a label set lacks it.
+    pub fn set_where(
+        &mut self,
+        family: &'static str,
+        value: f64,
+        matches: impl Fn(&[(String, String)]) -> bool,
+    ) {
+        let mut sets: Vec<Vec<(String, String)>> = Vec::new();
+        for (_, samples) in &self.families {
+            for s in samples.iter().filter(|s| matches(&s.labels)) {
+                if !sets.contains(&s.labels) {
+                    sets.push(s.labels.clone());
+                }
+            }
+        }
+        for labels in sets {
+            self.remove_exact(family, &labels);
+            self.push(family, Sample::new(labels, value));
+        }
+    }
+
+    fn remove_exact(&mut self, family: &str, labels: &[(String, String)]) {
+        if let Some((_, samples)) = self.families.iter_mut().find(|(name, _)| *name == family) {
+            samples.retain(|s| s.labels != labels);
+        }
+    }
+
     /// Drops every sample whose labels are `ours`.
     pub fn remove(&mut self, ours: impl Fn(&[(String, String)]) -> bool) {
         for (_, samples) in &mut self.families {
@@ -198,6 +226,34 @@ mod tests {
             "{text}"
         );
         assert_eq!(Textfile::parse(&text), file);
+    }
+
+    #[test]
+    fn a_count_is_set_for_every_job_of_the_source() {
+        let mut file = Textfile::default();
+        let other = vec![
+            ("job".into(), "x".into()),
+            ("source".into(), "/dev/other".into()),
+        ];
+        file.push(super::super::LAST_RUN, Sample::new(labels("a"), 1.0));
+        file.push(super::super::SNAPSHOTS, Sample::new(labels("b"), 9.0));
+        file.push(super::super::SNAPSHOTS, Sample::new(other.clone(), 9.0));
+        file.set_where(super::super::SNAPSHOTS, 3.0, |l| {
+            l.contains(&("source".into(), "/dev/sdb".into()))
+        });
+        assert_eq!(
+            file.value(super::super::SNAPSHOTS, |l| l == labels("a")),
+            Some(3.0)
+        );
+        assert_eq!(
+            file.value(super::super::SNAPSHOTS, |l| l == labels("b")),
+            Some(3.0)
+        );
+        assert_eq!(
+            file.value(super::super::SNAPSHOTS, |l| l == other),
+            Some(9.0)
+        );
+        assert_eq!(file.samples(super::super::SNAPSHOTS).len(), 3);
     }
 
     #[test]

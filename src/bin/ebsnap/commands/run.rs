@@ -121,8 +121,14 @@ async fn run_job(job: &Job, ctx: &Context, dry_run: bool, stop: &Stop) -> JobRep
 /// The backup's options: the job's description and tags, the job's settings.
 fn options(job: &Job, ctx: &Context, dry_run: bool, stop: &Stop) -> BackupOptions {
     BackupOptions {
-        description: job.description.clone(),
-        tags: job.tags.iter().map(|(k, v)| Tag::new(k, v)).collect(),
+        description: job.keys.description.clone(),
+        tags: job
+            .keys
+            .tags
+            .iter()
+            .flatten()
+            .map(|(k, v)| Tag::new(k, v))
+            .collect(),
         workers: ctx.workers(),
         encrypted: false,
         kms_key_arn: None,
@@ -150,7 +156,7 @@ async fn retention(
     stop: &Stop,
 ) -> Option<ForgetOutcome> {
     let options = ForgetOptions {
-        policy: job.keep.as_ref()?.policy(),
+        policy: job.keep()?.policy(),
         source: Some(metrics::source_name(&job.source)),
         dry_run,
         state_dir: ctx.state_dir(),

@@ -4,15 +4,14 @@
 mod schema;
 mod values;
 
-pub use schema::{Keep, Settings};
+pub use schema::{JobKeys, Keep, Settings};
 
 use crate::args::ByteSize;
 use crate::dirs;
 use crate::exit::{Failure, Result};
 use ebsnap::engine::Consistency;
 use ebsnap::store::StoreLocation;
-use schema::{File, JobKeys, JobTable};
-use std::collections::BTreeMap;
+use schema::{File, JobTable};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,11 +28,11 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct Job {
     pub name: String,
+    /// The file or device to back up (`keys.source`, checked and made absolute).
     pub source: PathBuf,
-    pub description: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    /// `None`: the job keeps every snapshot (no retention step).
-    pub keep: Option<Keep>,
+    /// Everything the job's table says of itself besides its settings, as the schema
+    /// declares it: a key added there is here too (`job.keys.NAME`).
+    pub keys: JobKeys,
     /// The job's settings, over `[defaults]`.
     pub settings: Settings,
     /// What makes the backup of a live disk consistent (hooks, freeze).
@@ -85,6 +84,13 @@ impl Live {
             spool: keys.spool.as_ref().map(|p| base.join(p)),
             spool_max: keys.spool_max,
         }
+    }
+}
+
+impl Job {
+    /// The job's retention policy; `None`: it keeps every snapshot (no retention step).
+    pub fn keep(&self) -> Option<&Keep> {
+        self.keys.keep.as_ref()
     }
 }
 
@@ -162,7 +168,7 @@ fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str,
     let (keys, mut settings) = table.split();
     relative_to(base, &mut settings);
     let live = Live::of(&keys, base);
-    let source = keys.source.ok_or((
+    let source = keys.source.clone().ok_or((
         "source",
         "a job needs a source (source = \"/dev/...\")".to_owned(),
     ))?;
@@ -174,9 +180,7 @@ fn job(name: String, table: JobTable, base: &Path) -> Result<Job, (&'static str,
         name,
         live,
         source: base.join(source),
-        description: keys.description,
-        tags: keys.tags.unwrap_or_default(),
-        keep: keys.keep,
+        keys,
         settings,
     })
 }

@@ -1,9 +1,11 @@
 //! The config file's schema, all of it (documented in docs/config.md). Every table
 //! refuses keys it does not know, so a typo is an error, not a setting ignored.
 //!
-//! A global setting is one line in `settings!` below (and its flag in `args::Global`,
-//! of the same name and type): it is then valid in `[defaults]` and in every job.
-//! A job's own key is one line in `job_keys!`.
+//! A global setting is one line in the `settings` list of `schema!` below (and its
+//! flag in `args::Global`, of the same name and type): it is then valid in
+//! `[defaults]` and in every job.
+//! A job's own key is one line in the `job` list of `schema!`; the job then has it as
+//! `job.keys.NAME` (an `Option`: absent keys are `None`).
 
 use super::values;
 use crate::args::{ByteSize, Global};

@@ -34,8 +34,8 @@ source = "disk.img"
         Some(StoreLocation::Ebs { region: None })
     );
     assert_eq!(zeta.settings.limit_upload.map(|b| b.0), Some(50 << 20));
-    assert_eq!(zeta.keep.as_ref().unwrap().daily, Some(7));
-    assert_eq!(zeta.tags["tier"], "gold");
+    assert_eq!(zeta.keep().unwrap().daily, Some(7));
+    assert_eq!(zeta.keys.tags.as_ref().unwrap()["tier"], "gold");
     assert_eq!(config.defaults.workers, Some(32));
     // Relative paths are the config file's neighbours.
     assert_eq!(config.jobs[1].source, Path::new("/etc/ebsnap/disk.img"));
