@@ -284,3 +284,41 @@ fn a_missing_config_named_explicitly_is_an_error_and_no_config_means_no_jobs() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(snapshots(&env, &env.store()).len(), 1);
 }
+
+#[test]
+fn each_job_s_retention_runs_after_its_backup_and_its_hooks_around_it() {
+    let env = Env::new();
+    env.dense_image("a.img", 1, 1);
+    let cfg = config(
+        &env,
+        "[defaults]\nstore = \"{dir}/store\"\n[jobs.a]\nsource = \"{dir}/a.img\"\nkeep = { last = 2 }\n\
+         pre = \"echo \\\"pre $EBSNAP_JOB\\\" >> {dir}/hooks.log\"\n\
+         post = \"echo \\\"post $EBSNAP_JOB $EBSNAP_STATUS\\\" >> {dir}/hooks.log\"\n",
+    );
+    let mut removed = Vec::new();
+    for generation in 0..4u64 {
+        env.dense_image("a.img", 1, generation + 10);
+        let out = ebsnap(&env, &cfg, &["run", "--json", "-q"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let job = json(&out)["jobs"][0].clone();
+        let forget = &job["forget"];
+        assert_eq!(forget["dry_run"], false, "{job}");
+        assert!(forget["kept"].as_array().unwrap().len() <= 2, "{job}");
+        removed.extend(forget["removed"].as_array().unwrap().clone());
+    }
+    // Four backups, two kept: the two oldest went, one run at a time.
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let left = snapshots(&env, &env.store());
+    assert_eq!(left.len(), 2, "{left:?}");
+    let removed_ids: Vec<&Value> = removed.iter().map(|r| &r["snapshot_id"]).collect();
+    assert!(left
+        .iter()
+        .all(|s| !removed_ids.contains(&&s["snapshot_id"])));
+    let log = std::fs::read_to_string(env.path("hooks.log")).unwrap();
+    assert_eq!(log.lines().filter(|l| *l == "pre a").count(), 4, "{log}");
+    assert_eq!(
+        log.lines().filter(|l| *l == "post a ok").count(),
+        4,
+        "{log}"
+    );
+}

@@ -317,3 +317,48 @@ fn a_backup_that_cannot_record_itself_fails_after_its_report() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["snapshot_id"].is_string(), "{report}");
 }
+
+#[test]
+fn a_forget_records_itself_and_the_count_its_source_s_backups_now_have() {
+    let env = Env::new();
+    let metrics = env.path("ebsnap.prom");
+    let metrics_flag = ["--metrics-file", metrics.to_str().unwrap()];
+    let image = env.path("disk.img");
+    let source = image.to_str().unwrap();
+    for seed in 1..=3 {
+        env.dense_image("disk.img", 1, seed);
+        let out = env
+            .process(&[&metrics_flag[..], &["backup", source]].concat())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        value(&parse(&metrics), "ebsnap_snapshots", source),
+        Some(3.0)
+    );
+    let forget = ["forget", "--keep-last", "1"];
+    let out = env
+        .process(&[&metrics_flag[..], &forget].concat())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = parse(&metrics);
+    let job = format!("forget:{source}");
+    assert_eq!(
+        value(&samples, "ebsnap_last_run_exit_code", &job),
+        Some(0.0)
+    );
+    assert_eq!(value(&samples, "ebsnap_snapshots", &job), Some(1.0));
+    // The backup's own series now tell the count after retention.
+    assert_eq!(value(&samples, "ebsnap_snapshots", source), Some(1.0));
+    assert_eq!(labels(&samples, &job)["source"], source);
+}

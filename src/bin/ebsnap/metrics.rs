@@ -45,11 +45,16 @@ pub fn source_name(path: &Path) -> String {
 impl Watch {
     /// Starts timing a run labelled `job`, if the command records runs.
     pub fn start(ctx: &Context, job: String) -> Option<Watch> {
+        Watch::since(ctx, job, Instant::now())
+    }
+
+    /// A run labelled `job` that started at `started`, if the command records runs.
+    pub fn since(ctx: &Context, job: String, started: Instant) -> Option<Watch> {
         Some(Watch {
             file: ctx.global.metrics_file.clone()?,
             job,
             store: ctx.location.to_string(),
-            started: Instant::now(),
+            started,
         })
     }
 
@@ -128,4 +133,20 @@ pub fn also(recorded: Result<()>, failure: Failure) -> Failure {
         eprintln!("ebsnap: error: {e}");
     }
     failure
+}
+
+/// Sets `ebsnap_snapshots` of the backups of `source` into the command's store to
+/// `count` (what a retention run leaves), if the command records runs.
+pub async fn update_snapshots(ctx: &Context, source: &str, count: u64) -> Result<()> {
+    let Some(file) = ctx.global.metrics_file.clone() else {
+        return Ok(());
+    };
+    let (store, source) = (ctx.location.to_string(), source.to_owned());
+    tokio::task::spawn_blocking(move || metrics::update_snapshots(&file, &store, &source, count))
+        .await
+        .expect("the metrics writer does not panic")
+        .map_err(|e| Failure::Refused {
+            message: format!("the retention is not recorded: metrics file {e}"),
+            exit: Exit::FAILURE,
+        })
 }

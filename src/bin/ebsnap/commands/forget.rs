@@ -4,13 +4,16 @@
 use super::backup::parse_tag;
 use super::Context;
 use crate::exit::{Exit, Failure, Result};
+use crate::metrics::{self, Outcome, Watch};
 use crate::signals::stop_on_signals;
 use ebsnap::engine::{self, parse_keep_within, ForgetOptions, ForgetReport, KeepPolicy};
 use ebsnap::store::local::Access;
-use ebsnap::store::Tag;
+use ebsnap::store::{SnapshotStore, Tag};
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
+use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -88,23 +91,62 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     } else {
         Access::Write
     };
+    let started = Instant::now();
     let store = ctx.open_store(access).await?;
-    match engine::forget(store, &options, &*ctx.progress()).await {
+    match engine::forget(store.clone(), &options, &*ctx.progress()).await {
         Ok(report) => {
+            let recorded = record(ctx, &*store, &report, Exit::SUCCESS, started).await;
             ctx.output.result(&text(&report), &report)?;
+            recorded?;
             Ok(Exit::SUCCESS)
         }
         Err(ebsnap::Error::ForgetIncomplete { report, source }) => {
-            incomplete(ctx, &report, *source)
+            let failure = Failure::Engine(*source);
+            let recorded = record(ctx, &*store, &report, failure.exit(), started).await;
+            let exit = incomplete(ctx, &report, failure);
+            recorded.and(exit)
         }
         Err(e) => Err(e.into()),
     }
 }
 
+/// Records the forget in the metrics file (docs/metrics.md): a run `forget:SOURCE` for
+/// each source judged, and the count each source's backups now have. A dry run
+/// changed nothing, and records nothing.
+async fn record(
+    ctx: &Context,
+    store: &dyn SnapshotStore,
+    report: &ForgetReport,
+    exit: Exit,
+    started: Instant,
+) -> Result<()> {
+    if report.dry_run {
+        return Ok(());
+    }
+    let mut kept: BTreeMap<&str, u64> = BTreeMap::new();
+    report.removed.iter().for_each(|e| {
+        kept.entry(&e.source).or_default();
+    });
+    report
+        .kept
+        .iter()
+        .for_each(|e| *kept.entry(&e.source).or_default() += 1);
+    for (source, count) in kept {
+        let watch = Watch::since(ctx, format!("forget:{source}"), started);
+        let outcome = Outcome {
+            exit,
+            bytes_written: 0,
+            blocks_written: 0,
+        };
+        metrics::record(watch, source, Some(store), outcome).await?;
+        metrics::update_snapshots(ctx, source, count).await?;
+    }
+    Ok(())
+}
+
 /// A forget that failed midway: what it did is printed (as the result, with the
 /// error in it under --json) before the error.
-fn incomplete(ctx: &Context, report: &ForgetReport, error: ebsnap::Error) -> Result<Exit> {
-    let failure = Failure::Engine(error);
+fn incomplete(ctx: &Context, report: &ForgetReport, failure: Failure) -> Result<Exit> {
     let exit = failure.exit();
     let mut value = serde_json::to_value(report).expect("serializable");
     value["error"] = failure.to_string().into();

@@ -79,3 +79,29 @@ fn an_unknown_job_name_is_refused() {
     );
     assert_eq!(config.select(&[]).unwrap().len(), 1);
 }
+
+#[test]
+fn the_packaged_example_reads() {
+    let text = include_str!("../../../../contrib/config.toml");
+    let config = parse(Path::new("/etc/ebsnap/config.toml"), text).unwrap();
+    assert!(!config.jobs.is_empty());
+}
+
+#[test]
+fn a_job_s_consistency_keys_become_the_backup_s() {
+    let text = "[jobs.db]\nsource = \"/dev/sdb\"\npre = \"lvcreate\"\npost = \"lvremove\"\n\
+                hook_timeout = \"5m\"\nread_from = \"snap\"\nfreeze = [\"/srv\"]\n\
+                freeze_timeout = 90\nspool_max = \"1G\"\n";
+    let config = parse(Path::new("/etc/ebsnap/config.toml"), text).unwrap();
+    let c = config.jobs[0].live.consistency("db", "ebs".into());
+    assert_eq!(c.pre_hook.as_deref(), Some("lvcreate"));
+    assert_eq!(c.post_hook.as_deref(), Some("lvremove"));
+    assert_eq!(c.hook_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(c.read_from.as_deref(), Some(Path::new("/etc/ebsnap/snap")));
+    assert_eq!(c.freeze, [PathBuf::from("/srv")]);
+    assert_eq!(c.freeze_timeout, std::time::Duration::from_secs(90));
+    assert_eq!(c.spool_max, 1 << 30);
+    assert_eq!(c.job.as_deref(), Some("db"));
+    let message = error("[jobs.db]\nsource = \"/dev/sdb\"\nhook_timeout = \"soon\"\n");
+    assert!(message.contains(":3: jobs.db.hook_timeout:"), "{message}");
+}
