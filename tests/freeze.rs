@@ -348,3 +348,34 @@ fn a_spool_on_the_filesystem_to_freeze_is_refused_before_anything() {
         0
     );
 }
+
+#[test]
+fn a_freeze_path_that_is_not_a_mountpoint_is_refused() {
+    let env = Env::new();
+    let Some(live) = LiveFs::new(env.dir.path(), 64, "a_freeze_path_not_a_mountpoint") else {
+        return;
+    };
+    // FIFREEZE on any path freezes the filesystem holding it: a mountpoint mistyped,
+    // or one whose mount failed, would freeze that one (often the root filesystem).
+    let sub = live.path("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let out = ebsnap(
+        &env,
+        &["backup", &live.device, "--freeze", sub.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a mountpoint") && stderr.contains(sub.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}

@@ -85,6 +85,32 @@ impl Mount {
     }
 }
 
+/// Whether `path` is the root of a mount. FIFREEZE on any other path freezes the
+/// filesystem that holds it: a mistyped mountpoint, or one whose mount failed, would
+/// freeze that filesystem instead (often the root one).
+pub(crate) fn is_mountpoint(path: &Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero statx is a valid value for the kernel to fill in.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statx buffer, both valid for the call.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, name.as_ptr(), 0, 0, &mut stx) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attr = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & attr != 0 {
+        return Ok(stx.stx_attributes & attr != 0);
+    }
+    // A kernel before 5.8: a mount root sits on another device than its parent.
+    Ok(device(path)? != device(&path.join(".."))?)
+}
+
+fn device(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.dev())
+}
+
 fn ioctl(dir: &File, request: libc::c_ulong) -> io::Result<()> {
     let mut unused: libc::c_int = 0;
     // SAFETY: FIFREEZE and FITHAW take an int argument they do not use; the pointer

@@ -17,7 +17,7 @@ pub(crate) use file::{
     private_options, punch_hole, reopen_direct, seek_data, sync_dir, tmp_path, Access,
 };
 pub use freeze::FreezeError;
-pub(crate) use freeze::Frozen;
+pub(crate) use freeze::{is_mountpoint, Frozen};
 pub use lock::LockWait;
 pub(crate) use lock::{take_lock, LockKind};
 pub use watchdog::{run_watchdog, self_command as watchdog_command, WATCHDOG_COMMAND};

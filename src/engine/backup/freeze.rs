@@ -40,8 +40,8 @@ impl FreezeStats {
     }
 }
 
-/// Checks `--freeze` before anything starts: each mountpoint is a directory on the
-/// source's device (unless the blocks come from `--read-from`), and the spool is not on
+/// Checks `--freeze` before anything starts: each mountpoint is the root of a mount on
+/// the source's device (unless the blocks come from `--read-from`), and the spool is not on
 /// a filesystem to be frozen (writing it would wait for the thaw).
 pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<FreezePlan>> {
     if c.freeze.is_empty() {
@@ -62,6 +62,12 @@ pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<Freez
             why,
         };
         let dev = device_of(mountpoint).map_err(|e| refuse(e.to_string()))?;
+        if !crate::sys::is_mountpoint(mountpoint).map_err(|e| refuse(e.to_string()))? {
+            return Err(refuse(
+                "it is not a mountpoint (freezing it would freeze the filesystem that holds it)"
+                    .into(),
+            ));
+        }
         if dev == spool_dev {
             return Err(refuse(format!(
                 "the spool directory {} is on that filesystem; choose one elsewhere with --spool",
