@@ -379,3 +379,43 @@ fn a_freeze_path_that_is_not_a_mountpoint_is_refused() {
         0
     );
 }
+
+#[test]
+fn kill_9_thaws_every_filesystem_when_stderr_is_on_one_of_them() {
+    let env = Env::new();
+    // Each in a directory of its own: a LiveFs mounts on `mnt` there.
+    let (dir_a, dir_b) = (env.path("a"), env.path("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let (Some(a), Some(b)) = (
+        LiveFs::new(&dir_a, 64, "kill_9_stderr_on_frozen_a"),
+        LiveFs::new(&dir_b, 64, "kill_9_stderr_on_frozen_b"),
+    ) else {
+        return;
+    };
+    fill(&a, 8);
+    let (mnt_a, mnt_b) = (a.mnt.to_str().unwrap(), b.mnt.to_str().unwrap());
+    // The log on the first filesystem: the watchdog must not write it before it has
+    // thawed that one too (it would wait for a thaw only it can do).
+    let args = [
+        "backup",
+        &a.device,
+        "--read-from",
+        &a.device,
+        "--freeze",
+        mnt_a,
+        "--freeze",
+        mnt_b,
+        "--test-slow-read-ms",
+        "300",
+    ];
+    let mut child = ebsnap(&env, &args)
+        .stderr(std::fs::File::create(a.path("ebsnap.log")).unwrap())
+        .spawn()
+        .unwrap();
+    b.wait_until_frozen(&mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(a.writable_within(Duration::from_secs(2)), "{mnt_a} frozen");
+    assert!(b.writable_within(Duration::from_secs(2)), "{mnt_b} frozen");
+}

@@ -180,27 +180,31 @@ fn wait_for_parent(timeout: Duration) -> Woken {
     }
 }
 
-/// Thaws every mountpoint still frozen, saying why on stderr (only now: before the
-/// thaw, stderr may be a file on one of them).
+/// Thaws every mountpoint still frozen, then says why on stderr: only once all are
+/// thawed, since stderr may be a file on any of them (a write there would wait for a
+/// thaw only we can do) or a pipe nobody reads any more (a write must not panic).
 fn thaw_for(why: Woken, mounts: &[Mount], timeout: Duration) -> i32 {
     let reason = match why {
         Woken::TimedOut => format!("the freeze passed its timeout ({}s)", timeout.as_secs()),
         Woken::Terminated => "the watchdog got SIGTERM".into(),
         _ => "ebsnap ended while it was frozen".into(),
     };
+    let thawed: Vec<_> = mounts.iter().rev().map(|m| (m, m.thaw())).collect();
     let mut code = 0;
-    for mount in mounts.iter().rev() {
-        match mount.thaw() {
-            Ok(()) => eprintln!(
+    let mut stderr = io::stderr();
+    for (mount, result) in thawed {
+        let _ = match result {
+            Ok(()) => writeln!(
+                stderr,
                 "ebsnap freeze watchdog: thawed {}: {reason}",
                 mount.path().display()
             ),
-            Err(FreezeError::ThawedEarly(_)) => {}
+            Err(FreezeError::ThawedEarly(_)) => Ok(()),
             Err(e) => {
-                eprintln!("ebsnap freeze watchdog: {e}");
                 code = 1;
+                writeln!(stderr, "ebsnap freeze watchdog: {e}")
             }
-        }
+        };
     }
     code
 }
