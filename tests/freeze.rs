@@ -419,3 +419,35 @@ fn kill_9_thaws_every_filesystem_when_stderr_is_on_one_of_them() {
     assert!(a.writable_within(Duration::from_secs(2)), "{mnt_a} frozen");
     assert!(b.writable_within(Duration::from_secs(2)), "{mnt_b} frozen");
 }
+
+#[test]
+fn a_watchdog_killed_while_frozen_thaws_and_fails() {
+    let env = Env::new();
+    let Some(live) = LiveFs::new(env.dir.path(), 64, "a_watchdog_killed_while_frozen") else {
+        return;
+    };
+    fill(&live, 8);
+    let mut child = slow_frozen_backup(&env, &live, &[]);
+    // Without its watchdog, a kill -9 of ebsnap would leave the filesystem frozen.
+    let watchdog = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&watchdog.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: a signal to ebsnap's own child, the watchdog.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(env.path("stderr")).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("watchdog died"), "{stderr}");
+    assert!(live.writable_within(Duration::from_millis(500)), "thawed");
+    let snapshots = env.json(&["snapshots"]);
+    assert_eq!(
+        snapshots["snapshots"].as_array().unwrap().len(),
+        0,
+        "{snapshots}"
+    );
+}

@@ -32,6 +32,9 @@ pub enum FreezeError {
     ThawedEarly(PathBuf),
     #[error("cannot start the freeze watchdog: {0}")]
     Watchdog(io::Error),
+    /// Without it, a `kill -9` of ebsnap would leave the filesystems frozen.
+    #[error("the freeze watchdog died while {} was frozen: thawed, and no snapshot is completed from that read", .0.display())]
+    WatchdogGone(PathBuf),
 }
 
 /// A mountpoint, opened to be frozen and thawed by descriptor.
@@ -165,6 +168,17 @@ impl Frozen {
     /// How long since the freeze began (the watchdog's start included).
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Fails if the watchdog died: from then on nothing would thaw after a `kill -9`.
+    pub fn check_watchdog(&self) -> Result<(), FreezeError> {
+        match &self.watchdog {
+            Some(w) if w.gone() => {
+                let first = self.mounts.first().map(|m| m.path.clone());
+                Err(FreezeError::WatchdogGone(first.unwrap_or_default()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Thaws every filesystem; the first failure is returned once all were tried. A

@@ -68,6 +68,18 @@ impl Watchdog {
         Ok(watchdog)
     }
 
+    /// Whether the watchdog has died (killed, say): a `kill -9` of ebsnap would then
+    /// leave the filesystems frozen. Looks without reaping it (`WNOWAIT`).
+    pub fn gone(&self) -> bool {
+        // SAFETY: an all-zero siginfo_t is valid for waitid to fill in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: our own child's pid, and a siginfo_t valid for the call.
+        let r = unsafe { libc::waitid(libc::P_PID, self.child.id(), &mut info, flags) };
+        // SAFETY: waitid filled in (or zeroed) the fields si_pid reads.
+        r == 0 && unsafe { info.si_pid() } != 0
+    }
+
     /// Tells the watchdog that everything is thawed, and reaps it.
     pub fn dismiss(mut self) {
         if let Some(mut pipe) = self.pipe.take() {

@@ -190,6 +190,7 @@ fn fill(
         if frozen.elapsed() > limits.timeout {
             return Err(timed_out(limits));
         }
+        frozen.check_watchdog()?;
         if queue.send(Ok(entries)).is_err() {
             return Ok(());
         }
