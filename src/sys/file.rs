@@ -49,8 +49,14 @@ pub(crate) fn create_private(path: &Path) -> io::Result<File> {
 /// plant the files ebsnap keeps in it (a store's token key, say).
 pub(crate) fn private_dir_all(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = fs::metadata(dir)?;
     let me = euid();
+    // A link of our own (or root's) may lead elsewhere; one planted by another user
+    // chooses where our files go.
+    let link = fs::symlink_metadata(dir)?;
+    if link.file_type().is_symlink() && link.uid() != me && link.uid() != 0 {
+        return Err(refused(dir, &format!("it is a link of uid {}", link.uid())));
+    }
+    let meta = fs::metadata(dir)?;
     if meta.uid() != me && meta.uid() != 0 {
         return Err(refused(dir, &format!("it belongs to uid {}", meta.uid())));
     }
@@ -195,4 +201,29 @@ pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
         .custom_flags(libc::O_DIRECT)
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_by_another_user_is_refused() {
+        if euid() != 0 {
+            eprintln!("SKIPPED: needs root to plant a link as another user");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("root-owned");
+        fs::create_dir(&target).unwrap();
+        let link = tmp.path().join("spool");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let e = private_dir_all(&link).unwrap_err();
+        assert!(e.to_string().contains("link of uid 65534"), "{e}");
+        // A link of our own is followed.
+        let ours = tmp.path().join("ours");
+        std::os::unix::fs::symlink(&target, &ours).unwrap();
+        private_dir_all(&ours).unwrap();
+    }
 }
