@@ -451,3 +451,16 @@ fn a_watchdog_killed_while_frozen_thaws_and_fails() {
         "{snapshots}"
     );
 }
+
+#[test]
+fn a_filesystem_named_twice_is_frozen_once() {
+    let env = Env::new();
+    let Some(live) = LiveFs::new(env.dir.path(), 64, "a_filesystem_named_twice") else {
+        return;
+    };
+    let again = format!("{}/", live.mnt.display());
+    let args = backup_args(&live, &["--freeze", &again, "--json", "-q"]);
+    let report = ok_json(ebsnap(&env, &args).output().unwrap());
+    assert!(report["frozen_seconds"].as_f64().is_some(), "{report}");
+    assert!(live.writable_within(Duration::from_millis(500)));
+}

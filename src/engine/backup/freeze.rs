@@ -56,37 +56,56 @@ pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<Freez
     let spool_dev = existing_ancestor(&c.spool_dir)
         .and_then(|d| device_of(&d))
         .map_err(spool_error)?;
+    // One filesystem named twice (`/srv` and `/srv/`, or a bind mount of it) is
+    // frozen once: a second FIFREEZE would find it frozen, as if by someone else.
+    let mut devices = Vec::new();
+    let mut mountpoints = Vec::new();
     for mountpoint in &c.freeze {
-        let refuse = |why: String| Error::FreezeRefused {
-            mountpoint: mountpoint.clone(),
-            why,
-        };
-        let dev = device_of(mountpoint).map_err(|e| refuse(e.to_string()))?;
-        if !crate::sys::is_mountpoint(mountpoint).map_err(|e| refuse(e.to_string()))? {
-            return Err(refuse(
-                "it is not a mountpoint (freezing it would freeze the filesystem that holds it)"
-                    .into(),
-            ));
-        }
-        if dev == spool_dev {
-            return Err(refuse(format!(
-                "the spool directory {} is on that filesystem; choose one elsewhere with --spool",
-                c.spool_dir.display()
-            )));
-        }
-        if c.read_from.is_none() {
-            source_is_device(source, dev).map_err(refuse)?;
+        let dev = check_mountpoint(c, source, mountpoint, spool_dev)?;
+        if !devices.contains(&dev) {
+            devices.push(dev);
+            mountpoints.push(mountpoint.clone());
         }
     }
     crate::sys::private_dir_all(&c.spool_dir).map_err(spool_error)?;
     Ok(Some(FreezePlan {
-        mountpoints: c.freeze.clone(),
+        mountpoints,
         timeout: c.freeze_timeout,
         spool_dir: c.spool_dir.clone(),
         spool_max: c.spool_max,
         watchdog: c.watchdog.clone(),
         slow_read: c.slow_read,
     }))
+}
+
+/// One `--freeze` path: a mountpoint, not the spool's filesystem, and (unless the
+/// blocks come from `--read-from`) the source's. Returns its filesystem's device.
+fn check_mountpoint(
+    c: &Consistency,
+    source: &Path,
+    mountpoint: &Path,
+    spool_dev: u64,
+) -> Result<u64> {
+    let refuse = |why: String| Error::FreezeRefused {
+        mountpoint: mountpoint.to_owned(),
+        why,
+    };
+    let dev = device_of(mountpoint).map_err(|e| refuse(e.to_string()))?;
+    if !crate::sys::is_mountpoint(mountpoint).map_err(|e| refuse(e.to_string()))? {
+        return Err(refuse(
+            "it is not a mountpoint (freezing it would freeze the filesystem that holds it)".into(),
+        ));
+    }
+    if dev == spool_dev {
+        return Err(refuse(format!(
+            "the spool directory {} is on that filesystem; choose one elsewhere with --spool",
+            c.spool_dir.display()
+        )));
+    }
+    if c.read_from.is_none() {
+        source_is_device(source, dev).map_err(refuse)?;
+    }
+    Ok(dev)
 }
 
 /// `dir`, or its nearest ancestor that exists.
