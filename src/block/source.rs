@@ -16,7 +16,7 @@ pub enum SourceKind {
 
 /// An open source, read with positional reads from any thread.
 ///
-/// A block the page cache holds whole is copied from it; any other is read through a
+/// A block of a file that the page cache holds whole is copied from it; any other is read through a
 /// second descriptor opened with `O_DIRECT`, where the device's DMA fills the block
 /// buffer. A buffered read of a cold disk would cost a copy out of the page cache (the
 /// largest kernel cost of a backup) and would fill the cache with a whole disk that
@@ -105,9 +105,12 @@ impl Source {
             return Ok(false);
         };
         // What the page cache holds whole (an image just written, say) is copied
-        // from it: cheaper than reading the disk again.
+        // from it: cheaper than reading the disk again. Not for a device: a
+        // filesystem mounted on it writes file data past the device's page cache,
+        // which may hold pages older than the disk (read by anyone, days ago).
         let cached = || crate::sys::fully_cached(&self.file, offset, buf.len() as u64);
-        if !direct_io_fits(buf, offset) || cached() == Some(true) {
+        let file = self.kind == SourceKind::File;
+        if !direct_io_fits(buf, offset) || (file && cached() == Some(true)) {
             return Ok(false);
         }
         match direct.read_exact_at(buf, offset) {
