@@ -7,7 +7,8 @@
 //!    a `wwn-` name if there is one, else the first of the others by name;
 //! 2. its WWID or serial from sysfs (`wwid:…`, `serial:…`), where udev made no link;
 //! 3. for a loop device, which has neither, its backing file, canonical
-//!    (`loop:/srv/a.img`, with `@offset` when it starts inside the file);
+//!    (`loop:/srv/a.img`, with `@offset` when it starts inside the file, `+size` when
+//!    its size is limited);
 //! 4. else its path, with a warning: such a device's lineage follows the name.
 //!
 //! A regular file is known by its absolute path, as before ids existed, so the
@@ -123,15 +124,23 @@ fn loop_backing(sysfs: &Path) -> Option<String> {
         return None;
     }
     let file = std::fs::canonicalize(backing).unwrap_or_else(|_| backing.into());
-    let offset = std::fs::read_to_string(sysfs.join("loop/offset")).unwrap_or_default();
-    Some(loop_key(&file, offset.trim()))
+    let read = |name: &str| std::fs::read_to_string(sysfs.join(name)).unwrap_or_default();
+    let (offset, size) = (read("loop/offset"), read("loop/sizelimit"));
+    Some(loop_key(&file, offset.trim(), size.trim()))
 }
 
-fn loop_key(file: &Path, offset: &str) -> String {
-    match offset {
-        "" | "0" => format!("loop:{}", file.display()),
-        offset => format!("loop:{}@{offset}", file.display()),
+/// A loop device's slice of its file: two devices over one file at one offset but
+/// with different size limits (one a partition, say) are different disks, with
+/// lineages (and retention) of their own.
+fn loop_key(file: &Path, offset: &str, size: &str) -> String {
+    let mut key = format!("loop:{}", file.display());
+    if !matches!(offset, "" | "0") {
+        key += &format!("@{offset}");
     }
+    if !matches!(size, "" | "0") {
+        key += &format!("+{size}");
+    }
+    key
 }
 
 #[cfg(test)]
@@ -155,8 +164,13 @@ mod tests {
     #[test]
     fn a_loop_device_is_its_backing_file_and_offset() {
         let file = Path::new("/srv/a.img");
-        assert_eq!(loop_key(file, "0"), "loop:/srv/a.img");
-        assert_eq!(loop_key(file, "1048576"), "loop:/srv/a.img@1048576");
+        assert_eq!(loop_key(file, "0", "0"), "loop:/srv/a.img");
+        assert_eq!(loop_key(file, "1048576", ""), "loop:/srv/a.img@1048576");
+        assert_eq!(loop_key(file, "0", "4194304"), "loop:/srv/a.img+4194304");
+        assert_eq!(
+            loop_key(file, "512", "4194304"),
+            "loop:/srv/a.img@512+4194304"
+        );
     }
 
     #[test]

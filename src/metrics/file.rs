@@ -2,10 +2,10 @@
 //! lock so that cron lines finishing together keep each other's series.
 
 use super::{RunRecord, Textfile};
-use crate::sys::{private_options, sync_dir, take_lock, tmp_path, LockKind, LockWait};
+use crate::sys::{euid, private_options, sync_dir, take_lock, tmp_path, LockKind, LockWait};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The metrics file is read by node_exporter, which runs as a user of its own: it
@@ -57,10 +57,29 @@ fn lock(path: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .open(lock_path(path))?;
+    ensure_ours(&file, &lock_path(path))?;
     take_lock(&file, LockKind::Exclusive, LockWait::Wait, || {
         tracing::info!("waiting for another ebsnap writing {}", path.display());
     })?;
     Ok(file)
+}
+
+/// Refuses a lock file that another user made (in a shared directory such as a 1777
+/// one): whoever owns it can hold its lock forever, and every run would hang on it.
+fn ensure_ours(file: &File, path: &Path) -> io::Result<()> {
+    let owner = file.metadata()?.uid();
+    if owner == euid() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "lock file {} belongs to uid {owner}, not to this user: anyone could hold it \
+             and stop every run; remove it, or write the metrics file in a directory \
+             only its writers can write",
+            path.display()
+        ),
+    ))
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -121,4 +140,41 @@ fn create_readable(path: &Path) -> io::Result<File> {
     // The umask may have taken the others' read bit away.
     file.set_permissions(fs::Permissions::from_mode(METRICS_MODE))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_file_another_user_planted_is_refused_not_waited_on() {
+        if euid() != 0 {
+            eprintln!("SKIPPED: needs root, to give a lock file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let path = dir.path().join("ebsnap.prom");
+        let planted = lock_path(&path);
+        File::create(&planted).unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        // Its owner could hold its lock for ever; without that, it is refused all the same.
+        let run = RunRecord {
+            labels: super::super::Labels {
+                job: "j".into(),
+                source: "/s".into(),
+                store: "/st".into(),
+            },
+            ended: std::time::SystemTime::now(),
+            duration: std::time::Duration::from_secs(1),
+            exit_code: 0,
+            bytes_written: 0,
+            blocks_written: 0,
+            snapshots: None,
+        };
+        let err = record(&path, &run).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+        assert!(!path.exists());
+    }
 }

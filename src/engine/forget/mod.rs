@@ -141,6 +141,7 @@ async fn forget_source(
         source,
         &options.policy,
         tz,
+        std::time::SystemTime::now(),
     );
     report.kept.extend(decision.kept);
     for (id, entry) in decision.remove {

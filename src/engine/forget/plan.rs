@@ -7,6 +7,7 @@ use crate::engine::{MANAGED_TAG, SOURCE_PATH_TAG};
 use crate::store::{SnapshotId, SnapshotInfo, SnapshotStatus};
 use jiff::tz::TimeZone;
 use std::collections::{BTreeSet, HashMap};
+use std::time::SystemTime;
 
 /// The source a snapshot is a candidate of: a completed snapshot that ebsnap made
 /// (`ebsnap:managed`), of a source it recorded. Pending snapshots (a backup under way,
@@ -39,11 +40,17 @@ pub(super) struct Decision {
 /// Judges the candidates of `source` in `all`. A candidate that is the parent of an
 /// unfinished snapshot (pending, or in error) is kept whatever the policy: the store
 /// refuses to delete it, and a resumed backup needs it.
+///
+/// A candidate started after `now` (a clock that was wrong when it was made) is kept,
+/// and left out of the judging: taken as the newest, it would push every real backup
+/// out of `last` and `within`, and each night's new snapshot would be removed as soon
+/// as it was made.
 pub(super) fn decide(
     all: &[SnapshotInfo],
     source: &str,
     policy: &KeepPolicy,
     tz: &TimeZone,
+    now: SystemTime,
 ) -> Decision {
     let mut group: Vec<SnapshotInfo> = all
         .iter()
@@ -51,9 +58,12 @@ pub(super) fn decide(
         .cloned()
         .collect();
     group.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+    let future = group.partition_point(|s| s.start_time <= now);
+    let mut reasons = judge(policy, &group[..future], tz);
+    reasons.resize(group.len(), vec![FUTURE_REASON.to_owned()]);
     let unfinished = unfinished_children(all);
     let mut decision = Decision::default();
-    for (s, mut reasons) in group.iter().zip(judge(policy, &group, tz)) {
+    for (s, mut reasons) in group.iter().zip(reasons) {
         if let Some((child, status)) = unfinished.get(&s.id) {
             reasons.push(format!("parent of {status} snapshot {child}"));
         }
@@ -66,6 +76,9 @@ pub(super) fn decide(
     }
     decision
 }
+
+/// Why a snapshot started after now is kept.
+const FUTURE_REASON: &str = "started in the future (a wrong clock)";
 
 /// Each snapshot with an unfinished child: one such child, and its status.
 fn unfinished_children(all: &[SnapshotInfo]) -> HashMap<SnapshotId, (SnapshotId, SnapshotStatus)> {
@@ -80,7 +93,7 @@ mod tests {
     use super::*;
     use crate::engine::SOURCE_BYTES_TAG;
     use crate::store::Tag;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn snap(n: u64, source: Option<&str>, managed: bool) -> SnapshotInfo {
         let mut tags = vec![Tag::new(SOURCE_BYTES_TAG, "1")];
@@ -123,7 +136,7 @@ mod tests {
             last: Some(1),
             ..KeepPolicy::default()
         };
-        let a = decide(&all, "/a", &last, &TimeZone::UTC);
+        let a = decide(&all, "/a", &last, &TimeZone::UTC, SystemTime::now());
         // Snapshot 2 has a pending child; 4 is the newest completed.
         assert_eq!(
             ids(&a.kept),
@@ -141,8 +154,31 @@ mod tests {
         );
         assert_eq!(a.remove[0].1.source, "/a");
         assert_eq!(a.remove[0].1.start_time, "1970-01-02T00:00:00Z");
-        let b = decide(&all, "/b", &last, &TimeZone::UTC);
+        let b = decide(&all, "/b", &last, &TimeZone::UTC, SystemTime::now());
         assert_eq!(ids(&b.kept), ["snap-00000000000000007"]);
         assert!(b.remove.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_started_in_the_future_is_kept_and_not_taken_as_the_newest() {
+        let mut all: Vec<SnapshotInfo> = (1..=3).map(|n| snap(n, Some("/a"), true)).collect();
+        all.push(snap(1000, Some("/a"), true)); // made while the clock was years ahead
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 10);
+        let last = KeepPolicy {
+            last: Some(1),
+            ..KeepPolicy::default()
+        };
+        let a = decide(&all, "/a", &last, &TimeZone::UTC, now);
+        // The real newest (3) stays: it is the next backup's parent.
+        assert_eq!(
+            ids(&a.kept),
+            ["snap-00000000000000003", "snap-000000000000003e8"]
+        );
+        assert_eq!(a.kept[1].reasons, [FUTURE_REASON]);
+        let removed: Vec<_> = a.remove.iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(
+            removed,
+            ["snap-00000000000000001", "snap-00000000000000002"]
+        );
     }
 }

@@ -109,9 +109,49 @@ pub fn load(flag: Option<&Path>) -> Result<Option<Config>> {
             None => return Ok(None),
         },
     };
-    let text = std::fs::read_to_string(&path)
+    let text = read_trusted(&path)
         .map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())))?;
     parse(&path, &text).map(Some)
+}
+
+/// The file's text, if only its reader (or root) can change it. A config names the
+/// commands a job runs (`pre`, `post`) and where backups go and what retention
+/// deletes, and root runs it from a timer: a file that another user can write would
+/// hand them root. Refused as OpenSSH's StrictModes and sudo refuse theirs. Checked
+/// on the descriptor read, so the file cannot be swapped between check and read.
+fn read_trusted(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if let Some(why) = untrusted(meta.uid(), meta.mode(), me) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Why a file of owner `uid` and `mode` is not to be trusted by user `me`, if it is not.
+fn untrusted(uid: u32, mode: u32, me: u32) -> Option<String> {
+    if uid != me && uid != 0 {
+        return Some(format!(
+            "it belongs to uid {uid}, who could change the commands and stores it names; \
+             it must belong to this user or to root"
+        ));
+    }
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "it is writable by its group or by others (mode {:03o}), who could change the \
+             commands and stores it names: chmod go-w it",
+            mode & 0o777
+        )
+    })
 }
 
 fn default_paths() -> Vec<PathBuf> {

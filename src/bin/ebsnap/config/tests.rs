@@ -105,3 +105,26 @@ fn a_job_s_consistency_keys_become_the_backup_s() {
     let message = error("[jobs.db]\nsource = \"/dev/sdb\"\nhook_timeout = \"soon\"\n");
     assert!(message.contains(":3: jobs.db.hook_timeout:"), "{message}");
 }
+
+#[test]
+fn a_config_that_others_can_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[jobs.a]\nsource = \"/dev/null\"\n").unwrap();
+    for mode in [0o666, 0o664, 0o646] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let error = load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("writable by its group or by others"),
+            "{error}"
+        );
+        assert!(error.contains(&path.display().to_string()), "{error}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(load(Some(&path)).unwrap().unwrap().jobs.len(), 1);
+    // Another user's file: refused, unless that user is root.
+    assert!(untrusted(1000, 0o644, 0).is_some());
+    assert!(untrusted(0, 0o600, 1000).is_none());
+    assert!(untrusted(1000, 0o600, 1000).is_none());
+}
