@@ -228,3 +228,29 @@ fn the_pre_hook_makes_the_copy_read_from_reads_and_the_post_hook_removes() {
     assert_eq!(report["post_hook_exit_code"], 0, "{report}");
     assert!(!copy.exists(), "the post-hook removed the copy");
 }
+
+#[test]
+fn a_spool_smaller_than_one_block_is_refused_before_anything_is_frozen() {
+    let env = Env::new();
+    let image = env.dense_image("disk.img", 2, 1);
+    let spool = env.path("spool");
+    let out = env
+        .process(&[
+            "backup",
+            image.to_str().unwrap(),
+            "--freeze",
+            "/",
+            "--spool",
+            spool.to_str().unwrap(),
+            "--spool-max",
+            "1K",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("less than one block"), "{stderr}");
+    // Refused before the spool was made (and before any freeze).
+    assert!(!spool.exists());
+    assert_eq!(snapshot_count(&env), 0);
+}

@@ -93,10 +93,12 @@ pub struct Global {
     #[arg(long, global = true, value_name = "RATE", value_parser = ByteSize::parse_rate)]
     pub limit_download: Option<ByteSize>,
 
-    /// Read and write disks and packs through the page cache only. By default whole
-    /// blocks that are not cached are read, and restored blocks written, with O_DIRECT
-    /// where the filesystem allows it: no copy through the cache, and a backup or
-    /// restore of a whole disk does not push the host's cached data out.
+    /// Read and write disks and packs through the page cache only. By default a block
+    /// device is read with O_DIRECT (under a mounted filesystem its page cache can be
+    /// stale), an image's blocks that are not cached too, and restored blocks are
+    /// written so, where the filesystem allows it: no copy through the cache, and a
+    /// backup or restore of a whole disk does not push the host's cached data out.
+    /// Not for a device whose filesystem is mounted.
     #[arg(long, global = true, env = "EBSNAP_NO_DIRECT_IO", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_direct_io: bool,
 }

@@ -51,6 +51,15 @@ pub(super) fn plan_freeze(c: &Consistency, source: &Path) -> Result<Option<Freez
         path: c.spool_dir.clone(),
         source,
     };
+    // A spool that cannot hold one block would fail at the first changed block, with
+    // the filesystem already frozen: say so before freezing anything.
+    if c.spool_max < crate::block::BLOCK_SIZE_U64 {
+        return Err(spool_error(std::io::Error::other(format!(
+            "--spool-max {} is less than one block ({} bytes)",
+            c.spool_max,
+            crate::block::BLOCK_SIZE_U64
+        ))));
+    }
     // Where the spool will be (it is created only once it is known not to be on a
     // filesystem to freeze).
     let spool_dev = existing_ancestor(&c.spool_dir)
