@@ -322,3 +322,26 @@ fn each_job_s_retention_runs_after_its_backup_and_its_hooks_around_it() {
         "{log}"
     );
 }
+
+#[test]
+fn a_config_store_over_ebsnap_store_is_said_on_stderr() {
+    let env = Env::new();
+    let image = env.dense_image("a.img", 1, 1);
+    let cfg = config(&env, "[defaults]\nstore = \"{dir}/file-store\"\n");
+    let out = env
+        .bare()
+        .env("EBSNAP_STORE", env.path("env-store"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("backup")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The documented order holds (the file over the environment), and is told.
+    assert_eq!(snapshots(&env, &env.path("file-store")).len(), 1);
+    assert!(!env.path("env-store").exists());
+    let said = stderr(&out);
+    assert!(said.contains("before $EBSNAP_STORE"), "{said}");
+    assert!(said.contains("config.toml"), "{said}");
+}

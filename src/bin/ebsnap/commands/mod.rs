@@ -126,6 +126,7 @@ impl Context {
         {
             settings.fill(&mut global);
         }
+        warn_if_config_overrides_env(&flags, &global, config.as_deref());
         let output = Output {
             json: global.json,
             quiet: global.quiet,
@@ -164,5 +165,20 @@ impl Context {
 
     pub fn progress(&self) -> Box<dyn Progress> {
         progress::for_stderr(self.global.quiet)
+    }
+}
+
+/// The config file's `store` is used over `$EBSNAP_STORE` (the documented order), but
+/// most tools let the environment win: a script that sets the variable and gets the
+/// file's store instead is told so on stderr.
+fn warn_if_config_overrides_env(flags: &Global, global: &Global, config: Option<&Config>) {
+    let (Some(config), Some(store)) = (config, &global.store) else {
+        return;
+    };
+    if flags.store.is_none() && dirs::env_value("EBSNAP_STORE").is_some() {
+        tracing::warn!(
+            "the store is {store}, from {} (it comes before $EBSNAP_STORE); give --store to choose",
+            config.path.display()
+        );
     }
 }
