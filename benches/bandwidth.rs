@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{measure, write_random, Measured, Spawned, KEY_ID, MIB, SECRET};
+use common::{measure, Measured, Spawned, KEY_ID, MIB, SECRET};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,18 +31,9 @@ fn main() {
     {
         return;
     }
-    let size_mib: u64 = std::env::var("EBSNAP_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
     let bin = binary();
-    let state = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_STATE_HOME", state.path());
-    let dir =
-        tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
-            .unwrap();
-    let image = dir.path().join("dense.img");
-    write_random(&image, size_mib * MIB, 0, size_mib * MIB);
+    let bench = common::DenseImage::new(256);
+    let (size_mib, image, dir) = (bench.size_mib, bench.image.clone(), &bench.dir);
     let served = std::env::var_os("EBSNAP_BENCH_SERVED").unwrap_or_else(|| "/dev/shm".into());
     let served = tempfile::tempdir_in(served).unwrap();
     println!("image: {size_mib} MiB dense; server latency {LATENCY_MS} ms; --max-rate 1000");

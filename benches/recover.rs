@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{build_release, measure, write_random, Spawned, KEY_ID, MIB, SECRET};
+use common::{build_release, measure, Spawned, KEY_ID, SECRET};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,18 +23,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let size_mib: u64 = std::env::var("EBSNAP_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
     let bin = build_release();
-    let state = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_STATE_HOME", state.path());
-    let dir =
-        tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
-            .unwrap();
-    let image = dir.path().join("dense.img");
-    write_random(&image, size_mib * MIB, 0, size_mib * MIB);
+    let bench = common::DenseImage::new(512);
+    let (size_mib, image, dir) = (bench.size_mib, bench.image.clone(), &bench.dir);
     common::run(&mut Command::new("sync"));
     println!("image: {size_mib} MiB dense; `--max-rate 1000`; cache 256 MiB (the default)");
     println!("| latency | read | seconds | MiB/s | x full restore |");

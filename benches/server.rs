@@ -23,8 +23,8 @@
 mod common;
 
 use common::{
-    build_release, dd_fdatasync_seconds, measure, openssl_sha256_mbps, write_random, Measured,
-    Spawned, KEY_ID, MIB, SECRET,
+    build_release, dd_fdatasync_seconds, measure, openssl_sha256_mbps, Measured, Spawned, KEY_ID,
+    MIB, SECRET,
 };
 use std::path::Path;
 use std::process::Command;
@@ -36,19 +36,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let size_mib: u64 = std::env::var("EBSNAP_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
     let bin = build_release();
-    // Manifests and restore records of the benchmark stay in its own directory.
-    let state = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_STATE_HOME", state.path());
-    let dir =
-        tempfile::tempdir_in(std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into()))
-            .unwrap();
-    let image = dir.path().join("dense.img");
-    write_random(&image, size_mib * MIB, 0, size_mib * MIB);
+    let bench = common::DenseImage::new(1024);
+    let (size_mib, image, dir) = (bench.size_mib, bench.image.clone(), &bench.dir);
     // The image's own writeback must not land in the figures that follow.
     common::run(&mut Command::new("sync"));
     references(&image, dir.path(), size_mib);

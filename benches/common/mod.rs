@@ -151,3 +151,34 @@ pub fn evict(path: &Path) {
     let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(r, 0, "posix_fadvise on {}", path.display());
 }
+
+/// A dense random image of `EBSNAP_BENCH_MIB` MiB (else `default_mib`), in a temporary
+/// directory under `EBSNAP_BENCH_DIR` (else `.`); the bench's manifests and restore
+/// records stay in a state directory of its own for as long as this lives.
+pub struct DenseImage {
+    pub size_mib: u64,
+    pub image: PathBuf,
+    pub dir: tempfile::TempDir,
+    _state: tempfile::TempDir,
+}
+
+impl DenseImage {
+    pub fn new(default_mib: u64) -> DenseImage {
+        let size_mib: u64 = std::env::var("EBSNAP_BENCH_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_mib);
+        let state = tempfile::tempdir().unwrap();
+        std::env::set_var("XDG_STATE_HOME", state.path());
+        let under = std::env::var_os("EBSNAP_BENCH_DIR").unwrap_or_else(|| ".".into());
+        let dir = tempfile::tempdir_in(under).unwrap();
+        let image = dir.path().join("dense.img");
+        write_random(&image, size_mib * MIB, 0, size_mib * MIB);
+        DenseImage {
+            size_mib,
+            image,
+            dir,
+            _state: state,
+        }
+    }
+}

@@ -70,6 +70,17 @@ impl Watch {
             Some(store) => count_snapshots(store, source).await,
             None => None,
         };
+        self.finish_counted(source, snapshots, outcome).await
+    }
+
+    /// Records the run's `outcome` for `source`, whose completed snapshots the caller
+    /// counted already (`None`: the file keeps its last count).
+    pub async fn finish_counted(
+        self,
+        source: &str,
+        snapshots: Option<u64>,
+        outcome: Outcome,
+    ) -> Result<()> {
         let record = RunRecord {
             labels: Labels {
                 job: self.job,

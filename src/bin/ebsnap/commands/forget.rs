@@ -8,7 +8,7 @@ use crate::metrics::{self, Outcome, Watch};
 use crate::signals::stop_on_signals;
 use ebsnap::engine::{self, parse_keep_within, ForgetOptions, ForgetReport, KeepPolicy};
 use ebsnap::store::local::Access;
-use ebsnap::store::{SnapshotStore, Tag};
+use ebsnap::store::Tag;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -95,14 +95,14 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     let store = ctx.open_store(access).await?;
     match engine::forget(store.clone(), &options, &*ctx.progress()).await {
         Ok(report) => {
-            let recorded = record(ctx, &*store, &report, Exit::SUCCESS, started).await;
+            let recorded = record(ctx, &report, Exit::SUCCESS, started).await;
             ctx.output.result(&text(&report), &report)?;
             recorded?;
             Ok(Exit::SUCCESS)
         }
         Err(ebsnap::Error::ForgetIncomplete { report, source }) => {
             let failure = Failure::Engine(*source);
-            let recorded = record(ctx, &*store, &report, failure.exit(), started).await;
+            let recorded = record(ctx, &report, failure.exit(), started).await;
             let exit = incomplete(ctx, &report, failure);
             recorded.and(exit)
         }
@@ -113,13 +113,7 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
 /// Records the forget in the metrics file (docs/metrics.md): a run `forget:SOURCE` for
 /// each source judged, and the count each source's backups now have. A dry run
 /// changed nothing, and records nothing.
-async fn record(
-    ctx: &Context,
-    store: &dyn SnapshotStore,
-    report: &ForgetReport,
-    exit: Exit,
-    started: Instant,
-) -> Result<()> {
+async fn record(ctx: &Context, report: &ForgetReport, exit: Exit, started: Instant) -> Result<()> {
     if report.dry_run {
         return Ok(());
     }
@@ -138,7 +132,10 @@ async fn record(
             bytes_written: 0,
             blocks_written: 0,
         };
-        metrics::record(watch, source, Some(store), outcome).await?;
+        // The count is the report's: no second listing of the store.
+        if let Some(watch) = watch {
+            watch.finish_counted(source, Some(count), outcome).await?;
+        }
         metrics::update_snapshots(ctx, source, count).await?;
     }
     Ok(())
