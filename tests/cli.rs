@@ -175,13 +175,7 @@ fn missing_source_fails_clearly_and_leaves_no_snapshot() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-image"), "error names the path: {err}");
-    assert_eq!(
-        env.json(&["snapshots"])["snapshots"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(env.snapshot_count(), 0);
 }
 
 #[test]
@@ -433,14 +427,7 @@ fn backups_are_incremental_and_restores_move_a_standby_forward() {
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["snapshot_id"], Value::Null);
     assert_eq!(dry["blocks_written"], 2);
-    assert_eq!(
-        env.json(&["snapshots"])["snapshots"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1,
-        "a dry run starts nothing"
-    );
+    assert_eq!(env.snapshot_count(), 1, "a dry run starts nothing");
 
     let second = env.json(&["backup", img]);
     assert_eq!(second["parent_snapshot_id"], first["snapshot_id"]);

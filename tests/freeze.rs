@@ -340,13 +340,7 @@ fn a_spool_on_the_filesystem_to_freeze_is_refused_before_anything() {
     assert!(stderr.contains("spool directory"), "{stderr}");
     assert!(!spool.exists(), "nothing was made there");
     assert!(live.writable_within(Duration::from_millis(500)));
-    assert_eq!(
-        env.json(&["snapshots"])["snapshots"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(env.snapshot_count(), 0);
 }
 
 #[test]
@@ -371,13 +365,7 @@ fn a_freeze_path_that_is_not_a_mountpoint_is_refused() {
         stderr.contains("not a mountpoint") && stderr.contains(sub.to_str().unwrap()),
         "{stderr}"
     );
-    assert_eq!(
-        env.json(&["snapshots"])["snapshots"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(env.snapshot_count(), 0);
 }
 
 #[test]

@@ -29,13 +29,6 @@ fn recorded(file: &Path) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-fn snapshot_count(env: &Env) -> usize {
-    env.json(&["snapshots"])["snapshots"]
-        .as_array()
-        .unwrap()
-        .len()
-}
-
 #[test]
 fn a_failing_pre_hook_starts_nothing_and_the_post_hook_runs_with_failed() {
     let env = Env::new();
@@ -70,7 +63,7 @@ fn a_failing_pre_hook_starts_nothing_and_the_post_hook_runs_with_failed() {
     assert_eq!(vars["EBSNAP_EXIT_CODE"], "1");
     assert_eq!(vars["EBSNAP_SOURCE"], image.to_str().unwrap());
     assert_eq!(vars["EBSNAP_STORE"], env.store().to_str().unwrap());
-    assert_eq!(snapshot_count(&env), 0, "no snapshot was started");
+    assert_eq!(env.snapshot_count(), 0, "no snapshot was started");
 }
 
 #[test]
@@ -97,7 +90,7 @@ fn a_pre_hook_past_its_timeout_is_killed() {
     assert!(stderr.contains("timeout (1s)"), "{stderr}");
     assert!(started.elapsed().as_secs() < 20, "the hook was killed");
     assert_eq!(recorded(&told)["EBSNAP_STATUS"], "failed");
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 }
 
 #[test]
@@ -132,7 +125,7 @@ fn the_post_hook_is_told_the_snapshot_and_its_failure_makes_exit_1() {
         "{stderr}"
     );
     // The snapshot itself is complete: the hook's failure cost only the exit code.
-    assert_eq!(snapshot_count(&env), 1);
+    assert_eq!(env.snapshot_count(), 1);
     let ok = env.json(&["backup", image.to_str().unwrap(), "--post-hook", "true"]);
     assert_eq!(ok["post_hook_exit_code"], 0, "{ok}");
 }
@@ -203,7 +196,7 @@ fn read_from_a_path_of_another_size_is_refused() {
         "{stderr}"
     );
     assert_eq!(recorded(&told)["EBSNAP_STATUS"], "failed");
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 }
 
 #[test]
@@ -252,5 +245,5 @@ fn a_spool_smaller_than_one_block_is_refused_before_anything_is_frozen() {
     assert!(stderr.contains("less than one block"), "{stderr}");
     // Refused before the spool was made (and before any freeze).
     assert!(!spool.exists());
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 }

@@ -66,6 +66,14 @@ impl Env {
         cmd
     }
 
+    /// The snapshots in the store, of every status.
+    pub fn snapshot_count(&self) -> usize {
+        self.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .expect("a snapshots list")
+            .len()
+    }
+
     /// Runs the command, expects success, returns its JSON output.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ebsnap(args).arg("--json").arg("-q").output().unwrap();
