@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::journals::{journals, settled_below};
 use common::server::{ServeProcess, KEY_ID, SECRET};
 use common::*;
 use serde_json::Value;
@@ -303,7 +304,9 @@ fn a_copy_killed_mid_way_resumes_sending_only_what_is_missing() {
     let copy_args = ["--workers", "4", "copy", &original, "--to", &remote];
     let mut child = command(&env, &local(&env), &copy_args).spawn().unwrap();
     let uploads = env.path("xdg-state/ebsnap/uploads");
-    wait_until("the copy records its first puts", || settled(&uploads) > 8);
+    wait_until("the copy records its first puts", || {
+        settled_below(&uploads) > 8
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -332,31 +335,6 @@ fn a_copy_killed_mid_way_resumes_sending_only_what_is_missing() {
     assert!(left.is_empty(), "gone once the copy completed: {left:?}");
     let again = run(&env, &local(&env), &copy_args);
     assert_eq!(again["copied"], Value::Array(vec![]), "{again}");
-}
-
-/// How far the copy's journal says every put is recorded (its header's JSON, after
-/// the magic and the length).
-fn settled(uploads: &Path) -> u64 {
-    let Some(journal) = journals(uploads).pop() else {
-        return 0;
-    };
-    let head = std::fs::read(journal).unwrap_or_default();
-    let Some(len) = head.get(8..12) else { return 0 };
-    let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
-    head.get(12..12 + len)
-        .and_then(|json| serde_json::from_slice::<Value>(json).ok())
-        .and_then(|header| header["settled_below"].as_u64())
-        .unwrap_or(0)
-}
-
-fn journals(uploads: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(uploads)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "journal"))
-        .collect()
 }
 
 #[test]

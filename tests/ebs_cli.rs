@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::journals::settled_below;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -322,17 +323,11 @@ fn a_killed_server_restarts_on_an_intact_store_and_the_backup_resumes() {
     let port = served.url.rsplit(':').next().unwrap().to_owned();
     let listen = format!("127.0.0.1:{port}");
     let journal_dir = env.path("xdg-state/ebsnap/uploads");
-    // A journal past its 4 KiB header holds records: a checkpoint has been made.
-    let checkpointed = || {
-        std::fs::read_dir(&journal_dir).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 4096))
-        })
-    };
-
     // Both die: the server mid-upload, the client with it.
     let mut client = ebs_command(&served, &env, &backup).spawn().unwrap();
-    wait_until("the backup never made a checkpoint", checkpointed);
+    wait_until("the backup never made a checkpoint", || {
+        settled_below(&journal_dir) > 0
+    });
     served.kill();
     let _ = client.kill();
     let _ = client.wait();

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: images, the binary, sparse-aware comparison.
 #![allow(dead_code)]
 
+pub mod journals;
 pub mod live;
 pub mod recover;
 pub mod rigged;
