@@ -1,10 +1,20 @@
 //! Stopping early: a signal handler (in the binary) asks, the engine stops issuing
-//! requests at the next block, lets those in flight finish, saves what it must to be
-//! resumed, and returns [`Error::Interrupted`](crate::Error::Interrupted).
+//! requests at the next block, lets those in flight finish (for [`IN_FLIGHT_GRACE`] at
+//! most), saves what it must to be resumed, and returns
+//! [`Error::Interrupted`](crate::Error::Interrupted).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long requests in flight may go on once a stop is asked, before they are
+/// dropped. Most finish within a round trip; one waiting for its turn under
+/// `--limit-upload` or a retry's backoff could take minutes, and a service manager
+/// stopping ebsnap kills it after its own timeout (systemd: 90 s). A dropped request is
+/// not recorded as done, so a resumed run sends it again: it costs at most one
+/// request per worker.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
 
 /// A request to stop, shared by whoever may ask and whoever must obey. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +49,13 @@ impl Stop {
     /// Resolves once a stop is requested.
     pub async fn wait(&self) {
         self.token.cancelled().await
+    }
+
+    /// Resolves [`IN_FLIGHT_GRACE`] after a stop is requested: when the requests still
+    /// in flight are to be dropped.
+    pub async fn grace_over(&self) {
+        self.wait().await;
+        tokio::time::sleep(IN_FLIGHT_GRACE).await
     }
 
     /// Resolves, once a stop is requested, to the [`Error::Interrupted`](crate::Error::Interrupted)

@@ -223,6 +223,7 @@ async fn send_and_complete(
         journal.as_deref_mut(),
         plan.blocks_visited(),
         Flow::new(options.workers, store.pace(Transfer::Put)),
+        options.stop.clone(),
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything

@@ -5,7 +5,7 @@
 use super::journal::UploadJournal;
 use crate::block::{BlockIndex, Digest, HashedBlock};
 use crate::engine::flow::Flow;
-use crate::engine::{Error, Result};
+use crate::engine::{Error, Result, Stop};
 use crate::store::{SnapshotId, SnapshotStore};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -41,6 +41,8 @@ pub(crate) struct Uploader<'a> {
     /// run's puts are all recorded (this run's own puts there are tracked as usual).
     settled_from: u64,
     last_checkpoint: Instant,
+    /// Asked to stop: no put waits for a place then, and those in flight get a grace.
+    stop: Stop,
     /// Puts that succeeded in this run.
     pub written: u64,
 }
@@ -52,6 +54,7 @@ impl<'a> Uploader<'a> {
         journal: Option<&'a mut UploadJournal>,
         put_end: u64,
         flow: Arc<Flow>,
+        stop: Stop,
     ) -> Self {
         let settled_from = journal.as_deref().map_or(0, |j| j.header().settled_below);
         Uploader {
@@ -66,6 +69,7 @@ impl<'a> Uploader<'a> {
             frontier: 0,
             settled_from,
             last_checkpoint: Instant::now(),
+            stop,
             written: 0,
         }
     }
@@ -120,7 +124,11 @@ impl<'a> Uploader<'a> {
             };
             marked.map_err(journal_error(journal.path()))?;
         }
-        let pass = self.flow.enter().await;
+        // Places free up as puts end, which under `--limit-upload` can be slow.
+        let pass = tokio::select! {
+            pass = self.flow.enter() => pass,
+            e = self.stop.stopped() => return Err(e),
+        };
         self.in_flight.insert(index.0);
         self.frontier = index.0 + 1;
         let (store, id) = (self.store.clone(), self.id.clone());
@@ -150,7 +158,13 @@ impl<'a> Uploader<'a> {
         &mut self,
         finished: std::result::Result<(BlockIndex, Result<Digest>), tokio::task::JoinError>,
     ) -> Result<()> {
-        let (index, put) = finished.expect("put task panicked");
+        let (index, put) = match finished {
+            Ok(finished) => finished,
+            // Dropped at a stop: it stays in flight, so the settled mark stays below
+            // it and a resumed run puts it again.
+            Err(e) if e.is_cancelled() => return Ok(()),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         // A failed put stays in flight for good: an attempt may have landed with its
         // answer lost, so the settled mark stays below it and a resumed run puts it
         // again.
@@ -196,15 +210,33 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
-    /// Lets every put in flight finish, records what got through, and returns the
-    /// first failure, if any. Called on every way out, errors and interruptions too:
-    /// what was sent is not sent again by a resumed run.
+    /// Lets every put in flight finish (once a stop is asked, for a grace period:
+    /// those left then are dropped), records what got through, and returns the first
+    /// failure, if any. Called on every way out, errors and interruptions too: what
+    /// was sent is not sent again by a resumed run.
     pub async fn finish(&mut self) -> Result<()> {
         let mut first_error = None;
-        while let Some(finished) = self.puts.join_next().await {
+        let stop = self.stop.clone();
+        let grace_over = stop.grace_over();
+        tokio::pin!(grace_over);
+        let mut dropped = false;
+        loop {
+            let finished = tokio::select! {
+                finished = self.puts.join_next() => finished,
+                () = &mut grace_over, if !dropped => {
+                    self.puts.abort_all();
+                    dropped = true;
+                    continue;
+                }
+            };
+            let Some(finished) = finished else { break };
             if let Err(e) = self.reap(finished) {
                 first_error.get_or_insert(e);
             }
+        }
+        if dropped {
+            // Never Ok with puts missing: the snapshot must not be completed.
+            first_error.get_or_insert(stop.check().expect_err("dropped at a stop"));
         }
         let recorded = self.checkpoint().await;
         match first_error {

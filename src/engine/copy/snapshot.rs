@@ -236,6 +236,7 @@ async fn send_and_complete(
         journal.as_deref_mut(),
         job.end,
         flow,
+        job.stop.clone(),
     );
     let sent = send(job, &mut uploader, recorded, progress).await;
     // The puts in flight finish and are recorded whatever happened: a resumed run

@@ -52,8 +52,13 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
     where
         T: Future<Output = Result<Counts>> + Send + 'static,
     {
-        self.job.options.stop.check()?;
-        let pass = self.flow.enter().await;
+        let stop = &self.job.options.stop;
+        stop.check()?;
+        // Places free up as requests end, which under `--limit-download` can be slow.
+        let pass = tokio::select! {
+            pass = self.flow.enter() => pass,
+            e = stop.stopped() => return Err(e),
+        };
         self.checkpoints.handed_out(first, next);
         let task = task(pass);
         self.running.spawn(async move { (first.0, task.await) });
@@ -63,17 +68,34 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
         Ok(())
     }
 
-    /// Collects finished tasks (all of them with `wait`), keeping the first failure.
+    /// Collects finished tasks (all of them with `wait`; once a stop is asked, for a
+    /// grace period, and those left then are dropped), keeping the first failure.
     async fn reap(&mut self, wait: bool) -> Result<()> {
         let mut first_error = None;
+        let job = self.job;
+        let grace_over = job.options.stop.grace_over();
+        tokio::pin!(grace_over);
+        let mut dropped = false;
         loop {
             let joined = if wait {
-                self.running.join_next().await
+                tokio::select! {
+                    joined = self.running.join_next() => joined,
+                    () = &mut grace_over, if !dropped => {
+                        self.running.abort_all();
+                        dropped = true;
+                        continue;
+                    }
+                }
             } else {
                 self.running.try_join_next()
             };
             let Some(joined) = joined else { break };
-            let (first, done) = joined.expect("restore task panicked");
+            let (first, done) = match joined {
+                Ok(joined) => joined,
+                // Dropped at a stop: not finished, so the checkpoints keep it to do.
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
             match done {
                 Ok(done) => {
                     self.counts.add(done);
@@ -83,6 +105,10 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if dropped {
+            // Never Ok with blocks unwritten: the target must not be finished.
+            job.options.stop.check()?;
         }
         first_error.map_or(Ok(()), Err)
     }
