@@ -5,6 +5,7 @@ pub mod live;
 pub mod recover;
 pub mod rigged;
 pub mod server;
+pub mod tls;
 
 use assert_cmd::Command;
 use std::fs::File;
