@@ -181,3 +181,39 @@ seed("nbd_proto", "go", NBD_FLAGS + nbd_option(3) + nbd_option(8) + nbd_option(1
      + nbd_request(3, 0, 0) + nbd_request(2, 0, 0))
 seed("nbd_proto", "export-name", NBD_FLAGS + nbd_option(9, nbd_name(b"") + struct.pack(">I", 0))
      + nbd_option(1, b"snap-0123456789abcdef0") + nbd_request(0, 20971520 - 4096, 8192))
+
+
+# --- tls_handshake: a real ClientHello (Python's ssl module's), whole and cut short ---
+def client_hello():
+    import socket
+    import ssl
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def connect():
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection(listener.getsockname(), timeout=2) as s:
+                context.wrap_socket(s, server_hostname="localhost")
+        except OSError:
+            pass  # the listener below never answers
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    conn, _ = listener.accept()
+    conn.settimeout(2)
+    data = conn.recv(65536)
+    conn.close()
+    thread.join()
+    listener.close()
+    return data
+
+
+HELLO = client_hello()
+seed("tls_handshake", "client-hello", HELLO)
+seed("tls_handshake", "client-hello-cut", HELLO[: len(HELLO) // 2])
+seed("tls_handshake", "plain-http", b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")

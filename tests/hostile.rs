@@ -1,7 +1,7 @@
 //! Hostile input against a real `ebsnap serve` process, written as raw HTTP/1.1 bytes on
 //! TCP: oversized heads and bodies, lying lengths, truncated and misframed bodies, slow
 //! clients, stale and replayed signatures, traversal in paths and ids, bytes that are
-//! not UTF-8.
+//! not UTF-8; and over TLS, handshakes that stall or are garbage (hostile/tls.rs).
 //!
 //! Whatever it is sent, the server must answer with the right status in the AWS error
 //! shape (or, for what is not HTTP at all, close the connection), and afterwards still
@@ -18,6 +18,8 @@
 mod common;
 #[path = "hostile/load.rs"]
 mod load;
+#[path = "hostile/tls.rs"]
+mod tls;
 #[path = "hostile/work.rs"]
 mod work;
 

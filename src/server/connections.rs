@@ -7,6 +7,11 @@
 //! passed the signature check) is closed to make room. A genuine client proves itself
 //! with its first request, and is not evicted by strangers; a stranger's connections
 //! evict only each other.
+//!
+//! Over TLS, the handshake is the first part of the connection: it happens in the
+//! connection's own task, holding its slot, unproven (so evictable), and within the
+//! head timeout. A client that stalls mid-handshake or sends garbage is dropped like
+//! one that stalls mid-head.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,5 +116,82 @@ impl Connections {
                 open.len()
             ),
         }
+    }
+}
+
+/// How connections are spoken to: HTTP/1.1 with its limits, over TLS if given.
+pub(super) struct Protocol {
+    pub tls: Option<super::tls::Tls>,
+    pub http: hyper::server::conn::http1::Builder,
+    /// Also the time a TLS handshake may take.
+    pub header_timeout: std::time::Duration,
+    /// Cancelled when the server stops: a handshake under way is then abandoned, as
+    /// an idle HTTP connection is closed, rather than waited for.
+    pub stopping: CancellationToken,
+}
+
+/// Serves one accepted connection until it ends, is evicted, or shuts down with the
+/// server: the TLS handshake first if there is TLS, then HTTP/1.1.
+pub(super) async fn drive(
+    stream: tokio::net::TcpStream,
+    protocol: Arc<Protocol>,
+    app: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    place: Place,
+) {
+    let served = async {
+        let http = &protocol.http;
+        match &protocol.tls {
+            None => serve_http(stream, http, app, watcher).await,
+            Some(tls) => {
+                let shaken = tokio::select! {
+                    shaken = handshake(tls, stream, protocol.header_timeout) => shaken,
+                    () = protocol.stopping.cancelled() => return,
+                };
+                match shaken {
+                    Ok(stream) => serve_http(stream, http, app, watcher).await,
+                    Err(e) => tracing::debug!("TLS handshake: {e}"),
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = served => {},
+        () = place.mark.closed() => tracing::debug!("closed an unproven connection to make room"),
+    }
+}
+
+/// A TLS handshake, given as long as a request's head: a client gets no longer to say
+/// hello than to ask.
+pub(super) async fn handshake<IO>(
+    tls: &super::tls::Tls,
+    stream: IO,
+    timeout: std::time::Duration,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(accepted) => accepted,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("not finished within {timeout:?}"),
+        )),
+    }
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    http: &hyper::server::conn::http1::Builder,
+    app: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection).await {
+        // Clients that go away, send garbage or time out: theirs to notice.
+        tracing::debug!("connection ended: {e}");
     }
 }

@@ -149,3 +149,30 @@ pub async fn app() -> App {
         block_token,
     }
 }
+
+/// The server's TLS side from PEM bytes, built as `serve --tls-cert --tls-key` builds
+/// it (the fuzz target's certificate and key are files of the fuzz crate).
+pub fn tls(cert_pem: &[u8], key_pem: &[u8]) -> super::Tls {
+    let name = std::path::Path::new;
+    super::Tls::from_pem(cert_pem, key_pem, name("cert.pem"), name("key.pem"))
+        .expect("a usable pair")
+}
+
+/// Feeds `flights` to the server's real handshake (its acceptor and timeout) as all
+/// that a client sends before closing its side; whether the handshake completed.
+///
+/// The server's answers go into a buffer larger than any flight of its, so that it
+/// never waits on a client that does not read.
+pub async fn tls_handshake(tls: &super::Tls, flights: &[u8]) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, server) = tokio::io::duplex(256 * 1024);
+    let timeout = std::time::Duration::from_secs(5);
+    let accept = super::connections::handshake(tls, server, timeout);
+    let send = async move {
+        let _ = client.write_all(flights).await;
+        let _ = client.shutdown().await;
+        client
+    };
+    let (accepted, _client) = tokio::join!(accept, send);
+    accepted.is_ok()
+}

@@ -15,8 +15,10 @@ mod filters;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod sigv4;
+pub mod tls;
 
 pub use sigv4::Credentials;
+pub use tls::{Tls, TlsError};
 
 use crate::block::BLOCK_SIZE;
 use crate::store::SnapshotStore;
@@ -148,42 +150,45 @@ pub async fn serve_router(
 
 /// Serves `app` over HTTP/1.1 until `shutdown` resolves, then lets requests in flight
 /// finish.
-///
-/// This is hyper's HTTP/1.1 server driven directly rather than `axum::serve`, which
-/// sets no timer: hyper's header-read timeout then never fires, and a client that
-/// opens connections and sends nothing (or half a request line) keeps them, and their
-/// sockets, for ever. HTTP/1.1 only: every EBS client speaks it, and it is the protocol
-/// whose limits (head size, header count, head timeout) are configured here.
 pub async fn serve_router_with_limits(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
+    serve_router_tls(listener, app, limits, None, shutdown).await
+}
 
+/// [`serve_router_with_limits`], over TLS when `tls` is given.
+///
+/// This is hyper's HTTP/1.1 server driven directly rather than `axum::serve`, which
+/// sets no timer: hyper's header-read timeout then never fires, and a client that
+/// opens connections and sends nothing (or half a request line) keeps them, and their
+/// sockets, for ever. HTTP/1.1 only: every EBS client speaks it, and it is the protocol
+/// whose limits (head size, header count, head timeout) are configured here.
+pub async fn serve_router_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &Limits,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
-    let graceful = GracefulShutdown::new();
+    let protocol = Arc::new(connections::Protocol {
+        tls,
+        http,
+        header_timeout: limits.header_timeout,
+        stopping: tokio_util::sync::CancellationToken::new(),
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = connections::Connections::new(limits.max_connections);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // Out of descriptors (EMFILE) or a connection reset while queued:
-                    // the listener is fine. Pause a little so that running out of
-                    // descriptors does not spin, then go on.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            stream = accept(&listener) => stream,
             () = &mut shutdown => break,
         };
         let place = tokio::select! {
@@ -193,21 +198,36 @@ pub async fn serve_router_with_limits(
         let _ = stream.set_nodelay(true);
         // The connection's mark travels with its requests: admission marks it proven.
         let app = app.clone().layer(axum::Extension(place.mark.clone()));
-        let service = TowerToHyperService::new(app);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            tokio::select! {
-                ended = connection => if let Err(e) = ended {
-                    // Clients that go away, send garbage or time out: theirs to notice.
-                    tracing::debug!("connection ended: {e}");
-                },
-                () = place.mark.closed() => tracing::debug!("closed an unproven connection to make room"),
-            }
-        });
+        // Watched from its start, handshake included: shutdown waits for it too.
+        let watcher = graceful.watcher();
+        tokio::spawn(connections::drive(
+            stream,
+            protocol.clone(),
+            app,
+            watcher,
+            place,
+        ));
     }
     drop(listener);
+    protocol.stopping.cancel();
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The next connection.
+async fn accept(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => return stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE) or a connection reset while queued: the
+                // listener is fine. Pause a little so that running out of descriptors
+                // does not spin, then go on.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Adds fault injection in front of an application made by [`router`].

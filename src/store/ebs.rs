@@ -19,7 +19,10 @@ use std::time::Duration;
 
 pub use super::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, MANAGED_TAG, PARENT_TAG};
 
+mod ca_bundle;
 mod convert;
+mod errors;
+mod xml_check;
 use convert::*;
 
 /// Where and as whom to reach EBS. Unset fields come from aws-config's standard chain
@@ -35,6 +38,9 @@ pub struct EbsOptions {
     pub static_credentials: Option<(String, String)>,
     /// Limit for one attempt of one request.
     pub attempt_timeout: Option<Duration>,
+    /// CA certificates (PEM) to trust instead of the system's; unset: `AWS_CA_BUNDLE`,
+    /// else the profile's `ca_bundle`, else the system's roots.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +48,8 @@ pub struct EbsStore {
     ebs: aws_sdk_ebs::Client,
     ec2: aws_sdk_ec2::Client,
     identity: String,
+    /// The endpoint, as errors name it.
+    endpoint: String,
     /// Buffers that fetched blocks are gathered into (see [`EbsStore::gather`]).
     buffers: Arc<BufferPool>,
 }
@@ -51,7 +59,8 @@ pub struct EbsStore {
 const SPARE_BUFFERS: usize = 32;
 
 impl EbsStore {
-    pub async fn connect(options: &EbsOptions) -> EbsStore {
+    /// A client for `options`; fails only on a CA bundle that cannot be used.
+    pub async fn connect(options: &EbsOptions) -> StoreResult<EbsStore> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &options.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
@@ -61,6 +70,9 @@ impl EbsStore {
         }
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
+        }
+        if let Some(client) = ca_bundle::http_client(options).await? {
+            loader = loader.http_client(client);
         }
         if let Some((id, secret)) = &options.static_credentials {
             loader = loader.credentials_provider(aws_sdk_ebs::config::Credentials::new(
@@ -89,12 +101,28 @@ impl EbsStore {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let identity = format!("ebs:{region}:{}", endpoint.as_deref().unwrap_or("aws"));
-        EbsStore {
+        Ok(EbsStore {
             ebs: aws_sdk_ebs::Client::new(&config),
-            ec2: aws_sdk_ec2::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&config)
+                    .interceptor(xml_check::XmlCheck)
+                    .build(),
+            ),
             identity,
+            endpoint: endpoint.unwrap_or_else(|| format!("of AWS in {region}")),
             buffers: BufferPool::new(SPARE_BUFFERS),
-        }
+        })
+    }
+
+    fn sdk_error<E>(
+        &self,
+        context: &str,
+        err: SdkError<E, aws_sdk_ebs::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        errors::sdk_error(&self.endpoint, context, err)
     }
 
     /// Gathers a block's body, which arrives in pieces, into one pooled buffer: the
@@ -118,85 +146,6 @@ impl EbsStore {
             return Err(unusable(format!("{len} bytes instead of {BLOCK_SIZE}")));
         }
         Ok(self.buffers.freeze(buf))
-    }
-}
-
-/// Maps an SDK failure into the store's error, by meaning.
-fn sdk_error<E>(
-    context: &str,
-    err: SdkError<E, aws_sdk_ebs::config::http::HttpResponse>,
-) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let message = |m: Option<&str>| format!("{context}: {}", m.unwrap_or("no message"));
-    match &err {
-        SdkError::ServiceError(ctx) => {
-            let (code, msg) = (ctx.err().code().unwrap_or(""), message(ctx.err().message()));
-            let status = ctx.raw().status().as_u16();
-            let reason = ctx
-                .raw()
-                .body()
-                .bytes()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                .and_then(|v| v["Reason"].as_str().and_then(|r| r.parse().ok()));
-            match code {
-                "ResourceNotFoundException" | "InvalidSnapshot.NotFound" => {
-                    StoreError::NotFound { what: msg }
-                }
-                "ValidationException" => StoreError::Invalid {
-                    reason: reason.unwrap_or(ValidationReason::InvalidParameterValue),
-                    message: msg,
-                },
-                "InvalidSnapshotID.Malformed" => {
-                    StoreError::invalid(ValidationReason::InvalidSnapshotId, msg)
-                }
-                "InvalidParameterValue"
-                | "InvalidParameter"
-                | "InvalidParameterCombination"
-                | "MissingParameter" => {
-                    StoreError::invalid(ValidationReason::InvalidParameterValue, msg)
-                }
-                "InvalidSnapshot.InUse" => {
-                    StoreError::invalid(ValidationReason::InvalidDependencyRequest, msg)
-                }
-                "InvalidTagKey.Malformed" => StoreError::invalid(ValidationReason::InvalidTag, msg),
-                "ConflictException" => StoreError::Conflict { message: msg },
-                "TagLimitExceeded" => StoreError::limit(Quota::TagsPerSnapshot, msg),
-                "RequestThrottledException"
-                | "ConcurrentLimitExceededException"
-                | "ServiceQuotaExceededException"
-                | "RequestLimitExceeded"
-                | "Throttling" => StoreError::Throttled { message: msg },
-                // The server gave up waiting for the request's body: worth another try.
-                "RequestTimeoutException" | "RequestTimeout" => StoreError::Unavailable {
-                    message: format!("{msg} ({code}, HTTP {status})"),
-                },
-                _ if status == 401 || status == 403 => StoreError::AccessDenied {
-                    message: format!("{msg} ({code})"),
-                },
-                _ if status >= 500 => StoreError::Unavailable {
-                    message: format!("{msg} ({code}, HTTP {status})"),
-                },
-                _ => StoreError::invalid(
-                    ValidationReason::InvalidParameterValue,
-                    format!("{msg} ({code}, HTTP {status})"),
-                ),
-            }
-        }
-        SdkError::ConstructionFailure(_) => StoreError::invalid(
-            ValidationReason::InvalidParameterValue,
-            format!(
-                "{context}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&err)
-            ),
-        ),
-        _ => StoreError::Unavailable {
-            message: format!(
-                "{context}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&err)
-            ),
-        },
     }
 }
 
@@ -237,7 +186,7 @@ impl SnapshotStore for EbsStore {
             .set_kms_key_arn(req.kms_key_arn.clone())
             .send()
             .await
-            .map_err(|e| sdk_error("StartSnapshot", e))?;
+            .map_err(|e| self.sdk_error("StartSnapshot", e))?;
         let block_size = block_size(out.block_size());
         Ok(SnapshotInfo {
             id: out.snapshot_id().unwrap_or_default().parse()?,
@@ -275,7 +224,7 @@ impl SnapshotStore for EbsStore {
             .checksum_algorithm(et::ChecksumAlgorithm::ChecksumAlgorithmSha256)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("PutSnapshotBlock {id} block {index}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("PutSnapshotBlock {id} block {index}"), e))?;
         // The service answers with the checksum it computed: one more check on the way.
         match out.checksum().map(Digest::from_base64) {
             Some(Some(d)) if d != block.digest() => Err(StoreError::corrupt(
@@ -308,7 +257,7 @@ impl SnapshotStore for EbsStore {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("CreateTags {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("CreateTags {id}"), e))?;
         let mut call = self
             .ebs
             .complete_snapshot()
@@ -325,7 +274,7 @@ impl SnapshotStore for EbsStore {
         let out = call
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("CompleteSnapshot {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("CompleteSnapshot {id}"), e))?;
         Ok(status(out.status().map(|s| s.as_str())))
     }
 
@@ -339,7 +288,7 @@ impl SnapshotStore for EbsStore {
             .starting_block_index(sdk_index(page.starting_block)?)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("ListSnapshotBlocks {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("ListSnapshotBlocks {id}"), e))?;
         let blocks = out
             .blocks()
             .iter()
@@ -375,7 +324,7 @@ impl SnapshotStore for EbsStore {
             .starting_block_index(sdk_index(page.starting_block)?)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("ListChangedBlocks {second}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("ListChangedBlocks {second}"), e))?;
         let token = |t: Option<&str>| {
             t.filter(|t| !t.is_empty())
                 .map(|t| BlockToken(t.to_owned()))
@@ -415,7 +364,7 @@ impl SnapshotStore for EbsStore {
             .block_token(&token.0)
             .send()
             .await
-            .map_err(|e| sdk_error(&context, e))?;
+            .map_err(|e| self.sdk_error(&context, e))?;
         let checksum = out
             .checksum()
             .and_then(Digest::from_base64)
@@ -433,7 +382,7 @@ impl SnapshotStore for EbsStore {
             .snapshot_ids(id.as_str())
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("DescribeSnapshots {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("DescribeSnapshots {id}"), e))?;
         match out.snapshots().first() {
             Some(s) => from_ec2(s),
             None => Err(StoreError::snapshot_not_found(id)),
@@ -457,7 +406,7 @@ impl SnapshotStore for EbsStore {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| sdk_error("DescribeSnapshots", e))?;
+                .map_err(|e| self.sdk_error("DescribeSnapshots", e))?;
             for s in out.snapshots() {
                 all.push(from_ec2(s)?);
             }
@@ -479,7 +428,7 @@ impl SnapshotStore for EbsStore {
             .snapshot_id(id.as_str())
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("DeleteSnapshot {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("DeleteSnapshot {id}"), e))?;
         Ok(())
     }
 
@@ -491,7 +440,7 @@ impl SnapshotStore for EbsStore {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("CreateTags {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("CreateTags {id}"), e))?;
         Ok(())
     }
 
@@ -511,7 +460,7 @@ impl SnapshotStore for EbsStore {
             .set_tags(Some(tags))
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("DeleteTags {id}"), e))?;
+            .map_err(|e| self.sdk_error(&format!("DeleteTags {id}"), e))?;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ pub mod live;
 pub mod recover;
 pub mod rigged;
 pub mod server;
+pub mod tls;
 
 use assert_cmd::Command;
 use std::fs::File;

@@ -59,7 +59,7 @@ impl TestServer {
             static_credentials: Some((KEY_ID.into(), secret.into())),
             ..EbsOptions::default()
         };
-        EbsStore::connect(&options).await
+        EbsStore::connect(&options).await.unwrap()
     }
 }
 
@@ -144,10 +144,10 @@ impl ServeProcess {
             .unwrap();
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("the first line names the URL: {line:?}"))
             .to_owned();
-        let addr = url.trim_start_matches("http://").to_owned();
+        let addr = url.split_once("://").unwrap().1.to_owned();
         ServeProcess {
             child,
             url,
@@ -189,13 +189,19 @@ impl ServeProcess {
 
     /// ebsnap's EBS store, pointed at this server.
     pub async fn client(&self) -> EbsStore {
+        self.client_trusting(None).await
+    }
+
+    /// ebsnap's EBS store, pointed at this server, trusting the CA bundle `ca` if given.
+    pub async fn client_trusting(&self, ca: Option<&std::path::Path>) -> EbsStore {
         let options = EbsOptions {
             region: Some("us-east-1".into()),
             endpoint_url: Some(self.url.clone()),
             static_credentials: Some((KEY_ID.into(), SECRET.into())),
+            ca_bundle: ca.map(Into::into),
             ..EbsOptions::default()
         };
-        EbsStore::connect(&options).await
+        EbsStore::connect(&options).await.unwrap()
     }
 }
 

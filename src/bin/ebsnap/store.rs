@@ -102,7 +102,7 @@ pub async fn open_store(
         endpoint_url,
         ..EbsOptions::default()
     };
-    Ok(open_ebs(&options, settings).await)
+    open_ebs(&options, settings).await
 }
 
 fn open_local(
@@ -120,7 +120,10 @@ fn open_local(
     })
 }
 
-async fn open_ebs(options: &EbsOptions, settings: &StoreSettings) -> Arc<dyn SnapshotStore> {
+async fn open_ebs(
+    options: &EbsOptions,
+    settings: &StoreSettings,
+) -> Result<Arc<dyn SnapshotStore>> {
     // Block requests are paced (Amazon's per-snapshot limit, or what --max-rate says),
     // and fewer go at once after a throttle; throttling, service errors and the
     // service's short memory lapses right after a start or completion are retried,
@@ -133,12 +136,12 @@ async fn open_ebs(options: &EbsOptions, settings: &StoreSettings) -> Arc<dyn Sna
         .or_else(|| default_max_rate(endpoint.as_deref()))
         .unwrap_or(UNCAPPED);
     tracing::debug!("EBS endpoint {endpoint:?}: at most {rate} block requests a second");
-    let store = EbsStore::connect(options).await;
+    let store = EbsStore::connect(options).await?;
     // Inside the pacing: a request waits for its bytes' turn once it has its place,
     // right before it is sent.
     let store = LimitedStore::new(store, settings.bandwidth.clone());
     let paced = PacedStore::new(store, nonzero(rate), settings.workers);
-    Arc::new(RetryStore::new(paced, RetryPolicy::default()))
+    Ok(Arc::new(RetryStore::new(paced, RetryPolicy::default())))
 }
 
 /// The endpoint the EBS client sends block requests to, as the AWS SDK picks it: the

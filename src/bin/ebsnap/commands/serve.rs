@@ -5,11 +5,12 @@ use crate::exit::{Exit, Failure, Result};
 use crate::signals;
 use crate::store::local_dir;
 use ebsnap::server::faults::{FaultSpec, Faults};
-use ebsnap::server::{self, Credentials, Limits};
+use ebsnap::server::{self, Credentials, Limits, Tls};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::LocalStore;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,35 @@ pub struct Args {
     /// StartSnapshot beyond gets ConcurrentLimitExceededException.
     #[arg(long, value_name = "N", default_value_t = ebsnap::store::DEFAULT_MAX_PENDING, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_pending: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// `serve` over HTTPS.
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first);
+    /// needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert, readable by its owner only (0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS side, if asked for: a bad file stops `serve` before it listens.
+    fn load(&self) -> Result<Option<Tls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Tls::load(cert, key)
+            .map(Some)
+            .map_err(|e| Failure::Refused {
+                message: e.to_string(),
+                exit: Exit::FAILURE,
+            })
+    }
 }
 
 /// How long `serve` waits for slow clients, and how many connections it keeps.
@@ -71,6 +101,7 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         )));
     };
     let credentials = credentials(args.no_auth)?;
+    let tls = args.tls.load()?;
     // The server is the store's one writer for as long as it runs.
     let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
     store.set_max_pending(args.max_pending);
@@ -85,7 +116,8 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         .map_err(|e| io_failure("listening on", args.listen, e))?;
     // The first line on stdout is the URL: scripts (and tests) read it to find the port.
     println!(
-        "ebsnap serve: listening on http://{addr} (store {}, auth {})",
+        "ebsnap serve: listening on {}://{addr} (store {}, auth {})",
+        if tls.is_some() { "https" } else { "http" },
         root.display(),
         if credentials.is_some() {
             "SigV4"
@@ -102,7 +134,7 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         );
         app = server::with_faults(app, Faults::new(spec, args.seed));
     }
-    server::serve_router_with_limits(listener, app, &limits, signals::shutdown())
+    server::serve_router_tls(listener, app, &limits, tls, signals::shutdown())
         .await
         .map_err(|e| io_failure("serving on", addr, e))?;
     eprintln!("ebsnap serve: stopped");

@@ -1,0 +1,191 @@
+//! SDK failures, mapped into the store's error by meaning: the service's codes, and
+//! what went wrong below them (an untrusted certificate, an answer that does not
+//! parse), said plainly and naming the endpoint.
+
+use super::*;
+use aws_sdk_ebs::config::http::HttpResponse;
+use std::error::Error as StdError;
+
+/// The EC2 Query operations: their answers are XML (EBS's are JSON).
+const EC2_OPERATIONS: &[&str] = &[
+    "DescribeSnapshots",
+    "CreateTags",
+    "DeleteTags",
+    "DeleteSnapshot",
+];
+
+/// Maps an SDK failure of the call `context` (its operation name first) to `endpoint`.
+pub(super) fn sdk_error<E>(
+    endpoint: &str,
+    context: &str,
+    err: SdkError<E, HttpResponse>,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    if let Some(tls) = find::<rustls::Error>(&err) {
+        return tls_error(endpoint, context, tls);
+    }
+    if let Some(e) = find::<super::xml_check::NotXml>(&err) {
+        return unreadable_answer(endpoint, context, e.status, format!("not valid XML: {e}"));
+    }
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            if let Some(e) = unreadable(context, ctx.err()) {
+                return unreadable_answer(endpoint, context, ctx.raw().status().as_u16(), e);
+            }
+            service_error(context, ctx.err(), ctx.raw())
+        }
+        SdkError::ResponseError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            match unreadable(context, &err) {
+                Some(e) => unreadable_answer(endpoint, context, status, e),
+                None => unavailable(context, &err),
+            }
+        }
+        SdkError::ConstructionFailure(_) => StoreError::invalid(
+            ValidationReason::InvalidParameterValue,
+            format!("{context}: {}", display(&err)),
+        ),
+        _ => unavailable(context, &err),
+    }
+}
+
+fn unavailable(context: &str, err: &(dyn StdError + 'static)) -> StoreError {
+    StoreError::Unavailable {
+        message: format!("{context}: {}", display(err)),
+    }
+}
+
+fn display(err: &(dyn StdError + 'static)) -> String {
+    aws_smithy_types::error::display::DisplayErrorContext(err).to_string()
+}
+
+/// A TLS failure: never worth retrying as is (an untrusted certificate stays
+/// untrusted), and nothing like a generic dispatch failure to the one who must fix it.
+fn tls_error(endpoint: &str, context: &str, e: &rustls::Error) -> StoreError {
+    let message = match e {
+        rustls::Error::InvalidCertificate(why) => format!(
+            "{context}: the TLS certificate of the EBS endpoint {endpoint} is not trusted \
+             ({why:?}): point AWS_CA_BUNDLE (or the profile's ca_bundle) at the CA that \
+             signed it"
+        ),
+        other => format!("{context}: TLS with the EBS endpoint {endpoint} failed: {other}"),
+    };
+    StoreError::AccessDenied { message }
+}
+
+/// Why the answer to `context` could not be read, if that is what failed: XML that
+/// does not parse (EC2), or JSON (EBS).
+fn unreadable(context: &str, err: &(dyn StdError + 'static)) -> Option<String> {
+    let operation = context.split_whitespace().next().unwrap_or_default();
+    if EC2_OPERATIONS.contains(&operation) {
+        find::<aws_smithy_xml::decode::XmlDecodeError>(err).map(|e| format!("not valid XML: {e}"))
+    } else {
+        find::<aws_smithy_json::deserialize::error::DeserializeError>(err)
+            .map(|e| format!("not valid JSON: {e}"))
+    }
+}
+
+/// An answer that does not parse: a proxy's error page is worth another try (5xx); a
+/// 2xx that does not parse (a tag the server let in that XML forbids) will not get
+/// better by asking again.
+fn unreadable_answer(endpoint: &str, context: &str, status: u16, why: String) -> StoreError {
+    let message =
+        format!("the EBS endpoint {endpoint} sent an answer that is {why} (HTTP {status})");
+    if status >= 500 {
+        return StoreError::Unavailable {
+            message: format!("{context}: {message}"),
+        };
+    }
+    StoreError::Corrupt {
+        what: format!("the answer to {context}"),
+        message,
+    }
+}
+
+/// The first error of type `T` in `err`'s chain, looking inside I/O errors too (whose
+/// `source` skips the error they wrap).
+fn find<'e, T: StdError + 'static>(err: &'e (dyn StdError + 'static)) -> Option<&'e T> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(found) = find::<T>(inner) {
+                return Some(found);
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// What the service said, by its error code.
+fn service_error<E: ProvideErrorMetadata>(
+    context: &str,
+    err: &E,
+    raw: &HttpResponse,
+) -> StoreError {
+    let code = err.code().unwrap_or("");
+    let msg = format!("{context}: {}", err.message().unwrap_or("no message"));
+    let status = raw.status().as_u16();
+    let reason = raw
+        .body()
+        .bytes()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v["Reason"].as_str().and_then(|r| r.parse().ok()));
+    match code {
+        "ResourceNotFoundException" | "InvalidSnapshot.NotFound" => {
+            StoreError::NotFound { what: msg }
+        }
+        "ValidationException" => StoreError::Invalid {
+            reason: reason.unwrap_or(ValidationReason::InvalidParameterValue),
+            message: msg,
+        },
+        "InvalidSnapshotID.Malformed" => {
+            StoreError::invalid(ValidationReason::InvalidSnapshotId, msg)
+        }
+        "InvalidParameterValue"
+        | "InvalidParameter"
+        | "InvalidParameterCombination"
+        | "MissingParameter" => StoreError::invalid(ValidationReason::InvalidParameterValue, msg),
+        "InvalidSnapshot.InUse" => {
+            StoreError::invalid(ValidationReason::InvalidDependencyRequest, msg)
+        }
+        "InvalidTagKey.Malformed" => StoreError::invalid(ValidationReason::InvalidTag, msg),
+        "ConflictException" => StoreError::Conflict { message: msg },
+        "TagLimitExceeded" => StoreError::limit(Quota::TagsPerSnapshot, msg),
+        // EBS's ConcurrentLimitExceededException is its throttle of concurrent calls
+        // (the pending-snapshot cap included): worth another try after a while.
+        "RequestThrottledException"
+        | "ConcurrentLimitExceededException"
+        | "ServiceQuotaExceededException"
+        | "RequestLimitExceeded"
+        | "Throttling" => StoreError::Throttled { message: msg },
+        // The server gave up waiting for the request's body: worth another try.
+        "RequestTimeoutException" | "RequestTimeout" => StoreError::Unavailable {
+            message: format!("{msg} ({code}, HTTP {status})"),
+        },
+        _ => by_status(msg, code, status),
+    }
+}
+
+fn by_status(msg: String, code: &str, status: u16) -> StoreError {
+    match status {
+        401 | 403 => StoreError::AccessDenied {
+            message: format!("{msg} ({code})"),
+        },
+        500.. => StoreError::Unavailable {
+            message: format!("{msg} ({code}, HTTP {status})"),
+        },
+        _ => StoreError::invalid(
+            ValidationReason::InvalidParameterValue,
+            format!("{msg} ({code}, HTTP {status})"),
+        ),
+    }
+}
