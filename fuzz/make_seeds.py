@@ -181,3 +181,13 @@ seed("nbd_proto", "go", NBD_FLAGS + nbd_option(3) + nbd_option(8) + nbd_option(1
      + nbd_request(3, 0, 0) + nbd_request(2, 0, 0))
 seed("nbd_proto", "export-name", NBD_FLAGS + nbd_option(9, nbd_name(b"") + struct.pack(">I", 0))
      + nbd_option(1, b"snap-0123456789abcdef0") + nbd_request(0, 20971520 - 4096, 8192))
+
+
+# --- keys_file: the keys file of `serve --keys` ---
+KEY = '[[key]]\naccess_key_id = "AKIAHOSTDB1EXAMPLE01"\nsecret_access_key = "db1-secret"\nrole = "backup"\nowner = "111122223333"\n'
+seed("keys_file", "one", KEY)
+seed("keys_file", "roles", KEY + KEY.replace("DB1", "DB2").replace("backup", "read") + KEY.replace("DB1", "ADM").replace("backup", "admin"))
+seed("keys_file", "twice", KEY + KEY)
+seed("keys_file", "bad-owner", KEY.replace("111122223333", "1111"))
+seed("keys_file", "unknown-field", KEY + 'comment = "x"\n')
+seed("keys_file", "empty", "")
