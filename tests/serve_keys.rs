@@ -217,6 +217,9 @@ fn a_backup_key_backs_up_and_restores_but_cannot_delete_or_untag() {
             && e.contains("UnauthorizedOperation"),
         "{e}"
     );
+    // Refused once: an error that retrying cannot help is not retried.
+    let refusals = s.stderr().matches("refused ec2:DeleteSnapshot").count();
+    assert_eq!(refusals, 1, "{}", s.stderr());
     let out = s.ebsnap(&A_BACKUP, &["delete", &first]);
     assert!(!out.status.success() && stderr_of(&out).contains("UnauthorizedOperation"));
     let deleted = s.boto3(

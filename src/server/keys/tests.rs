@@ -34,12 +34,12 @@ fn errors_name_the_file_the_line_and_the_key() {
     let bad_owner = GOOD.replace("\"444455556666\"", "\"4444\"");
     let e = parse(&bad_owner).unwrap_err();
     assert!(
-        e.starts_with("keys file /etc/ebsnap/keys.toml:8: key[1].owner:"),
+        e.starts_with("keys file /etc/ebsnap/keys.toml:12: key[1].owner:"),
         "{e}"
     );
     let bad_role = GOOD.replace("\"read\"", "\"root\"");
     let e = parse(&bad_role).unwrap_err();
-    assert!(e.contains(":12: key[1].role"), "{e}");
+    assert!(e.contains(":11: key[1].role"), "{e}");
     let unknown = GOOD.replace("role = \"read\"", "role = \"read\"\nrol = \"admin\"");
     let e = parse(&unknown).unwrap_err();
     assert!(e.contains("key[1]") && e.contains("rol"), "{e}");
