@@ -217,3 +217,11 @@ HELLO = client_hello()
 seed("tls_handshake", "client-hello", HELLO)
 seed("tls_handshake", "client-hello-cut", HELLO[: len(HELLO) // 2])
 seed("tls_handshake", "plain-http", b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+# --- keys_file: the keys file of `serve --keys` ---
+KEY = '[[key]]\naccess_key_id = "AKIAHOSTDB1EXAMPLE01"\nsecret_access_key = "db1-secret"\nrole = "backup"\nowner = "111122223333"\n'
+seed("keys_file", "one", KEY)
+seed("keys_file", "roles", KEY + KEY.replace("DB1", "DB2").replace("backup", "read") + KEY.replace("DB1", "ADM").replace("backup", "admin"))
+seed("keys_file", "twice", KEY + KEY)
+seed("keys_file", "bad-owner", KEY.replace("111122223333", "1111"))
+seed("keys_file", "unknown-field", KEY + 'comment = "x"\n')
+seed("keys_file", "empty", "")

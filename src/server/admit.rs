@@ -12,8 +12,9 @@
 //! requests: forged requests that announce a large body and send nothing cost nothing,
 //! and cannot crowd out a genuine EC2 call.
 
+use super::access::{Caller, Operation};
 use super::error::{EbsError, Ec2Error};
-use super::{connections, sigv4, AppState, MAX_BODY};
+use super::{connections, sigv4, AppState, Key, MAX_BODY};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -22,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Requests handled at once. Each may hold a block (512 KiB) in memory, so this bounds
@@ -36,10 +38,21 @@ pub(super) const UNPROVEN_BYTES: usize = 16 * MAX_BODY;
 enum Proof {
     /// No authentication is configured.
     Open,
-    /// The signature is good; the body must hash to this (unless UNSIGNED-PAYLOAD).
-    Head(String),
+    /// The signature of this key is good; the body must hash to this (unless
+    /// UNSIGNED-PAYLOAD).
+    Head(String, Arc<Key>),
     /// The signature covers the body's own hash: checked once the body is read.
-    NeedsBody,
+    NeedsBody(Arc<Key>),
+}
+
+impl Proof {
+    /// Who the request will be handled for, once proven.
+    fn caller(&self) -> Caller {
+        match self {
+            Proof::Open => Caller::open(),
+            Proof::Head(_, key) | Proof::NeedsBody(key) => Caller::of(key),
+        }
+    }
 }
 
 /// The request as seen by admission: which API, whether it is PutSnapshotBlock.
@@ -69,22 +82,29 @@ impl Kind {
 
 /// Admits a request: the checks of its head (key, scope, date, required headers,
 /// announced size, and the signature itself where the head can prove it), then a turn
-/// and its body (bounded in size and in time), then what is left of the signature.
+/// and its body (bounded in size and in time), then what is left of the signature. The
+/// key's role is checked as soon as the signature is: a refused call takes no turn, and
+/// an EBS call's body is not even read. (EC2 calls name their action in the body: their
+/// handler checks it, before any store work.)
 pub(super) async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let kind = Kind::of(&request);
     let proof = match check_head(&state, &request, kind) {
         Ok(proof) => proof,
         Err(refused) => return *refused,
     };
+    let caller = proof.caller();
     // A head that proved itself proves its connection at once: a genuine client's
     // connection is then not among those closed to make room while its body arrives.
-    if !matches!(proof, Proof::NeedsBody) {
+    if !matches!(proof, Proof::NeedsBody(_)) {
         connections::mark_proven(request.extensions());
+        if let Err(refused) = check_role(&caller, &request, kind) {
+            return *refused;
+        }
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let declared = declared_length(&parts).unwrap_or(0) as usize;
     let admitted = match proof {
-        Proof::NeedsBody => read_then_verify(&state, &parts, body, kind).await,
+        Proof::NeedsBody(_) => read_then_verify(&state, &parts, body, kind, &caller).await,
         proof => take_turn_then_read(&state, &parts, body, declared, kind, proof).await,
     };
     let (_turn, body) = match admitted {
@@ -92,7 +112,22 @@ pub(super) async fn admit(State(state): State<AppState>, request: Request, next:
         Err(refused) => return *refused,
     };
     connections::mark_proven(&parts.extensions);
+    parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// Refuses an EBS call the caller's role does not allow (AccessDeniedException).
+fn check_role(caller: &Caller, request: &impl Described, kind: Kind) -> Result<(), Refused> {
+    if kind.ec2 {
+        return Ok(());
+    }
+    match request.operation() {
+        Some(op) if !caller.role.allows(op) => Err(caller
+            .ebs_denied(&format!("ebs:{op:?}"))
+            .into_response()
+            .into()),
+        _ => Ok(()),
+    }
 }
 
 type Turn = tokio::sync::OwnedSemaphorePermit;
@@ -115,7 +150,7 @@ async fn take_turn_then_read(
         .await
         .expect("never closed");
     let body = timed_read(state, body, declared, kind).await?;
-    if let Proof::Head(claimed) = proof {
+    if let Proof::Head(claimed, _) = proof {
         sigv4::check_payload(&claimed, &body).map_err(|e| refusal(kind, parts, e))?;
     }
     Ok((turn, body))
@@ -129,6 +164,7 @@ async fn read_then_verify(
     parts: &Parts,
     body: Body,
     kind: Kind,
+    caller: &Caller,
 ) -> Result<(Turn, Bytes), Refused> {
     // Nothing is reserved for the announced length: only what arrives is held.
     let read = read_unproven(state, body);
@@ -136,10 +172,15 @@ async fn read_then_verify(
         Ok(read) => read.map_err(|e| body_error(kind, e))?,
         Err(_) => return Err(body_error(kind, BodyError::Timeout(state.body_timeout))),
     };
-    let credentials = state.credentials.as_ref().expect("only with auth");
+    let key = state.keys.as_ref().expect("only with auth").current();
+    let key = key.get(&caller.access_key_id).ok_or_else(|| {
+        // Revoked (a reload) while its body arrived: refused as any unknown key.
+        refusal(kind, parts, sigv4::AuthError::UnknownKey)
+    })?;
     let signed = signed_request(parts, &body, kind);
-    sigv4::verify(&signed, credentials, SystemTime::now(), kind.service())
+    sigv4::verify(&signed, &key.credentials, SystemTime::now(), kind.service())
         .map_err(|e| refusal(kind, parts, e))?;
+    check_role(caller, parts, kind)?;
     let turn = state
         .in_flight
         .clone()
@@ -152,10 +193,12 @@ async fn read_then_verify(
 
 /// Everything that can be checked before a body is read.
 fn check_head(state: &AppState, request: &Request, kind: Kind) -> Result<Proof, Refused> {
-    let Some(credentials) = &state.credentials else {
+    let Some(keys) = &state.keys else {
         check_required(request, kind)?;
         return check_size(request, kind).map(|()| Proof::Open);
     };
+    let key = known_key(&keys.current(), request).map_err(|e| refusal(kind, request, e))?;
+    let credentials = &key.credentials;
     let (now, service) = (SystemTime::now(), kind.service());
     sigv4::precheck(request.headers(), credentials, now, service)
         .map_err(|e| refusal(kind, request, e))?;
@@ -173,13 +216,19 @@ fn check_head(state: &AppState, request: &Request, kind: Kind) -> Result<Proof, 
     };
     let refused = |e| refusal(kind, request, e);
     match sigv4::verify_head(&signed, credentials, now, service).map_err(refused)? {
-        Some(claimed) => Ok(Proof::Head(claimed)),
+        Some(claimed) => Ok(Proof::Head(claimed, key)),
         // No body: its hash is the empty body's, known now.
         None if !has_body(request) => sigv4::verify(&signed, credentials, now, service)
-            .map(|()| Proof::Head(sigv4::empty_payload_hash()))
+            .map(|()| Proof::Head(sigv4::empty_payload_hash(), key.clone()))
             .map_err(refused),
-        None => Ok(Proof::NeedsBody),
+        None => Ok(Proof::NeedsBody(key)),
     }
+}
+
+/// The key the request names, in the key set of the moment.
+fn known_key(keys: &super::keys::KeySet, request: &Request) -> Result<Arc<Key>, sigv4::AuthError> {
+    let id = sigv4::access_key_id(request.headers())?;
+    keys.get(id).cloned().ok_or(sigv4::AuthError::UnknownKey)
 }
 
 /// Whether the request has a body at all (hyper reads none without a length or a
@@ -225,20 +274,29 @@ fn signed_request<'a>(parts: &'a Parts, body: &'a [u8], kind: Kind) -> sigv4::Re
     }
 }
 
-/// Something that names a request in a log line.
+/// Something that names a request in a log line, and its EBS operation.
 trait Described {
     fn describe(&self) -> String;
+    fn operation(&self) -> Option<Operation>;
 }
 
 impl Described for Request {
     fn describe(&self) -> String {
         format!("{} {}", self.method(), self.uri().path())
     }
+
+    fn operation(&self) -> Option<Operation> {
+        Operation::of_ebs(self.method(), self.uri().path())
+    }
 }
 
 impl Described for Parts {
     fn describe(&self) -> String {
         format!("{} {}", self.method, self.uri.path())
+    }
+
+    fn operation(&self) -> Option<Operation> {
+        Operation::of_ebs(&self.method, self.uri.path())
     }
 }
 

@@ -1,7 +1,8 @@
 //! The six EBS direct-API operations, over any `SnapshotStore`.
 
+use super::access::Caller;
 use super::error::EbsError;
-use super::{epoch_secs, AppState};
+use super::{epoch_secs, owners, AppState};
 use crate::block::{BlockIndex, Digest, HashedBlock, BLOCK_SIZE};
 use crate::store::ValidationReason::*;
 use crate::store::{
@@ -9,7 +10,7 @@ use crate::store::{
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -91,15 +92,15 @@ pub struct TagBody {
     value: String,
 }
 
-fn snapshot_json(info: &SnapshotInfo, owner: &str, kms_key_arn: Option<&str>) -> Value {
+fn snapshot_json(info: &SnapshotInfo, kms_key_arn: Option<&str>) -> Value {
     let mut out = json!({
         "SnapshotId": info.id.to_string(),
-        "OwnerId": owner,
+        "OwnerId": owners::owner_of(info),
         "Status": info.status.as_str(),
         "StartTime": epoch_secs(info.start_time),
         "VolumeSize": info.volume_size_gib,
         "BlockSize": info.block_size,
-        "Tags": info.tags.iter().map(|t| json!({"Key": t.key, "Value": t.value})).collect::<Vec<_>>(),
+        "Tags": owners::shown(&info.tags).map(|t| json!({"Key": t.key, "Value": t.value})).collect::<Vec<_>>(),
         "SseType": if info.encrypted { "sse-ebs" } else { "none" },
     });
     if let Some(d) = &info.description {
@@ -115,17 +116,28 @@ fn snapshot_json(info: &SnapshotInfo, owner: &str, kms_key_arn: Option<&str>) ->
     out
 }
 
-pub async fn start_snapshot(State(state): State<AppState>, body: Bytes) -> Result<Response> {
-    let request = start_request(&body)?;
+pub async fn start_snapshot(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response> {
+    let mut request = start_request(&body)?;
+    if let Some(key) = owners::first_reserved(request.tags.iter().map(|t| t.key.as_str())) {
+        return Err(EbsError::validation(
+            InvalidTag,
+            owners::reserved_message(key),
+        ));
+    }
+    // A parent of another owner is not found, as the store says of a missing one.
+    if let Some(parent) = &request.parent {
+        owners::check(&*state.store, &caller, parent).await?;
+    }
+    owners::stamp(&mut request, &caller);
     let kms_key_arn = request.kms_key_arn.clone();
     let info = state.store.start_snapshot(request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(snapshot_json(
-            &info,
-            &state.owner_id,
-            kms_key_arn.as_deref(),
-        )),
+        Json(snapshot_json(&info, kms_key_arn.as_deref())),
     )
         .into_response())
 }
@@ -169,12 +181,14 @@ pub(super) fn start_request(body: &[u8]) -> Result<StartSnapshot> {
 
 pub async fn put_block(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: std::result::Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
     let Path((id, index)) = path?;
     let id = snapshot_id(&id)?;
+    owners::check(&*state.store, &caller, &id).await?;
     let index = BlockIndex(index.parse().map_err(|_| {
         EbsError::validation(InvalidBlock, format!("block index {index:?} is not valid"))
     })?);
@@ -221,11 +235,13 @@ pub async fn put_block(
 
 pub async fn complete_snapshot(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let Path(id) = path?;
     let id = snapshot_id(&id)?;
+    owners::check(&*state.store, &caller, &id).await?;
     let count = header(&headers, "x-amz-changedblockscount").ok_or_else(|| {
         EbsError::validation(
             InvalidParameterValue,
@@ -274,12 +290,14 @@ pub(super) fn page_request(query: &HashMap<String, String>) -> Result<PageReques
 
 pub async fn list_blocks(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: std::result::Result<Path<String>, PathRejection>,
     query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response> {
     let Path(id) = path?;
     let Query(query) = query?;
     let id = snapshot_id(&id)?;
+    owners::check(&*state.store, &caller, &id).await?;
     let page = state.store.list_blocks(&id, page_request(&query)?).await?;
     let blocks = page
         .blocks
@@ -319,6 +337,7 @@ fn page_json(
 
 pub async fn list_changed_blocks(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: std::result::Result<Path<String>, PathRejection>,
     query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response> {
@@ -330,6 +349,9 @@ pub async fn list_changed_blocks(
         .filter(|f| !f.is_empty())
         .map(|f| snapshot_id(f))
         .transpose()?;
+    for id in first.iter().chain([&second]) {
+        owners::check(&*state.store, &caller, id).await?;
+    }
     let page = state
         .store
         .list_changed_blocks(first.as_ref(), &second, page_request(&query)?)
@@ -360,12 +382,14 @@ pub async fn list_changed_blocks(
 
 pub async fn get_block(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: std::result::Result<Path<(String, String)>, PathRejection>,
     query: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response> {
     let Path((id, index)) = path?;
     let Query(query) = query?;
     let id = snapshot_id(&id)?;
+    owners::check(&*state.store, &caller, &id).await?;
     let index = BlockIndex(index.parse().map_err(|_| {
         EbsError::validation(InvalidBlock, format!("block index {index:?} is not valid"))
     })?);

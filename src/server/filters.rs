@@ -9,6 +9,7 @@
 
 use super::ec2::Params;
 use super::error::Ec2Error;
+use super::owners;
 use crate::store::SnapshotInfo;
 use std::cell::Cell;
 
@@ -111,33 +112,27 @@ impl Budget {
 pub(super) fn select(
     snapshots: Vec<SnapshotInfo>,
     filters: &[Filter],
-    owner: &str,
 ) -> Result<Vec<SnapshotInfo>> {
     let budget = Budget::new(GLOB_BUDGET);
     let mut out = Vec::new();
     for s in snapshots {
-        if all_match(filters, &s, owner, &budget)? {
+        if all_match(filters, &s, &budget)? {
             out.push(s);
         }
     }
     Ok(out)
 }
 
-fn all_match(filters: &[Filter], s: &SnapshotInfo, owner: &str, budget: &Budget) -> Result<bool> {
+fn all_match(filters: &[Filter], s: &SnapshotInfo, budget: &Budget) -> Result<bool> {
     for filter in filters {
-        if !matches(filter, s, owner, budget)? {
+        if !matches(filter, s, budget)? {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
-pub(super) fn matches(
-    filter: &Filter,
-    s: &SnapshotInfo,
-    owner: &str,
-    budget: &Budget,
-) -> Result<bool> {
+pub(super) fn matches(filter: &Filter, s: &SnapshotInfo, budget: &Budget) -> Result<bool> {
     let any = |field: &str| -> Result<bool> {
         let text: Vec<char> = field.chars().collect();
         for pattern in &filter.values {
@@ -150,7 +145,8 @@ pub(super) fn matches(
         Ok(false)
     };
     let any_tag = |pick: &dyn Fn(&crate::store::Tag) -> Option<&str>| -> Result<bool> {
-        for field in s.tags.iter().filter_map(pick) {
+        // The server's own tags are hidden: no filter finds them.
+        for field in owners::shown(&s.tags).filter_map(pick) {
             if any(field)? {
                 return Ok(true);
             }
@@ -160,7 +156,7 @@ pub(super) fn matches(
     match filter.name.as_str() {
         "snapshot-id" => any(s.id.as_str()),
         "status" => any(s.status.as_str()),
-        "owner-id" => any(owner),
+        "owner-id" => any(owners::owner_of(s)),
         "description" => any(s.description.as_deref().unwrap_or("")),
         "volume-size" => any(&s.volume_size_gib.to_string()),
         "encrypted" => any(if s.encrypted { "true" } else { "false" }),

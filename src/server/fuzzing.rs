@@ -41,7 +41,7 @@ pub fn ec2_form(body: &[u8], snapshots: &[SnapshotInfo]) -> Result<Vec<usize>, S
         .filter(|s| ids.is_empty() || ids.contains(&s.id))
         .cloned()
         .collect();
-    let selected = ec2::select(named, &filters, OWNER_ID).map_err(code)?;
+    let selected = ec2::select(named, &filters).map_err(code)?;
     let page: Vec<usize> = selected
         .iter()
         .filter_map(|s| snapshots.iter().position(|o| o.id == s.id))
@@ -49,7 +49,7 @@ pub fn ec2_form(body: &[u8], snapshots: &[SnapshotInfo]) -> Result<Vec<usize>, S
         .take(max)
         .collect();
     for &i in &page {
-        ec2::snapshot_xml(&snapshots[i], OWNER_ID);
+        ec2::snapshot_xml(&snapshots[i]);
     }
     Ok(page)
 }
@@ -175,4 +175,31 @@ pub async fn tls_handshake(tls: &super::Tls, flights: &[u8]) -> bool {
     };
     let (accepted, _client) = tokio::join!(accept, send);
     accepted.is_ok()
+}
+
+/// A keys file (`serve --keys`), read as the server reads it: `Ok`, the number of keys;
+/// `Err`, the message, which names the file. Panics if a key's `Debug` (or its
+/// credentials') depends on its secret: it must never show it.
+pub fn keys_file(text: &str) -> Result<usize, String> {
+    let name = "keys.toml";
+    let set = super::keys::KeySet::parse(std::path::Path::new(name), text).map_err(|e| {
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("keys file {name}")),
+            "{message}"
+        );
+        message
+    })?;
+    for key in set.keys() {
+        let mut blanked = (**key).clone();
+        blanked.credentials.secret_access_key = "-".into();
+        assert_eq!(format!("{key:?}"), format!("{blanked:?}"));
+        assert_eq!(
+            format!("{:?}", key.credentials),
+            format!("{:?}", blanked.credentials)
+        );
+        assert!(key.owner.len() == 12 && !key.credentials.secret_access_key.is_empty());
+        assert!(set.get(&key.credentials.access_key_id).is_some());
+    }
+    Ok(set.len())
 }

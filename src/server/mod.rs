@@ -2,9 +2,12 @@
 //! top of any [`SnapshotStore`]: an on-prem EBS target, and the peer that ebsnap's own
 //! EBS backend, boto3 and coldsnap are tested against.
 //!
-//! Every request is SigV4-verified against one key pair (unless auth is off), then
-//! routed: EBS operations by path, EC2 Query actions at `POST /`.
+//! Every request is SigV4-verified against the key its access key id names (unless
+//! auth is off), checked against that key's role, then routed: EBS operations by path,
+//! EC2 Query actions at `POST /`. Handlers see only the snapshots of the key's owner
+//! (all of them for an admin).
 
+pub mod access;
 mod admit;
 mod connections;
 mod ebs;
@@ -14,9 +17,13 @@ pub mod faults;
 mod filters;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keys;
+pub mod owners;
 pub mod sigv4;
 pub mod tls;
+mod tags;
 
+pub use keys::{Key, Keys};
 pub use sigv4::Credentials;
 pub use tls::{Tls, TlsError};
 
@@ -38,7 +45,8 @@ pub use connections::MAX_HEAD_BYTES;
 
 /// Largest request body: one block plus room for headers-in-body APIs (EC2 forms).
 const MAX_BODY: usize = BLOCK_SIZE + 64 * 1024;
-/// The account id the server reports as owner of every snapshot.
+/// The account id that owns the snapshots of the environment's key
+/// (EBSNAP_ACCESS_KEY_ID), and those that existed before keys had owners.
 pub const OWNER_ID: &str = "000000000000";
 
 /// How long the server waits for slow clients (`ebsnap serve --header-timeout
@@ -80,8 +88,10 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<dyn SnapshotStore>,
-    credentials: Option<Arc<Credentials>>,
-    owner_id: String,
+    /// The keys requests may be signed with; `None`: auth is off.
+    keys: Option<Arc<Keys>>,
+    /// Held by CreateTags and DeleteTags from their checks to their writes.
+    tag_edits: Arc<tokio::sync::Mutex<()>>,
     in_flight: Arc<Semaphore>,
     /// Bytes of body held by requests whose signature can be checked only with it.
     unproven: Arc<Semaphore>,
@@ -99,10 +109,21 @@ pub fn router_with_limits(
     credentials: Option<Credentials>,
     limits: &Limits,
 ) -> Router {
+    let keys = credentials.map(|c| Arc::new(Keys::single(Key::admin(c))));
+    router_with_keys(store, keys, limits)
+}
+
+/// [`router_with_limits`], accepting the keys of `keys` (reloadable, with roles and
+/// owners); `None`: no authentication.
+pub fn router_with_keys(
+    store: Arc<dyn SnapshotStore>,
+    keys: Option<Arc<Keys>>,
+    limits: &Limits,
+) -> Router {
     let state = AppState {
         store,
-        credentials: credentials.map(Arc::new),
-        owner_id: OWNER_ID.to_owned(),
+        keys,
+        tag_edits: Default::default(),
         in_flight: Arc::new(Semaphore::new(admit::MAX_IN_FLIGHT)),
         unproven: Arc::new(Semaphore::new(admit::UNPROVEN_BYTES)),
         body_timeout: limits.body_timeout,

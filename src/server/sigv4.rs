@@ -1,8 +1,8 @@
 //! AWS Signature Version 4, verified (the server's side of it).
 //!
 //! The server recomputes the signature of each request from what arrived (method, the
-//! path as sent, the query, the signed headers, the payload hash) with the one key pair
-//! it was given, and compares. Both aws-sdk-rust and boto3 canonicalise the way the
+//! path as sent, the query, the signed headers, the payload hash) with the key pair
+//! its access key id names, and compares. Both aws-sdk-rust and boto3 canonicalise the way the
 //! specification says; for the EBS paths (ids, numbers) single and double URI encoding
 //! coincide.
 
@@ -126,6 +126,16 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> {
         signed_headers: signed.split(';').collect(),
         signature,
     })
+}
+
+/// The access key id a request claims to be signed with (not yet checked): the key
+/// to verify it with is looked up by it.
+pub fn access_key_id(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let raw = headers.get("authorization").ok_or(AuthError::Missing)?;
+    let raw = raw.to_str().map_err(|_| {
+        AuthError::Malformed("the Authorization header is not printable ASCII".into())
+    })?;
+    parse_authorization(raw).map(|auth| auth.access_key_id)
 }
 
 /// The checks that need no body: a signature from the right key, for the right

@@ -5,7 +5,7 @@ use crate::exit::{Exit, Failure, Result};
 use crate::signals;
 use crate::store::local_dir;
 use ebsnap::server::faults::{FaultSpec, Faults};
-use ebsnap::server::{self, Credentials, Limits, Tls};
+use ebsnap::server::{self, Limits, Tls};
 use ebsnap::store::local::{Access, LockWait};
 use ebsnap::store::LocalStore;
 use std::io::Write;
@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod keys;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,6 +24,10 @@ pub struct Args {
     /// Accept unsigned requests (no EBSNAP_ACCESS_KEY_ID / EBSNAP_SECRET_ACCESS_KEY).
     #[arg(long)]
     no_auth: bool,
+    /// The clients' keys, with their roles and owners (TOML, mode 0600; reloaded on
+    /// SIGHUP). EBSNAP_ACCESS_KEY_ID/EBSNAP_SECRET_ACCESS_KEY, if set, add an admin key.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<std::path::PathBuf>,
     /// Inject faults for testing clients, e.g.
     /// throttle=0.2,error=0.05,reset=0.02,latency-ms=20
     #[arg(long, value_name = "SPEC")]
@@ -100,8 +106,12 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
             ctx.location
         )));
     };
-    let credentials = credentials(args.no_auth)?;
+    let keys = keys::load(args.keys.clone(), args.no_auth)?;
     let tls = args.tls.load()?;
+    // Watching before the URL is printed: a SIGHUP sent as soon as it is reloads.
+    if let Some(keys) = &keys {
+        keys::reload_on_hangup(keys.clone())?;
+    }
     // The server is the store's one writer for as long as it runs.
     let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
     store.set_max_pending(args.max_pending);
@@ -119,14 +129,10 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         "ebsnap serve: listening on {}://{addr} (store {}, auth {})",
         if tls.is_some() { "https" } else { "http" },
         root.display(),
-        if credentials.is_some() {
-            "SigV4"
-        } else {
-            "off"
-        }
+        if keys.is_some() { "SigV4" } else { "off" }
     );
     let _ = std::io::stdout().flush();
-    let mut app = server::router_with_limits(store, credentials, &limits);
+    let mut app = server::router_with_keys(store, keys, &limits);
     if let Some(spec) = args.faults {
         eprintln!(
             "ebsnap serve: injecting faults {spec:?} (seed {})",
@@ -139,22 +145,6 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         .map_err(|e| io_failure("serving on", addr, e))?;
     eprintln!("ebsnap serve: stopped");
     Ok(Exit::SUCCESS)
-}
-
-/// The key pair clients sign with (EBSNAP_ACCESS_KEY_ID, EBSNAP_SECRET_ACCESS_KEY);
-/// `None` with --no-auth and no pair.
-fn credentials(no_auth: bool) -> Result<Option<Credentials>> {
-    match (
-        std::env::var("EBSNAP_ACCESS_KEY_ID"),
-        std::env::var("EBSNAP_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Ok(Some(Credentials {
-            access_key_id: id,
-            secret_access_key: secret,
-        })),
-        _ if no_auth => Ok(None),
-        _ => Err(Failure::usage("set EBSNAP_ACCESS_KEY_ID and EBSNAP_SECRET_ACCESS_KEY (the key pair clients sign with), or pass --no-auth")),
-    }
 }
 
 fn io_failure(what: &'static str, addr: SocketAddr, source: std::io::Error) -> Failure {
