@@ -91,7 +91,9 @@ pub struct TagBody {
     value: String,
 }
 
-fn snapshot_json(info: &SnapshotInfo, owner: &str, kms_key_arn: Option<&str>) -> Value {
+/// StartSnapshot's answer. `SseType` says what the store did: `sse-kms` when a named
+/// key (KmsKeyArn) encrypts it, `sse-ebs` for the store's default key, else `none`.
+fn snapshot_json(info: &SnapshotInfo, owner: &str) -> Value {
     let mut out = json!({
         "SnapshotId": info.id.to_string(),
         "OwnerId": owner,
@@ -108,7 +110,7 @@ fn snapshot_json(info: &SnapshotInfo, owner: &str, kms_key_arn: Option<&str>) ->
     if let Some(p) = &info.parent {
         out["ParentSnapshotId"] = p.to_string().into();
     }
-    if let Some(k) = kms_key_arn {
+    if let Some(k) = info.kms_key_arn.as_deref().filter(|_| info.encrypted) {
         out["KmsKeyArn"] = k.into();
         out["SseType"] = "sse-kms".into();
     }
@@ -117,15 +119,10 @@ fn snapshot_json(info: &SnapshotInfo, owner: &str, kms_key_arn: Option<&str>) ->
 
 pub async fn start_snapshot(State(state): State<AppState>, body: Bytes) -> Result<Response> {
     let request = start_request(&body)?;
-    let kms_key_arn = request.kms_key_arn.clone();
     let info = state.store.start_snapshot(request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(snapshot_json(
-            &info,
-            &state.owner_id,
-            kms_key_arn.as_deref(),
-        )),
+        Json(snapshot_json(&info, &state.owner_id)),
     )
         .into_response())
 }

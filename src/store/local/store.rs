@@ -1,11 +1,13 @@
 //! The local store: opening it, and the `SnapshotStore` operations.
 
 use super::chain::Chain;
+use super::encrypted::{self, KeySource};
 use super::fsutil::{atomic_write, remove_if_present};
 use super::journal::Journal;
 use super::layout::{check_format, create_layout, read_key, remove_temporaries, FORMAT_FILE};
 use super::lock::{self, Access, StoreLock};
 use super::map::{Location, MapFile, MapWriter, Record, ZERO_PACK};
+use super::keys::NamedKey;
 use super::meta::Meta;
 use super::pack::Packs;
 use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock};
@@ -15,6 +17,7 @@ use crate::store::token::TokenKey;
 use crate::store::*;
 use crate::sys::{sync_dir, LockWait};
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +48,8 @@ pub(super) struct Shared {
     pub flushed_through: tokio::sync::Mutex<u64>,
     /// Snapshots that may be pending at once ([`LocalStore::set_max_pending`]).
     max_pending: AtomicUsize,
+    /// The keys of encrypted snapshots ([`LocalStore::set_key_file`]).
+    pub keys: Mutex<KeySource>,
     _lock: StoreLock,
 }
 
@@ -120,6 +125,7 @@ impl LocalStore {
             puts_recorded: AtomicU64::new(0),
             flushed_through: tokio::sync::Mutex::new(0),
             max_pending: AtomicUsize::new(DEFAULT_MAX_PENDING),
+            keys: encrypted::new_key_source(),
             _lock: lock,
         };
         Ok(LocalStore {
@@ -200,13 +206,14 @@ impl Shared {
         checksum: Digest,
     ) -> StoreResult<()> {
         self.writable()?;
-        let digest = block.digest();
-        let (location, writer) = {
+        let (location, writer, key, digest) = {
             let mut inner = self.lock();
             let entry = inner.get_mut(id)?;
             rules::check_put(&entry.info, index, &block, checksum)?;
             entry.last_activity = SystemTime::now();
-            if block.is_zero() {
+            let key = self.snapshot_key(&entry.meta)?;
+            let digest = encrypted::identity(key.as_deref(), &block);
+            let (location, writer) = if block.is_zero() {
                 (
                     Location {
                         pack: ZERO_PACK,
@@ -217,13 +224,20 @@ impl Shared {
             } else if let Some(found) = inner.packs.find(digest)? {
                 (found, None)
             } else {
-                let writer = inner.packs.reserve()?;
+                let writer = inner.packs.reserve(key.is_some())?;
                 (writer.location, Some(writer))
-            }
+            };
+            (location, writer, key, digest)
         };
         // The data is written without holding the lock, so puts run in parallel.
         if let Some(writer) = &writer {
-            writer.write(block.data()).map_err(|e| match e {
+            let written = match &key {
+                Some(k) => {
+                    encrypted::write_encrypted(writer, k, &block, &digest, &self.read_buffers)
+                }
+                None => writer.write(block.data()),
+            };
+            written.map_err(|e| match e {
                 StoreError::Io { context, source } => {
                     StoreError::io(format!("block {index} of {id}: {context}"), source)
                 }
@@ -286,11 +300,13 @@ impl Shared {
         let journal = entry.journal.clone().ok_or_else(|| {
             StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
         })?;
+        let key = self.snapshot_key(&entry.meta)?;
         // Data before maps: every block the map will name must be durable first.
         inner.packs.seal()?;
         let mut writer = MapWriter::create(&self.snapshot_path(id, "map"))?;
         for record in journal.records() {
-            writer.push(&record?)?;
+            let record = record?;
+            writer.push(&record, &encrypted::checksum(key.as_deref(), &record))?;
         }
         let (map, written, own) = writer.finish()?;
         if let Err(e) = rules::check_complete(id, count, aggregate, written, own) {
@@ -313,8 +329,20 @@ impl Shared {
         Ok(SnapshotStatus::Completed)
     }
 
+    /// A completed snapshot's chain, and the key its blocks open with: a reader of an
+    /// encrypted snapshot must hold its key (as EBS asks for kms:Decrypt to list one).
+    fn readable(
+        &self,
+        inner: &mut Inner,
+        id: &SnapshotId,
+    ) -> StoreResult<(SnapshotInfo, Chain, Option<Arc<NamedKey>>)> {
+        let (info, chain) = inner.readable_chain(id)?;
+        let key = self.snapshot_key(&inner.get(id)?.meta)?;
+        Ok((info, chain, key))
+    }
+
     pub(super) fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
-        let (info, chain) = self.lock().readable_chain(id)?;
+        let (info, chain, _) = self.readable(&mut self.lock(), id)?;
         block_page(&self.key, &info, &page, |start| {
             chain.iter_from(start).map(|r| r.index)
         })
@@ -326,7 +354,7 @@ impl Shared {
         second: &SnapshotId,
         page: PageRequest,
     ) -> StoreResult<ChangedBlockPage> {
-        let (first_chain, (info, second_chain)) = {
+        let (first_chain, (info, second_chain, _)) = {
             let mut inner = self.lock();
             let first_chain = match first {
                 Some(f) => {
@@ -334,12 +362,13 @@ impl Shared {
                     if first_lineage != inner.get(second)?.meta.lineage {
                         return Err(rules::unrelated(f, second));
                     }
-                    inner.readable_chain(f)?.1
+                    self.readable(&mut inner, f)?.1
                 }
                 None => Chain::default(),
             };
-            (first_chain, inner.readable_chain(second)?)
+            (first_chain, self.readable(&mut inner, second)?)
         };
+        // One lineage, one key: equal identities are equal blocks.
         changed_page(&self.key, first, &info, &page, |start| {
             (
                 first_chain.iter_from(start).map(|r| (r.index, r.digest)),
@@ -354,9 +383,9 @@ impl Shared {
         index: BlockIndex,
         token: &BlockToken,
     ) -> StoreResult<FetchedBlock> {
-        let (record, file) = {
+        let (record, files, key) = {
             let mut inner = self.lock();
-            let (_, chain) = inner.readable_chain(id)?;
+            let (_, chain, key) = self.readable(&mut inner, id)?;
             self.key.check_block_token(id, index, token)?;
             let record = chain.get(index).ok_or_else(|| {
                 StoreError::invalid(
@@ -364,32 +393,53 @@ impl Shared {
                     format!("snapshot {id} holds no block {index}"),
                 )
             })?;
-            let file = match record.location.pack {
+            let files = match record.location.pack {
                 ZERO_PACK => None,
-                pack => Some(inner.packs.file(pack)?),
+                pack if key.is_some() => Some((inner.packs.file(pack)?, inner.packs.aead_file(pack, false)?)),
+                pack => Some((inner.packs.file(pack)?, None)),
             };
-            (record, file)
+            (record, files, key)
         };
-        let Some(file) = file else {
+        let checksum = encrypted::checksum(key.as_deref(), &record);
+        let Some((file, aead)) = files else {
             return Ok(FetchedBlock {
                 data: HashedBlock::zero().data().clone(),
-                checksum: record.digest,
+                checksum,
             });
         };
         let mut buf = self.read_buffers.take();
-        Packs::read(&file, record.location, &mut buf).map_err(|e| {
-            StoreError::io(
-                format!(
-                    "reading block {index} of {id} from pack {:08x} slot {}",
-                    record.location.pack, record.location.slot
-                ),
-                e,
-            )
-        })?;
+        self.read_block(&file, aead.as_deref(), key.as_deref(), &record, &mut buf)
+            .map_err(|e| {
+                let at = encrypted::slot_name(record.location);
+                StoreError::io(format!("reading block {index} of {id} from {at}"), e)
+            })?;
         Ok(FetchedBlock {
             data: self.read_buffers.freeze(buf),
-            checksum: record.digest,
+            checksum,
         })
+    }
+
+    /// Reads a block's data; an encrypted one that fails its tag reads as zeros (never
+    /// stored: zero blocks have no slot), so that it does not match its checksum and is
+    /// reported as a damaged block, like a plain one whose data changed.
+    fn read_block(
+        &self,
+        file: &File,
+        aead: Option<&File>,
+        key: Option<&NamedKey>,
+        record: &Record,
+        buf: &mut [u8],
+    ) -> std::io::Result<()> {
+        let Some(key) = key else {
+            return Packs::read(file, record.location, buf);
+        };
+        if !encrypted::read_encrypted(file, aead, key, record, buf)? {
+            tracing::error!(
+                "the block at {} fails its authentication tag: damaged, or moved there",
+                encrypted::slot_name(record.location)
+            );
+        }
+        Ok(())
     }
 }
 

@@ -72,7 +72,10 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     };
     let credentials = credentials(args.no_auth)?;
     // The server is the store's one writer for as long as it runs.
-    let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
+    let store = LocalStore::open(root, Access::Write, LockWait::Fail)?;
+    // Clients' encrypted snapshots use the same key file as a local backup.
+    store.set_key_file(&ctx.settings.key_file)?;
+    let store = Arc::new(store);
     store.set_max_pending(args.max_pending);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
