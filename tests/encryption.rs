@@ -98,10 +98,22 @@ fn an_encrypted_backup_stores_no_plaintext_and_reads_back_only_with_its_key() {
     let key_file = default_key_file(&env);
     assert_eq!(mode(&key_file), 0o600, "the key file is private");
     assert_eq!(mode(key_file.parent().unwrap()), 0o700);
-    assert!(!store_holds_plaintext(&env, &image), "a pack holds plaintext");
+    assert!(
+        !store_holds_plaintext(&env, &image),
+        "a pack holds plaintext"
+    );
     let meta = fs::read_to_string(env.store().join(format!("snapshots/{id}.json"))).unwrap();
-    assert!(meta.contains("\"key_id\""), "the snapshot names its key: {meta}");
-    assert!(!meta.contains(fs::read_to_string(&key_file).unwrap().split('"').nth(3).unwrap()));
+    assert!(
+        meta.contains("\"key_id\""),
+        "the snapshot names its key: {meta}"
+    );
+    assert!(!meta.contains(
+        fs::read_to_string(&key_file)
+            .unwrap()
+            .split('"')
+            .nth(3)
+            .unwrap()
+    ));
 
     let restored = env.path("restored");
     env.restore(&id, &restored);
@@ -121,7 +133,12 @@ fn an_encrypted_backup_stores_no_plaintext_and_reads_back_only_with_its_key() {
     let other = env.path("other-keys.toml");
     let other_store = env.path("other-store");
     env.bare()
-        .args(["--store", other_store.to_str().unwrap(), "--key-file", other.to_str().unwrap()])
+        .args([
+            "--store",
+            other_store.to_str().unwrap(),
+            "--key-file",
+            other.to_str().unwrap(),
+        ])
         .args(["backup", image.to_str().unwrap(), "--encrypted", "-q"])
         .status()
         .unwrap();
@@ -129,7 +146,10 @@ fn an_encrypted_backup_stores_no_plaintext_and_reads_back_only_with_its_key() {
     let (code, err, target) = failed_restore(&env, &id, &["--key-file", other.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains(&format!("the key in {} is not the one snapshot {id}", other.display())),
+        err.contains(&format!(
+            "the key in {} is not the one snapshot {id}",
+            other.display()
+        )),
         "says the key is the wrong one: {err}"
     );
     nothing_at(&env, &target);
@@ -144,7 +164,11 @@ fn flip(env: &Env, slot: u64) {
         .filter(|p| p.extension().is_some_and(|e| e == "pack"))
         .collect();
     assert_eq!(packs.len(), 1);
-    let f = fs::OpenOptions::new().read(true).write(true).open(&packs[0]).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&packs[0])
+        .unwrap();
     let mut byte = [0u8; 1];
     let at = slot * BLOCK + 4321;
     f.read_exact_at(&mut byte, at).unwrap();
@@ -166,7 +190,10 @@ fn a_tampered_encrypted_block_fails_as_a_checksum_failure_naming_the_block() {
     let bad = bad[0].as_u64().unwrap();
 
     let target = env.path("target");
-    let out = env.ebsnap(&["restore", &id, target.to_str().unwrap()]).output().unwrap();
+    let out = env
+        .ebsnap(&["restore", &id, target.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -176,16 +203,27 @@ fn a_tampered_encrypted_block_fails_as_a_checksum_failure_naming_the_block() {
         "names snapshot and block {bad}: {err}"
     );
 
-    let out = env.ebsnap(&["check", "--read-data", "--json"]).output().unwrap();
+    let out = env
+        .ebsnap(&["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let c: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(c["damaged"][0]["block"].as_u64(), Some(bad), "{c}");
-    assert!(c["damaged"][0]["problem"].as_str().unwrap().contains("authentication tag"));
+    assert!(c["damaged"][0]["problem"]
+        .as_str()
+        .unwrap()
+        .contains("authentication tag"));
 
     // Without the key, check still checks the structure, and says what it left.
     let missing = env.path("none.toml");
     let out = env
-        .ebsnap(&["check", "--read-data", "--key-file", missing.to_str().unwrap()])
+        .ebsnap(&[
+            "check",
+            "--read-data",
+            "--key-file",
+            missing.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -198,7 +236,10 @@ fn stored_slots(env: &Env) -> usize {
     let mut n = 0;
     for (path, raw) in store_files(env) {
         if path.extension().is_some_and(|e| e == "idx") {
-            n += raw[16..].chunks(32).filter(|d| d.iter().any(|&b| b != 0)).count();
+            n += raw[16..]
+                .chunks(32)
+                .filter(|d| d.iter().any(|&b| b != 0))
+                .count();
         }
     }
     n
@@ -214,10 +255,22 @@ fn the_same_image_under_two_keys_and_in_plain_is_stored_three_times() {
     assert_eq!(stored_slots(&env), BLOCKS as usize);
     backup(&env, &image, &["--encrypted", "--full"]);
     assert_eq!(stored_slots(&env), BLOCKS as usize, "one key: deduplicated");
-    backup(&env, &image, &["--encrypted", "--full", "--key-file", k2.to_str().unwrap()]);
-    assert_eq!(stored_slots(&env), 2 * BLOCKS as usize, "another key: stored again");
+    backup(
+        &env,
+        &image,
+        &["--encrypted", "--full", "--key-file", k2.to_str().unwrap()],
+    );
+    assert_eq!(
+        stored_slots(&env),
+        2 * BLOCKS as usize,
+        "another key: stored again"
+    );
     let plain = backup(&env, &image, &["--full"]);
-    assert_eq!(stored_slots(&env), 3 * BLOCKS as usize, "plain: stored again");
+    assert_eq!(
+        stored_slots(&env),
+        3 * BLOCKS as usize,
+        "plain: stored again"
+    );
     // Every copy reads back, the plain one with no key at all.
     let restored = env.path("restored");
     let none = env.path("none.toml");
@@ -242,7 +295,11 @@ fn a_key_file_from_the_config_is_relative_to_it_and_kms_key_arn_selects_a_named_
         secret(2)
     );
     fs::write(conf_dir.join("keys.toml"), keys).unwrap();
-    fs::set_permissions(conf_dir.join("keys.toml"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        conf_dir.join("keys.toml"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let config = conf_dir.join("config.toml");
     fs::write(&config, "[defaults]\nkey_file = \"keys.toml\"\n").unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
@@ -251,18 +308,33 @@ fn a_key_file_from_the_config_is_relative_to_it_and_kms_key_arn_selects_a_named_
     let id = backup(&env, &image, &["--config", conf, "--kms-key-id", arn]);
     let meta = fs::read_to_string(env.store().join(format!("snapshots/{id}.json"))).unwrap();
     assert!(meta.contains("\"key_name\": \"second\""), "{meta}");
-    assert!(!default_key_file(&env).exists(), "the config's key file was used");
+    assert!(
+        !default_key_file(&env).exists(),
+        "the config's key file was used"
+    );
     let restored = env.path("restored");
     env.json(&["--config", conf, "restore", &id, restored.to_str().unwrap()]);
     assert_same_content(&image, &restored);
     let out = env
-        .ebsnap(&["--config", conf, "backup", image.to_str().unwrap(), "--full"])
-        .args(["--kms-key-id", "arn:aws:kms:us-east-1:111122223333:key/third"])
+        .ebsnap(&[
+            "--config",
+            conf,
+            "backup",
+            image.to_str().unwrap(),
+            "--full",
+        ])
+        .args([
+            "--kms-key-id",
+            "arn:aws:kms:us-east-1:111122223333:key/third",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("names no key") && err.contains("INVALID_CUSTOMER_KEY"), "{err}");
+    assert!(
+        err.contains("names no key") && err.contains("INVALID_CUSTOMER_KEY"),
+        "{err}"
+    );
 }
 
 fn base64_of(bytes: &[u8]) -> String {

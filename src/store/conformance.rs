@@ -46,7 +46,10 @@ pub async fn encrypted_lineages_read_back(store: &dyn SnapshotStore) {
     let mut req = StartSnapshot::new(1);
     req.encrypted = true;
     let root = snapshot_from(store, req, &[(0, 1), (5, 2), (9, 0)]).await;
-    assert_eq!(read_all(store, &root).await, digests(&[(0, 1), (5, 2), (9, 0)]));
+    assert_eq!(
+        read_all(store, &root).await,
+        digests(&[(0, 1), (5, 2), (9, 0)])
+    );
     let child = snapshot_with(store, Some(&root), 1, &[(5, 20), (6, 1)]).await;
     assert!(store.describe_snapshot(&child).await.unwrap().encrypted);
     let expected = digests(&[(0, 1), (5, 20), (6, 1), (9, 0)]);

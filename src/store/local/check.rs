@@ -134,7 +134,9 @@ fn check_record(
     if let std::collections::hash_map::Entry::Vacant(slot) = data.indexes.entry(pack) {
         slot.insert(inner.packs.idx_digests(pack).unwrap_or_default());
     }
-    let listed = data.indexes[&pack].get(record.location.slot as usize).copied();
+    let listed = data.indexes[&pack]
+        .get(record.location.slot as usize)
+        .copied();
     if listed != Some(record.digest) {
         return Ok(Some(format!(
             "pack {pack:08x} slot {} is not indexed with this block's checksum",

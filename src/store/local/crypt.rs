@@ -208,7 +208,10 @@ mod tests {
         ];
         for (k2, at2, e2, mut b2) in tries {
             assert!(!k2.decrypt(&mut b2, &sealed, at2, &e2));
-            assert!(b2.iter().all(|&x| x == 0), "nothing unauthenticated is left");
+            assert!(
+                b2.iter().all(|&x| x == 0),
+                "nothing unauthenticated is left"
+            );
         }
         assert!(k.decrypt(&mut buf, &sealed, at, &entry));
         assert_eq!(buf, plain);

@@ -102,7 +102,10 @@ impl Shared {
             return Ok(None);
         };
         let keys = self.keys();
-        let wanted = format!("key {:?} (id {id})", meta.key_name.as_deref().unwrap_or("?"));
+        let wanted = format!(
+            "key {:?} (id {id})",
+            meta.key_name.as_deref().unwrap_or("?")
+        );
         let Some(ring) = &keys.ring else {
             let had = keys.path.as_ref().map_or_else(
                 || "no key file is set".to_owned(),
@@ -175,9 +178,7 @@ pub(super) fn write_encrypted(
     let mut buf = pool.take();
     buf.copy_from_slice(block.data());
     let entry = key.block.encrypt(&mut buf, sealed, writer.location);
-    let written = writer
-        .write(&buf)
-        .and_then(|()| writer.write_aead(&entry));
+    let written = writer.write(&buf).and_then(|()| writer.write_aead(&entry));
     pool.recycle(buf);
     written
 }
@@ -197,7 +198,9 @@ pub(super) fn read_encrypted(
         buf.fill(0);
         return Ok(false);
     };
-    Ok(key.block.decrypt(buf, &record.digest, record.location, &entry))
+    Ok(key
+        .block
+        .decrypt(buf, &record.digest, record.location, &entry))
 }
 
 /// A slot's place, for messages.

@@ -75,18 +75,30 @@ impl Keyring {
                 .decode(k.secret.trim())
                 .ok()
                 .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| bad(format!("key {:?}: secret is not base64 of 32 bytes", k.name)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "key {:?}: secret is not base64 of 32 bytes",
+                        k.name
+                    ))
+                })?;
             let id = key_id(&secret);
             if keys.iter().any(|o| o.name == k.name || o.id == id) {
                 return Err(bad(format!("key {:?} is there twice", k.name)));
             }
             let block = BlockKey::new(&secret, &id);
-            keys.push(Arc::new(NamedKey { name: k.name, id, block }));
+            keys.push(Arc::new(NamedKey {
+                name: k.name,
+                id,
+                block,
+            }));
         }
         if keys.is_empty() {
             return Err(bad("it holds no [[key]]".into()));
         }
-        Ok(Keyring { path: path.to_owned(), keys })
+        Ok(Keyring {
+            path: path.to_owned(),
+            keys,
+        })
     }
 
     /// Creates a key file with one new random key, named [`DEFAULT_KEY_NAME`]: 0600,
@@ -174,7 +186,10 @@ mod tests {
         let read = Keyring::read(&path).unwrap();
         assert_eq!(made.keys[0].id, read.keys[0].id);
         assert_eq!(read.keys[0].name, DEFAULT_KEY_NAME);
-        assert!(Keyring::create(&path).is_err(), "never over an existing file");
+        assert!(
+            Keyring::create(&path).is_err(),
+            "never over an existing file"
+        );
     }
 
     #[test]
@@ -194,7 +209,11 @@ mod tests {
 
     #[test]
     fn a_damaged_key_file_is_refused() {
-        for raw in ["", "[[key]]\nname = \"a\"\nsecret = \"c2hvcnQ=\"\n", "x = 1"] {
+        for raw in [
+            "",
+            "[[key]]\nname = \"a\"\nsecret = \"c2hvcnQ=\"\n",
+            "x = 1",
+        ] {
             assert!(Keyring::parse(Path::new("k"), raw).is_err(), "{raw:?}");
         }
     }

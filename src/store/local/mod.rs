@@ -30,6 +30,7 @@ mod lock;
 mod map;
 mod meta;
 mod pack;
+mod read;
 mod slot;
 mod start;
 mod store;

@@ -7,8 +7,8 @@
 //! store. Identical blocks are stored once: a digest index, built from the idx files
 //! the first time a writer needs it, finds an existing copy.
 
-use super::fsutil::{atomic_write, open_rw, remove_if_present};
 use super::crypt::{AeadEntry, AEAD_ENTRY_LEN};
+use super::fsutil::{atomic_write, open_rw, remove_if_present};
 use super::map::Location;
 pub(crate) use super::slot::SlotWriter;
 use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64};
@@ -128,7 +128,10 @@ impl Packs {
     }
 
     /// The nonce and tag of an encrypted slot, read from its pack's sidecar.
-    pub fn read_aead(file: Option<&File>, location: Location) -> std::io::Result<Option<AeadEntry>> {
+    pub fn read_aead(
+        file: Option<&File>,
+        location: Location,
+    ) -> std::io::Result<Option<AeadEntry>> {
         let Some(file) = file else { return Ok(None) };
         let mut raw = [0u8; AEAD_ENTRY_LEN];
         let at = u64::from(location.slot) * AEAD_ENTRY_LEN as u64;

@@ -90,4 +90,3 @@ fn start_writeback(file: &File, slot: u32) {
         );
     }
 }
-

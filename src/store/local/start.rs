@@ -31,7 +31,8 @@ impl Shared {
             meta.encrypted = true;
             meta.key_id = Some(key.id.clone());
             meta.key_name = Some(key.name.clone());
-            meta.kms_key_arn = parent.map_or(req.kms_key_arn.clone(), |p| p.meta.kms_key_arn.clone());
+            meta.kms_key_arn =
+                parent.map_or(req.kms_key_arn.clone(), |p| p.meta.kms_key_arn.clone());
         }
         let journal = self.create_files(&id, &meta)?;
         let info = meta.to_info()?;

@@ -1,23 +1,20 @@
 //! The local store: opening it, and the `SnapshotStore` operations.
 
-use super::chain::Chain;
 use super::encrypted::{self, KeySource};
 use super::fsutil::{atomic_write, remove_if_present};
 use super::journal::Journal;
+use super::keys::NamedKey;
 use super::layout::{check_format, create_layout, read_key, remove_temporaries, FORMAT_FILE};
 use super::lock::{self, Access, StoreLock};
 use super::map::{Location, MapFile, MapWriter, Record, ZERO_PACK};
-use super::keys::NamedKey;
 use super::meta::Meta;
-use super::pack::Packs;
+use super::pack::{Packs, SlotWriter};
 use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock};
-use crate::store::paging::{block_page, changed_page};
 use crate::store::rules;
 use crate::store::token::TokenKey;
 use crate::store::*;
 use crate::sys::{sync_dir, LockWait};
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,10 +33,10 @@ pub struct LocalStore {
 pub(super) struct Shared {
     pub root: PathBuf,
     access: Access,
-    key: TokenKey,
+    pub(super) key: TokenKey,
     /// Buffers for blocks read back: reused, because a fresh 512 KiB allocation per
     /// block cost a restore more system time (page faults, unmaps) than its hashing.
-    read_buffers: Arc<BufferPool>,
+    pub(super) read_buffers: Arc<BufferPool>,
     pub inner: Mutex<Inner>,
     /// Puts recorded so far, and (under the async lock) how many of them the last flush
     /// made durable: concurrent flushes share one seal (group commit), so a server that
@@ -67,6 +64,17 @@ pub(super) struct Entry {
     pub info: SnapshotInfo,
     pub last_activity: SystemTime,
     pub journal: Option<Arc<Journal>>,
+}
+
+/// Where a put's block goes ([`Shared::place`]).
+struct Placed {
+    location: Location,
+    /// A new slot to write, if the block is not already stored.
+    writer: Option<SlotWriter>,
+    /// The key of an encrypted snapshot.
+    key: Option<Arc<NamedKey>>,
+    /// The identity the block is recorded under.
+    digest: Digest,
 }
 
 impl Entry {
@@ -206,35 +214,17 @@ impl Shared {
         checksum: Digest,
     ) -> StoreResult<()> {
         self.writable()?;
-        let (location, writer, key, digest) = {
-            let mut inner = self.lock();
-            let entry = inner.get_mut(id)?;
-            rules::check_put(&entry.info, index, &block, checksum)?;
-            entry.last_activity = SystemTime::now();
-            let key = self.snapshot_key(&entry.meta)?;
-            let digest = encrypted::identity(key.as_deref(), &block);
-            let (location, writer) = if block.is_zero() {
-                (
-                    Location {
-                        pack: ZERO_PACK,
-                        slot: 0,
-                    },
-                    None,
-                )
-            } else if let Some(found) = inner.packs.find(digest)? {
-                (found, None)
-            } else {
-                let writer = inner.packs.reserve(key.is_some())?;
-                (writer.location, Some(writer))
-            };
-            (location, writer, key, digest)
-        };
+        let placed = self.place(id, index, &block, checksum)?;
         // The data is written without holding the lock, so puts run in parallel.
-        if let Some(writer) = &writer {
-            let written = match &key {
-                Some(k) => {
-                    encrypted::write_encrypted(writer, k, &block, &digest, &self.read_buffers)
-                }
+        if let Some(writer) = &placed.writer {
+            let written = match &placed.key {
+                Some(k) => encrypted::write_encrypted(
+                    writer,
+                    k,
+                    &block,
+                    &placed.digest,
+                    &self.read_buffers,
+                ),
                 None => writer.write(block.data()),
             };
             written.map_err(|e| match e {
@@ -247,8 +237,8 @@ impl Shared {
         // Recording the block happens under the lock: a completion or a garbage
         // collection that ran meanwhile is seen here, never raced.
         let mut inner = self.lock();
-        if writer.is_some() {
-            inner.packs.written(location, digest);
+        if placed.writer.is_some() {
+            inner.packs.written(placed.location, placed.digest);
         }
         let entry = inner.get_mut(id)?;
         rules::check_put(&entry.info, index, &block, checksum)?;
@@ -257,11 +247,46 @@ impl Shared {
         })?;
         journal.write(&Record {
             index,
-            location,
-            digest,
+            location: placed.location,
+            digest: placed.digest,
         })?;
         self.puts_recorded.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Where a put's block goes: nowhere (a zero block), an existing copy (dedup, by
+    /// its identity), or a new slot.
+    fn place(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: &HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<Placed> {
+        let mut inner = self.lock();
+        let entry = inner.get_mut(id)?;
+        rules::check_put(&entry.info, index, block, checksum)?;
+        entry.last_activity = SystemTime::now();
+        let key = self.snapshot_key(&entry.meta)?;
+        let digest = encrypted::identity(key.as_deref(), block);
+        let zero = Location {
+            pack: ZERO_PACK,
+            slot: 0,
+        };
+        let (location, writer) = if block.is_zero() {
+            (zero, None)
+        } else if let Some(found) = inner.packs.find(digest)? {
+            (found, None)
+        } else {
+            let writer = inner.packs.reserve(key.is_some())?;
+            (writer.location, Some(writer))
+        };
+        Ok(Placed {
+            location,
+            writer,
+            key,
+            digest,
+        })
     }
 
     /// Seals the packs (data, then idx) and syncs the journals written since the last
@@ -327,119 +352,6 @@ impl Shared {
             tracing::warn!("{id} is completed, but its journal stays: {e}");
         }
         Ok(SnapshotStatus::Completed)
-    }
-
-    /// A completed snapshot's chain, and the key its blocks open with: a reader of an
-    /// encrypted snapshot must hold its key (as EBS asks for kms:Decrypt to list one).
-    fn readable(
-        &self,
-        inner: &mut Inner,
-        id: &SnapshotId,
-    ) -> StoreResult<(SnapshotInfo, Chain, Option<Arc<NamedKey>>)> {
-        let (info, chain) = inner.readable_chain(id)?;
-        let key = self.snapshot_key(&inner.get(id)?.meta)?;
-        Ok((info, chain, key))
-    }
-
-    pub(super) fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
-        let (info, chain, _) = self.readable(&mut self.lock(), id)?;
-        block_page(&self.key, &info, &page, |start| {
-            chain.iter_from(start).map(|r| r.index)
-        })
-    }
-
-    pub(super) fn list_changed(
-        &self,
-        first: Option<&SnapshotId>,
-        second: &SnapshotId,
-        page: PageRequest,
-    ) -> StoreResult<ChangedBlockPage> {
-        let (first_chain, (info, second_chain, _)) = {
-            let mut inner = self.lock();
-            let first_chain = match first {
-                Some(f) => {
-                    let first_lineage = inner.get(f)?.meta.lineage.clone();
-                    if first_lineage != inner.get(second)?.meta.lineage {
-                        return Err(rules::unrelated(f, second));
-                    }
-                    self.readable(&mut inner, f)?.1
-                }
-                None => Chain::default(),
-            };
-            (first_chain, self.readable(&mut inner, second)?)
-        };
-        // One lineage, one key: equal identities are equal blocks.
-        changed_page(&self.key, first, &info, &page, |start| {
-            (
-                first_chain.iter_from(start).map(|r| (r.index, r.digest)),
-                second_chain.iter_from(start).map(|r| (r.index, r.digest)),
-            )
-        })
-    }
-
-    pub(super) fn get_block(
-        &self,
-        id: &SnapshotId,
-        index: BlockIndex,
-        token: &BlockToken,
-    ) -> StoreResult<FetchedBlock> {
-        let (record, files, key) = {
-            let mut inner = self.lock();
-            let (_, chain, key) = self.readable(&mut inner, id)?;
-            self.key.check_block_token(id, index, token)?;
-            let record = chain.get(index).ok_or_else(|| {
-                StoreError::invalid(
-                    ValidationReason::InvalidBlockToken,
-                    format!("snapshot {id} holds no block {index}"),
-                )
-            })?;
-            let files = match record.location.pack {
-                ZERO_PACK => None,
-                pack if key.is_some() => Some((inner.packs.file(pack)?, inner.packs.aead_file(pack, false)?)),
-                pack => Some((inner.packs.file(pack)?, None)),
-            };
-            (record, files, key)
-        };
-        let checksum = encrypted::checksum(key.as_deref(), &record);
-        let Some((file, aead)) = files else {
-            return Ok(FetchedBlock {
-                data: HashedBlock::zero().data().clone(),
-                checksum,
-            });
-        };
-        let mut buf = self.read_buffers.take();
-        self.read_block(&file, aead.as_deref(), key.as_deref(), &record, &mut buf)
-            .map_err(|e| {
-                let at = encrypted::slot_name(record.location);
-                StoreError::io(format!("reading block {index} of {id} from {at}"), e)
-            })?;
-        Ok(FetchedBlock {
-            data: self.read_buffers.freeze(buf),
-            checksum,
-        })
-    }
-
-    /// Reads a block's data; an encrypted one that fails its tag reads as zeros (never
-    /// stored: zero blocks have no slot), so that it does not match its checksum and is
-    /// reported as a damaged block, like a plain one whose data changed.
-    fn read_block(
-        &self,
-        file: &File,
-        aead: Option<&File>,
-        key: Option<&NamedKey>,
-        record: &Record,
-        buf: &mut [u8],
-    ) -> std::io::Result<()> {
-        let Some(key) = key else {
-            return Packs::read(file, record.location, buf);
-        };
-        if !encrypted::read_encrypted(file, aead, key, record, buf)? {
-            tracing::error!(
-                "the block at {} fails its authentication tag: damaged, or moved there",
-                encrypted::slot_name(record.location)
-            );
-        }
-        Ok(())
     }
 }
 
