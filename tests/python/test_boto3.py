@@ -161,8 +161,8 @@ class Boto3AgainstServe(unittest.TestCase):
         for path in glob.glob(self.tmp.name + "/store/packs/*"):
             with open(path, "rb") as f:
                 self.assertNotIn(data[:4096], f.read(), path)
-        meta = open("%s/store/snapshots/%s.json" % (self.tmp.name, sid)).read()
-        self.assertIn('"key_name": "second"', meta)
+        with open("%s/store/snapshots/%s.json" % (self.tmp.name, sid)) as f:
+            self.assertIn('"key_name": "second"', f.read())
         with self.assertRaises(botocore.exceptions.ClientError) as err:
             self.ebs.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=arn.replace("second", "third"))
         self.assertEqual(err.exception.response["Error"]["Code"], "ValidationException")
