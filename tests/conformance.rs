@@ -12,6 +12,8 @@ mod local {
         let dir = tempfile::tempdir().unwrap();
         let store =
             LocalStore::open(&dir.path().join("store"), Access::Write, LockWait::Fail).unwrap();
+        // Encrypted snapshots need a key file: the first one creates it.
+        store.set_key_file(&dir.path().join("keys.toml")).unwrap();
         (store, dir)
     }
 

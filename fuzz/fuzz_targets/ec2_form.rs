@@ -23,6 +23,7 @@ fn snapshots() -> &'static [SnapshotInfo] {
             description: Some(description.into()),
             tags: tags.iter().map(|(k, v)| Tag::new(*k, *v)).collect(),
             encrypted: false,
+            kms_key_arn: None,
             changed_blocks_count: None,
             aggregate: None,
         };

@@ -92,7 +92,9 @@ pub struct TagBody {
     value: String,
 }
 
-fn snapshot_json(info: &SnapshotInfo, kms_key_arn: Option<&str>) -> Value {
+/// StartSnapshot's answer. `SseType` says what the store did: `sse-kms` when a named
+/// key (KmsKeyArn) encrypts it, `sse-ebs` for the store's default key, else `none`.
+fn snapshot_json(info: &SnapshotInfo) -> Value {
     let mut out = json!({
         "SnapshotId": info.id.to_string(),
         "OwnerId": owners::owner_of(info),
@@ -109,7 +111,7 @@ fn snapshot_json(info: &SnapshotInfo, kms_key_arn: Option<&str>) -> Value {
     if let Some(p) = &info.parent {
         out["ParentSnapshotId"] = p.to_string().into();
     }
-    if let Some(k) = kms_key_arn {
+    if let Some(k) = info.kms_key_arn.as_deref().filter(|_| info.encrypted) {
         out["KmsKeyArn"] = k.into();
         out["SseType"] = "sse-kms".into();
     }
@@ -133,11 +135,10 @@ pub async fn start_snapshot(
         owners::check(&*state.store, &caller, parent).await?;
     }
     owners::stamp(&mut request, &caller);
-    let kms_key_arn = request.kms_key_arn.clone();
     let info = state.store.start_snapshot(request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(snapshot_json(&info, kms_key_arn.as_deref())),
+        Json(snapshot_json(&info)),
     )
         .into_response())
 }

@@ -212,6 +212,9 @@ pub(super) fn snapshot_xml(s: &SnapshotInfo) -> String {
         escape(s.description.as_deref().unwrap_or("")),
         s.encrypted,
     );
+    if let Some(k) = s.kms_key_arn.as_deref().filter(|_| s.encrypted) {
+        out += &format!("<kmsKeyId>{}</kmsKeyId>", escape(k));
+    }
     let tags = reported_tags(s);
     if !tags.is_empty() {
         out += "<tagSet>";

@@ -40,6 +40,34 @@ pub async fn round_trip(store: &dyn SnapshotStore) {
     assert_eq!(listed.iter().map(|s| &s.id).collect::<Vec<_>>(), vec![&id]);
 }
 
+/// An encrypted lineage reads back as written, its changes are listed, and deleting
+/// its root leaves the child whole, with the aggregate of what it holds.
+pub async fn encrypted_lineages_read_back(store: &dyn SnapshotStore) {
+    let mut req = StartSnapshot::new(1);
+    req.encrypted = true;
+    let root = snapshot_from(store, req, &[(0, 1), (5, 2), (9, 0)]).await;
+    assert_eq!(
+        read_all(store, &root).await,
+        digests(&[(0, 1), (5, 2), (9, 0)])
+    );
+    let child = snapshot_with(store, Some(&root), 1, &[(5, 20), (6, 1)]).await;
+    assert!(store.describe_snapshot(&child).await.unwrap().encrypted);
+    let expected = digests(&[(0, 1), (5, 20), (6, 1), (9, 0)]);
+    assert_eq!(read_all(store, &child).await, expected);
+    assert_eq!(
+        changed_indexes(store, Some(&root), &child).await,
+        vec![(5, true, true), (6, false, true)]
+    );
+    store.delete_snapshot(&root).await.unwrap();
+    assert_eq!(read_all(store, &child).await, expected);
+    let mut agg = LinearAggregate::new();
+    for (i, d) in &expected {
+        agg.push(BlockIndex(*i), d).unwrap();
+    }
+    let info = store.describe_snapshot(&child).await.unwrap();
+    assert_eq!(info.aggregate, Some(agg.finish()));
+}
+
 pub async fn metadata_is_kept(store: &dyn SnapshotStore) {
     let mut req = StartSnapshot::new(3);
     req.description = Some("nightly /dev/sdb".into());
@@ -459,7 +487,7 @@ async fn tag_limits(store: &dyn SnapshotStore, id: &SnapshotId) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@each $make; round_trip, metadata_is_kept, pages_are_clamped_and_resume,
+        $crate::conformance_tests!(@each $make; round_trip, encrypted_lineages_read_back, metadata_is_kept, pages_are_clamped_and_resume,
             children_inherit_and_override, unrelated_snapshots_are_refused, bad_puts_are_refused,
             block_tokens_are_checked, start_is_validated_and_idempotent, delete_keeps_children_whole,
             client_token_retries_match_the_request_as_made, a_parent_with_a_pending_child_is_not_deleted,

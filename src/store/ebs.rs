@@ -201,6 +201,7 @@ impl SnapshotStore for EbsStore {
             description: out.description().map(str::to_owned),
             tags: req.tags.clone(),
             encrypted: out.sse_type().is_some_and(|t| t.as_str() != "none") || req.encrypted,
+            kms_key_arn: out.kms_key_arn().map(str::to_owned),
             changed_blocks_count: None,
             aggregate: None,
         })

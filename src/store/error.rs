@@ -18,6 +18,8 @@ pub enum ValidationReason {
     InvalidDependencyRequest,
     WriteRequestTimeout,
     InvalidTag,
+    /// The KMS key named cannot be used (the local store: no such key).
+    InvalidCustomerKey,
 }
 
 impl ValidationReason {
@@ -35,6 +37,7 @@ impl ValidationReason {
             InvalidDependencyRequest => "INVALID_DEPENDENCY_REQUEST",
             WriteRequestTimeout => "WRITE_REQUEST_TIMEOUT",
             InvalidTag => "INVALID_TAG",
+            InvalidCustomerKey => "INVALID_CUSTOMER_KEY",
         }
     }
 }
@@ -56,6 +59,7 @@ impl std::str::FromStr for ValidationReason {
             InvalidDependencyRequest,
             WriteRequestTimeout,
             InvalidTag,
+            InvalidCustomerKey,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

@@ -147,6 +147,7 @@ impl SnapshotStore for MemoryStore {
             description: req.description.clone(),
             tags: req.tags.clone(),
             encrypted,
+            kms_key_arn: None,
             changed_blocks_count: None,
             aggregate: None,
         };

@@ -175,6 +175,9 @@ pub struct SnapshotInfo {
     pub description: Option<String>,
     pub tags: Vec<Tag>,
     pub encrypted: bool,
+    /// The KMS key an encrypted snapshot was started with, when one was named (the
+    /// local store: the ARN that selected one of its keys). `None`: the default key.
+    pub kms_key_arn: Option<String>,
     /// Blocks written to this snapshot (not inherited), once completed.
     pub changed_blocks_count: Option<u64>,
     /// LINEAR aggregate of the blocks written to this snapshot, once completed.

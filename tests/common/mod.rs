@@ -62,6 +62,7 @@ impl Env {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
         cmd.env_remove("EBSNAP_STORE")
             .env_remove("EBSNAP_CONFIG")
+            .env_remove("EBSNAP_KEY_FILE")
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .env("XDG_DATA_HOME", self.path("xdg-data"))
             .env("XDG_STATE_HOME", self.path("xdg-state"));

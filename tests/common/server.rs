@@ -23,6 +23,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let local =
             LocalStore::open(&dir.path().join("store"), Access::Write, LockWait::Fail).unwrap();
+        local.set_key_file(&dir.path().join("keys.toml")).unwrap();
         let store = Arc::new(local.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

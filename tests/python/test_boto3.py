@@ -5,6 +5,7 @@ boto3 signs with, on 127.0.0.1 with a free port.
 """
 
 import base64
+import glob
 import hashlib
 import os
 import subprocess
@@ -33,8 +34,14 @@ class Boto3AgainstServe(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         env = dict(os.environ, EBSNAP_ACCESS_KEY_ID=KEY_ID, EBSNAP_SECRET_ACCESS_KEY=SECRET)
+        # Two named keys: the first is the default, a KmsKeyArn ending in key/NAME picks one.
+        keys = cls.tmp.name + "/keys.toml"
+        with open(os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            for name in ("first", "second"):
+                f.write('[[key]]\nname = "%s"\nsecret = "%s"\n' % (name, base64.b64encode(os.urandom(32)).decode()))
         cls.server = subprocess.Popen(
-            [os.environ["EBSNAP_BIN"], "serve", "--listen", "127.0.0.1:0", "--store", cls.tmp.name + "/store"],
+            [os.environ["EBSNAP_BIN"], "serve", "--listen", "127.0.0.1:0", "--store", cls.tmp.name + "/store",
+             "--key-file", keys],
             stdout=subprocess.PIPE, env=env, text=True)
         line = cls.server.stdout.readline()
         url = next(w for w in line.split() if w.startswith("http://"))
@@ -134,6 +141,32 @@ class Boto3AgainstServe(unittest.TestCase):
         self.assertEqual(err.exception.response["Error"]["Code"], "InvalidSnapshot.NotFound")
         self.assertEqual(len(self.list_all(self.ebs.list_snapshot_blocks, "Blocks", SnapshotId=child)), 151,
                          "the child keeps what it inherited")
+
+    def test_sse_type_tells_the_truth_and_kms_key_arn_selects_a_key(self):
+        arn = "arn:aws:kms:us-east-1:111122223333:key/second"
+        for start, sse in (({}, "none"), ({"Encrypted": True}, "sse-ebs"),
+                           ({"Encrypted": True, "KmsKeyArn": arn}, "sse-kms")):
+            snap = self.ebs.start_snapshot(VolumeSize=1, **start)
+            self.assertEqual(snap["SseType"], sse, start)
+            self.assertEqual(snap.get("KmsKeyArn"), start.get("KmsKeyArn"))
+            self.ebs.complete_snapshot(SnapshotId=snap["SnapshotId"], ChangedBlocksCount=0)
+        data = block("secret")
+        sid = self.upload({0: data}, Encrypted=True, KmsKeyArn=arn)
+        described = self.ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+        self.assertTrue(described["Encrypted"])
+        self.assertEqual(described["KmsKeyId"], arn)
+        listed = self.list_all(self.ebs.list_snapshot_blocks, "Blocks", SnapshotId=sid)
+        got = self.ebs.get_snapshot_block(SnapshotId=sid, BlockIndex=0, BlockToken=listed[0]["BlockToken"])
+        self.assertEqual(got["BlockData"].read(), data)
+        for path in glob.glob(self.tmp.name + "/store/packs/*"):
+            with open(path, "rb") as f:
+                self.assertNotIn(data[:4096], f.read(), path)
+        with open("%s/store/snapshots/%s.json" % (self.tmp.name, sid)) as f:
+            self.assertIn('"key_name": "second"', f.read())
+        with self.assertRaises(botocore.exceptions.ClientError) as err:
+            self.ebs.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=arn.replace("second", "third"))
+        self.assertEqual(err.exception.response["Error"]["Code"], "ValidationException")
+        self.assertEqual(err.exception.response["Reason"], "INVALID_CUSTOMER_KEY")
 
     def test_errors_carry_type_and_reason(self):
         with self.assertRaises(self.ebs.exceptions.ResourceNotFoundException) as err:

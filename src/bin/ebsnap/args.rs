@@ -31,6 +31,14 @@ pub struct Global {
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
+    /// The key file of encrypted snapshots in a local store (docs/security.md): one or
+    /// more named keys, the first the default. The first encrypted backup creates it
+    /// (0600) if it does not exist; reading an encrypted snapshot needs it. Default:
+    /// $EBSNAP_KEY_FILE, else $XDG_STATE_HOME/ebsnap/keys.toml, beside the local state
+    /// and apart from the store. Keep a copy: without it the data cannot be read.
+    #[arg(long, global = true, value_name = "PATH", env = "EBSNAP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
     /// Store location: a directory (the local store, created on first use; `./ebs` is
     /// a directory named ebs), `ebs` or `ebs:REGION` (Amazon EBS), or
     /// `ebs+http://HOST:PORT` or `ebs+https://HOST:PORT` (any EBS-compatible endpoint,

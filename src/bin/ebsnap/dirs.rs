@@ -21,6 +21,12 @@ pub fn state_dir() -> PathBuf {
         .join("ebsnap")
 }
 
+/// The key file of encrypted snapshots: beside the local state, apart from the store
+/// (a key in the store's directory would be copied, and stolen, with the data).
+pub fn key_file() -> PathBuf {
+    state_dir().join("keys.toml")
+}
+
 /// The local store's default directory: $XDG_DATA_HOME/ebsnap/store, else
 /// ~/.local/share/ebsnap/store.
 pub fn data_store() -> PathBuf {

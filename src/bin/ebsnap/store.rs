@@ -10,7 +10,7 @@ use ebsnap::store::{
     RetryPolicy, RetryStore, SnapshotStore, StoreLocation,
 };
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Block requests per second EBS accepts for one snapshot.
@@ -33,6 +33,8 @@ pub struct StoreSettings {
     /// --limit-upload and --limit-download: one pair of buckets for the process, shared
     /// by every store opened with these settings (and their clones: both sides of a copy).
     pub bandwidth: Bandwidth,
+    /// The key file of encrypted snapshots in a local store.
+    pub key_file: PathBuf,
 }
 
 impl From<&Global> for StoreSettings {
@@ -45,6 +47,7 @@ impl From<&Global> for StoreSettings {
             workers: g.workers(),
             max_rate: g.max_rate,
             bandwidth: Bandwidth::new(g.limit_upload.map(|r| r.0), g.limit_download.map(|r| r.0)),
+            key_file: g.key_file.clone().unwrap_or_else(dirs::key_file),
         }
     }
 }
@@ -110,7 +113,7 @@ fn open_local(
     settings: &StoreSettings,
     access: Access,
 ) -> Result<Arc<dyn SnapshotStore>> {
-    let store = LocalStore::open(dir, access, settings.lock_wait)?;
+    let store = open_local_store(dir, access, settings)?;
     // Limited like any other: a local store can sit on a network filesystem.
     let store = LimitedStore::new(store, settings.bandwidth.clone());
     // A local store is not paced unless asked: nothing throttles it.
@@ -118,6 +121,17 @@ fn open_local(
         Some(rate) => Arc::new(PacedStore::new(store, nonzero(rate), settings.workers)),
         None => Arc::new(store),
     })
+}
+
+/// The local store itself, with its key file.
+pub fn open_local_store(
+    dir: &Path,
+    access: Access,
+    settings: &StoreSettings,
+) -> Result<LocalStore> {
+    let store = LocalStore::open(dir, access, settings.lock_wait)?;
+    store.set_key_file(&settings.key_file)?;
+    Ok(store)
 }
 
 async fn open_ebs(

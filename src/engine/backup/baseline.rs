@@ -354,6 +354,7 @@ mod tests {
                 .map(|(k, v)| crate::store::Tag::new(*k, *v))
                 .collect(),
             encrypted: false,
+            kms_key_arn: None,
             changed_blocks_count: Some(0),
             aggregate: None,
         }

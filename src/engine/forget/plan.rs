@@ -109,6 +109,7 @@ mod tests {
             description: None,
             tags,
             encrypted: false,
+            kms_key_arn: None,
             changed_blocks_count: Some(1),
             aggregate: None,
         }

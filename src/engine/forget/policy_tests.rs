@@ -25,6 +25,7 @@ fn snapshot(n: usize, start: Timestamp, tags: Vec<Tag>) -> SnapshotInfo {
         description: None,
         tags,
         encrypted: false,
+        kms_key_arn: None,
         changed_blocks_count: Some(0),
         aggregate: None,
     }

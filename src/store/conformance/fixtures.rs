@@ -24,6 +24,15 @@ pub async fn snapshot_with(
 ) -> SnapshotId {
     let mut req = StartSnapshot::new(gib);
     req.parent = parent.cloned();
+    snapshot_from(store, req, blocks).await
+}
+
+/// [`snapshot_with`], started with `req`.
+pub async fn snapshot_from(
+    store: &dyn SnapshotStore,
+    req: StartSnapshot,
+    blocks: &[(u64, u64)],
+) -> SnapshotId {
     let info = store.start_snapshot(req).await.expect("start");
     assert_eq!(info.status, SnapshotStatus::Pending);
     assert!(info.block_size_ok());

@@ -86,6 +86,7 @@ pub(super) fn from_ec2(s: &ct::Snapshot) -> StoreResult<SnapshotInfo> {
             .map(|t| Tag::new(t.key().unwrap_or_default(), t.value().unwrap_or_default()))
             .collect(),
         encrypted: s.encrypted().unwrap_or(false),
+        kms_key_arn: s.kms_key_id().map(str::to_owned),
         changed_blocks_count: tag(COUNT_TAG).and_then(|c| c.parse().ok()),
         aggregate: tag(CHECKSUM_TAG).and_then(Digest::from_base64),
     })

@@ -1,12 +1,15 @@
 //! `ebsnap check`: the local store's structure, and with `read_data` every block's data,
 //! checked against what its maps and pack indexes say.
 
-use super::map::ZERO_PACK;
+use super::encrypted;
+use super::keys::NamedKey;
+use super::map::{Record, ZERO_PACK};
 use super::pack::Packs;
-use super::store::{LocalStore, Shared};
+use super::store::{Inner, LocalStore, Shared};
 use crate::block::{BlockIndex, Digest, BLOCK_SIZE};
 use crate::store::{SnapshotId, SnapshotStatus, StoreResult};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One problem found: in which snapshot, at which block (if a block), what.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +26,9 @@ pub struct CheckReport {
     pub blocks_checked: u64,
     pub data_read: bool,
     pub damaged: Vec<Damage>,
+    /// Encrypted snapshots whose data was not read, and why (their key is missing):
+    /// their structure was checked, their data was not.
+    pub not_read: Vec<String>,
     /// Parts of the store that users other than its owner can read or enter: each
     /// path, with its mode. The store holds whole disks; nothing in it should be.
     pub readable_by_others: Vec<String>,
@@ -36,6 +42,15 @@ impl LocalStore {
     pub fn check(&self, read_data: bool) -> StoreResult<CheckReport> {
         self.shared().check(read_data)
     }
+}
+
+/// What checking one snapshot's data needs: the key its blocks open with, and the
+/// indexes and buffer shared across snapshots.
+struct DataCheck<'a> {
+    read_data: bool,
+    key: Option<Arc<NamedKey>>,
+    indexes: &'a mut HashMap<u32, Vec<Digest>>,
+    buf: &'a mut [u8],
 }
 
 impl Shared {
@@ -53,66 +68,102 @@ impl Shared {
                 continue;
             }
             report.snapshots_checked += 1;
-            let damage = |block: Option<BlockIndex>, problem: String| Damage {
-                snapshot_id: id.to_string(),
-                block: block.map(|b| b.0),
-                problem,
+            // Without its key an encrypted snapshot's structure is still checked (its
+            // map against the pack indexes), but not its data: the report says so.
+            let (key, readable) = match self.snapshot_key(&inner.get(&id)?.meta) {
+                Ok(key) => (key, true),
+                Err(e) if read_data => {
+                    report.not_read.push(format!("{id}: {e}"));
+                    (None, false)
+                }
+                Err(_) => (None, false),
             };
-            let map = match inner.map(&id) {
-                Ok(map) => map,
-                Err(e) => {
-                    report
-                        .damaged
-                        .push(damage(None, format!("its block map is unreadable: {e}")));
-                    continue;
-                }
+            let mut data = DataCheck {
+                read_data: read_data && readable,
+                key,
+                indexes: &mut indexes,
+                buf: &mut buf,
             };
-            for record in map.iter_from(BlockIndex(0)) {
-                report.blocks_checked += 1;
-                let at = Some(record.index);
-                if record.location.pack == ZERO_PACK {
-                    if record.digest != Digest::zero_block() {
-                        report
-                            .damaged
-                            .push(damage(at, "a zero block with another checksum".into()));
-                    }
-                    continue;
-                }
-                let pack = record.location.pack;
-                if let std::collections::hash_map::Entry::Vacant(slot) = indexes.entry(pack) {
-                    slot.insert(inner.packs.idx_digests(pack).unwrap_or_default());
-                }
-                let listed = indexes[&pack].get(record.location.slot as usize).copied();
-                if listed != Some(record.digest) {
-                    let problem = format!(
-                        "pack {pack:08x} slot {} is not indexed with this block's checksum",
-                        record.location.slot
-                    );
-                    report.damaged.push(damage(at, problem));
-                    continue;
-                }
-                if read_data {
-                    let file = inner.packs.file(pack)?;
-                    let actual =
-                        Packs::read(&file, record.location, &mut buf).map(|()| Digest::of(&buf));
-                    match actual {
-                        Ok(d) if d == record.digest => {}
-                        Ok(d) => report.damaged.push(damage(
-                            at,
-                            format!(
-                                "data does not match its checksum (stored {}, read {d})",
-                                record.digest
-                            ),
-                        )),
-                        Err(e) => report.damaged.push(damage(at, format!("unreadable: {e}"))),
-                    }
-                }
-            }
+            check_snapshot(&mut inner, &id, &mut data, &mut report)?;
         }
         report.ok = report.damaged.is_empty();
         report.readable_by_others = readable_by_others(&self.root);
         Ok(report)
     }
+}
+
+fn check_snapshot(
+    inner: &mut Inner,
+    id: &SnapshotId,
+    data: &mut DataCheck<'_>,
+    report: &mut CheckReport,
+) -> StoreResult<()> {
+    let damage = |block: Option<BlockIndex>, problem: String| Damage {
+        snapshot_id: id.to_string(),
+        block: block.map(|b| b.0),
+        problem,
+    };
+    let map = match inner.map(id) {
+        Ok(map) => map,
+        Err(e) => {
+            let problem = format!("its block map is unreadable: {e}");
+            report.damaged.push(damage(None, problem));
+            return Ok(());
+        }
+    };
+    for record in map.iter_from(BlockIndex(0)) {
+        report.blocks_checked += 1;
+        if let Some(problem) = check_record(inner, &record, data)? {
+            report.damaged.push(damage(Some(record.index), problem));
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong with one block of a map, if anything.
+fn check_record(
+    inner: &mut Inner,
+    record: &Record,
+    data: &mut DataCheck<'_>,
+) -> StoreResult<Option<String>> {
+    if record.location.pack == ZERO_PACK {
+        let bad = record.digest != Digest::zero_block();
+        return Ok(bad.then(|| "a zero block with another checksum".into()));
+    }
+    let pack = record.location.pack;
+    if let std::collections::hash_map::Entry::Vacant(slot) = data.indexes.entry(pack) {
+        slot.insert(inner.packs.idx_digests(pack).unwrap_or_default());
+    }
+    let listed = data.indexes[&pack]
+        .get(record.location.slot as usize)
+        .copied();
+    if listed != Some(record.digest) {
+        return Ok(Some(format!(
+            "pack {pack:08x} slot {} is not indexed with this block's checksum",
+            record.location.slot
+        )));
+    }
+    if !data.read_data {
+        return Ok(None);
+    }
+    let file = inner.packs.file(pack)?;
+    let key = data.key.as_deref();
+    let read = match key {
+        Some(key) => {
+            let aead = inner.packs.aead_file(pack, false)?;
+            encrypted::read_encrypted(&file, aead.as_deref(), key, record, data.buf)
+        }
+        None => Packs::read(&file, record.location, data.buf).map(|()| true),
+    };
+    let expected = encrypted::checksum(key, record);
+    Ok(match read.map(|opened| (opened, Digest::of(data.buf))) {
+        Ok((true, d)) if d == expected => None,
+        Ok((false, _)) => Some("data fails its authentication tag (damaged, or moved)".into()),
+        Ok((true, d)) => Some(format!(
+            "data does not match its checksum (stored {expected}, read {d})"
+        )),
+        Err(e) => Some(format!("unreadable: {e}")),
+    })
 }
 
 /// The store's directories and files that group or others may read: the root, its

@@ -20,6 +20,14 @@ pub(crate) struct Meta {
     pub description: Option<String>,
     pub tags: Vec<(String, String)>,
     pub encrypted: bool,
+    /// Encrypted snapshots: the id (fingerprint) and name of the key their blocks are
+    /// encrypted with, and the KmsKeyArn that selected it (`None`: the default key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
     pub client_token: Option<String>,
     /// Digest of the StartSnapshot parameters, for ClientToken retries.
     #[serde(default)]
@@ -55,6 +63,7 @@ impl Meta {
             description: self.description.clone(),
             tags: self.tags.iter().map(|(k, v)| Tag::new(k, v)).collect(),
             encrypted: self.encrypted,
+            kms_key_arn: self.kms_key_arn.clone(),
             changed_blocks_count: self.changed_blocks_count,
             aggregate,
         })

@@ -7,9 +7,11 @@
 //! store. Identical blocks are stored once: a digest index, built from the idx files
 //! the first time a writer needs it, finds an existing copy.
 
+use super::crypt::{AeadEntry, AEAD_ENTRY_LEN};
 use super::fsutil::{atomic_write, open_rw, remove_if_present};
 use super::map::Location;
-use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64, BUFFER_ALIGN};
+pub(crate) use super::slot::SlotWriter;
+use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::store::{StoreError, StoreResult};
 use crate::sys::{data_extents, punch_hole};
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +41,8 @@ pub(crate) struct Packs {
     dedup: Option<HashMap<u64, Location>>,
     /// `O_DIRECT` handles on this session's packs, where the filesystem allows them.
     direct: HashMap<u32, Arc<File>>,
+    /// Open `.aead` sidecars (nonce and tag of each encrypted slot), by pack.
+    aead: HashMap<u32, Arc<File>>,
 }
 
 impl Packs {
@@ -52,6 +56,7 @@ impl Packs {
             next_id,
             dedup: None,
             direct: HashMap::new(),
+            aead: HashMap::new(),
         })
     }
 
@@ -92,6 +97,49 @@ impl Packs {
 
     fn idx_path(&self, id: u32) -> PathBuf {
         self.dir.join(format!("{id:08x}.idx"))
+    }
+
+    fn aead_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("{id:08x}.aead"))
+    }
+
+    /// The `.aead` sidecar of pack `id`, created (0600) for a writer that needs it.
+    /// `None` for a pack that never held an encrypted block.
+    pub fn aead_file(&mut self, id: u32, create: bool) -> StoreResult<Option<Arc<File>>> {
+        if let Some(f) = self.aead.get(&id) {
+            return Ok(Some(f.clone()));
+        }
+        let path = self.aead_path(id);
+        // This session's packs are written to: their handle must allow it.
+        let writable = create || self.unsealed.contains_key(&id);
+        let opened = crate::sys::private_options()
+            .read(true)
+            .write(writable)
+            .create(writable)
+            .truncate(false)
+            .open(&path);
+        let file = match opened {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        };
+        self.aead.insert(id, file.clone());
+        Ok(Some(file))
+    }
+
+    /// The nonce and tag of an encrypted slot, read from its pack's sidecar.
+    pub fn read_aead(
+        file: Option<&File>,
+        location: Location,
+    ) -> std::io::Result<Option<AeadEntry>> {
+        let Some(file) = file else { return Ok(None) };
+        let mut raw = [0u8; AEAD_ENTRY_LEN];
+        let at = u64::from(location.slot) * AEAD_ENTRY_LEN as u64;
+        match file.read_exact_at(&mut raw, at) {
+            Ok(()) => Ok(AeadEntry::decode(&raw)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// An open handle on pack `id`, shared by readers and writers.
@@ -152,7 +200,7 @@ impl Packs {
 
     /// Reserves a slot for a new block; the caller writes the data there, then calls
     /// [`Packs::written`].
-    pub fn reserve(&mut self) -> StoreResult<SlotWriter> {
+    pub fn reserve(&mut self, encrypted: bool) -> StoreResult<SlotWriter> {
         let id = match self.open {
             Some(id) if self.unsealed[&id].len() < SLOTS_PER_PACK as usize => id,
             _ => self.open_pack()?,
@@ -162,11 +210,16 @@ impl Packs {
         slots.push(None);
         let location = Location { pack: id, slot };
         let direct = self.direct.get(&id).cloned();
+        let aead = match encrypted {
+            true => self.aead_file(id, true)?,
+            false => None,
+        };
         Ok(SlotWriter {
             location,
             file: self.file(id)?,
             direct,
             path: self.pack_path(id),
+            aead,
         })
     }
 
@@ -187,6 +240,7 @@ impl Packs {
         };
         let existing: Vec<Option<Digest>> = self.idx_digests(id)?.into_iter().map(Some).collect();
         self.handles.remove(&id); // reopen for writing
+        self.aead.remove(&id);
         self.unsealed.insert(id, existing);
         self.open = Some(id);
         // The O_DIRECT twin of the (now writable) handle, never opened by path.
@@ -279,6 +333,12 @@ impl Packs {
             file.sync_data().map_err(|e| {
                 StoreError::io(format!("syncing {}", self.pack_path(id).display()), e)
             })?;
+            // Nonces and tags are vouched for by the idx like the data they open.
+            if let Some(aead) = self.aead.get(&id) {
+                aead.sync_data().map_err(|e| {
+                    StoreError::io(format!("syncing {}", self.aead_path(id).display()), e)
+                })?;
+            }
             let digests = &self.unsealed[&id];
             self.write_idx(id, digests.iter().map(|d| d.unwrap_or(NO_DIGEST)))?;
             // A full pack may still have writes under way (another snapshot's puts):
@@ -343,77 +403,11 @@ impl Packs {
 
     fn remove(&mut self, id: u32) -> StoreResult<()> {
         self.handles.remove(&id);
+        self.aead.remove(&id);
         self.dedup = None;
         remove_if_present(&self.idx_path(id))?;
-        remove_if_present(&self.pack_path(id))
-    }
-}
-
-/// Where one new block goes, and the handles to write it with.
-pub(crate) struct SlotWriter {
-    pub location: Location,
-    file: Arc<File>,
-    direct: Option<Arc<File>>,
-    path: PathBuf,
-}
-
-impl SlotWriter {
-    /// Writes the block's data into its slot.
-    ///
-    /// Aligned buffers go through `O_DIRECT`: no copy into the page cache and no
-    /// writeback later (a backup neither pays for nor evicts the cache with data it
-    /// will not read again). Anything else is written through the page cache, with
-    /// writeback started early so the fsync at completion has little left to do.
-    pub fn write(&self, data: &[u8]) -> StoreResult<()> {
-        let offset = u64::from(self.location.slot) * BLOCK_SIZE_U64;
-        let aligned = (data.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN);
-        if let (Some(direct), true) = (&self.direct, aligned) {
-            match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
-                // Some filesystems refuse O_DIRECT writes they accepted at open.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(self.error(e)),
-            }
-        }
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| self.error(e))?;
-        start_writeback(&self.file, self.location.slot);
-        Ok(())
-    }
-
-    fn error(&self, e: std::io::Error) -> StoreError {
-        StoreError::io(
-            format!(
-                "writing slot {} of {}",
-                self.location.slot,
-                self.path.display()
-            ),
-            e,
-        )
-    }
-}
-
-/// Every `WRITEBACK_SLOTS` slots, asks the kernel to start writing the last ones to
-/// disk (without waiting), so writeback overlaps the hashing of later blocks instead
-/// of all happening in the fsync at completion.
-fn start_writeback(file: &File, slot: u32) {
-    use std::os::unix::io::AsRawFd;
-    const WRITEBACK_SLOTS: u32 = 64;
-    if !(slot + 1).is_multiple_of(WRITEBACK_SLOTS) {
-        return;
-    }
-    let start = u64::from(slot + 1 - WRITEBACK_SLOTS) * BLOCK_SIZE_U64;
-    let len = u64::from(WRITEBACK_SLOTS) * BLOCK_SIZE_U64;
-    // SAFETY: a hint on our own descriptor; no memory is passed. Failure is harmless:
-    // the fsync at completion still makes everything durable.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            start as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
+        remove_if_present(&self.pack_path(id))?;
+        remove_if_present(&self.aead_path(id))
     }
 }
 

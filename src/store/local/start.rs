@@ -24,8 +24,16 @@ impl Shared {
             None => None,
         };
         rules::check_start(&req, parent.map(|p| &p.info))?;
+        let key = self.start_key(&req, parent.map(|p| &p.meta))?;
         let id = SnapshotId::generate();
-        let meta = new_meta(&id, &req, parent.map(|p| &p.meta));
+        let mut meta = new_meta(&id, &req, parent.map(|p| &p.meta));
+        if let Some(key) = key {
+            meta.encrypted = true;
+            meta.key_id = Some(key.id.clone());
+            meta.key_name = Some(key.name.clone());
+            meta.kms_key_arn =
+                parent.map_or(req.kms_key_arn.clone(), |p| p.meta.kms_key_arn.clone());
+        }
         let journal = self.create_files(&id, &meta)?;
         let info = meta.to_info()?;
         inner.snapshots.insert(
@@ -132,6 +140,9 @@ fn new_meta(id: &SnapshotId, req: &StartSnapshot, parent: Option<&Meta>) -> Meta
         description: req.description.clone(),
         tags: pairs(&req.tags),
         encrypted: req.encrypted || parent.is_some_and(|p| p.encrypted),
+        key_id: None,
+        key_name: None,
+        kms_key_arn: None,
         client_token: req.client_token.clone(),
         request_fingerprint: Some(rules::start_fingerprint(req)),
         timeout_minutes: req.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES),

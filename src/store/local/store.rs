@@ -1,15 +1,15 @@
 //! The local store: opening it, and the `SnapshotStore` operations.
 
-use super::chain::Chain;
+use super::encrypted::{self, KeySource};
 use super::fsutil::{atomic_write, remove_if_present};
 use super::journal::Journal;
+use super::keys::NamedKey;
 use super::layout::{check_format, create_layout, read_key, remove_temporaries, FORMAT_FILE};
 use super::lock::{self, Access, StoreLock};
 use super::map::{Location, MapFile, MapWriter, Record, ZERO_PACK};
 use super::meta::Meta;
-use super::pack::Packs;
+use super::pack::{Packs, SlotWriter};
 use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock};
-use crate::store::paging::{block_page, changed_page};
 use crate::store::rules;
 use crate::store::token::TokenKey;
 use crate::store::*;
@@ -33,10 +33,10 @@ pub struct LocalStore {
 pub(super) struct Shared {
     pub root: PathBuf,
     access: Access,
-    key: TokenKey,
+    pub(super) key: TokenKey,
     /// Buffers for blocks read back: reused, because a fresh 512 KiB allocation per
     /// block cost a restore more system time (page faults, unmaps) than its hashing.
-    read_buffers: Arc<BufferPool>,
+    pub(super) read_buffers: Arc<BufferPool>,
     pub inner: Mutex<Inner>,
     /// Puts recorded so far, and (under the async lock) how many of them the last flush
     /// made durable: concurrent flushes share one seal (group commit), so a server that
@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub flushed_through: tokio::sync::Mutex<u64>,
     /// Snapshots that may be pending at once ([`LocalStore::set_max_pending`]).
     max_pending: AtomicUsize,
+    /// The keys of encrypted snapshots ([`LocalStore::set_key_file`]).
+    pub keys: Mutex<KeySource>,
     _lock: StoreLock,
 }
 
@@ -62,6 +64,17 @@ pub(super) struct Entry {
     pub info: SnapshotInfo,
     pub last_activity: SystemTime,
     pub journal: Option<Arc<Journal>>,
+}
+
+/// Where a put's block goes ([`Shared::place`]).
+struct Placed {
+    location: Location,
+    /// A new slot to write, if the block is not already stored.
+    writer: Option<SlotWriter>,
+    /// The key of an encrypted snapshot.
+    key: Option<Arc<NamedKey>>,
+    /// The identity the block is recorded under.
+    digest: Digest,
 }
 
 impl Entry {
@@ -120,6 +133,7 @@ impl LocalStore {
             puts_recorded: AtomicU64::new(0),
             flushed_through: tokio::sync::Mutex::new(0),
             max_pending: AtomicUsize::new(DEFAULT_MAX_PENDING),
+            keys: encrypted::new_key_source(),
             _lock: lock,
         };
         Ok(LocalStore {
@@ -200,30 +214,20 @@ impl Shared {
         checksum: Digest,
     ) -> StoreResult<()> {
         self.writable()?;
-        let digest = block.digest();
-        let (location, writer) = {
-            let mut inner = self.lock();
-            let entry = inner.get_mut(id)?;
-            rules::check_put(&entry.info, index, &block, checksum)?;
-            entry.last_activity = SystemTime::now();
-            if block.is_zero() {
-                (
-                    Location {
-                        pack: ZERO_PACK,
-                        slot: 0,
-                    },
-                    None,
-                )
-            } else if let Some(found) = inner.packs.find(digest)? {
-                (found, None)
-            } else {
-                let writer = inner.packs.reserve()?;
-                (writer.location, Some(writer))
-            }
-        };
+        let placed = self.place(id, index, &block, checksum)?;
         // The data is written without holding the lock, so puts run in parallel.
-        if let Some(writer) = &writer {
-            writer.write(block.data()).map_err(|e| match e {
+        if let Some(writer) = &placed.writer {
+            let written = match &placed.key {
+                Some(k) => encrypted::write_encrypted(
+                    writer,
+                    k,
+                    &block,
+                    &placed.digest,
+                    &self.read_buffers,
+                ),
+                None => writer.write(block.data()),
+            };
+            written.map_err(|e| match e {
                 StoreError::Io { context, source } => {
                     StoreError::io(format!("block {index} of {id}: {context}"), source)
                 }
@@ -233,8 +237,8 @@ impl Shared {
         // Recording the block happens under the lock: a completion or a garbage
         // collection that ran meanwhile is seen here, never raced.
         let mut inner = self.lock();
-        if writer.is_some() {
-            inner.packs.written(location, digest);
+        if placed.writer.is_some() {
+            inner.packs.written(placed.location, placed.digest);
         }
         let entry = inner.get_mut(id)?;
         rules::check_put(&entry.info, index, &block, checksum)?;
@@ -243,11 +247,46 @@ impl Shared {
         })?;
         journal.write(&Record {
             index,
-            location,
-            digest,
+            location: placed.location,
+            digest: placed.digest,
         })?;
         self.puts_recorded.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Where a put's block goes: nowhere (a zero block), an existing copy (dedup, by
+    /// its identity), or a new slot.
+    fn place(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: &HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<Placed> {
+        let mut inner = self.lock();
+        let entry = inner.get_mut(id)?;
+        rules::check_put(&entry.info, index, block, checksum)?;
+        entry.last_activity = SystemTime::now();
+        let key = self.snapshot_key(&entry.meta)?;
+        let digest = encrypted::identity(key.as_deref(), block);
+        let zero = Location {
+            pack: ZERO_PACK,
+            slot: 0,
+        };
+        let (location, writer) = if block.is_zero() {
+            (zero, None)
+        } else if let Some(found) = inner.packs.find(digest)? {
+            (found, None)
+        } else {
+            let writer = inner.packs.reserve(key.is_some())?;
+            (writer.location, Some(writer))
+        };
+        Ok(Placed {
+            location,
+            writer,
+            key,
+            digest,
+        })
     }
 
     /// Seals the packs (data, then idx) and syncs the journals written since the last
@@ -286,11 +325,13 @@ impl Shared {
         let journal = entry.journal.clone().ok_or_else(|| {
             StoreError::corrupt(format!("snapshot {id}"), "pending, but has no journal")
         })?;
+        let key = self.snapshot_key(&entry.meta)?;
         // Data before maps: every block the map will name must be durable first.
         inner.packs.seal()?;
         let mut writer = MapWriter::create(&self.snapshot_path(id, "map"))?;
         for record in journal.records() {
-            writer.push(&record?)?;
+            let record = record?;
+            writer.push(&record, &encrypted::checksum(key.as_deref(), &record))?;
         }
         let (map, written, own) = writer.finish()?;
         if let Err(e) = rules::check_complete(id, count, aggregate, written, own) {
@@ -311,85 +352,6 @@ impl Shared {
             tracing::warn!("{id} is completed, but its journal stays: {e}");
         }
         Ok(SnapshotStatus::Completed)
-    }
-
-    pub(super) fn list_blocks(&self, id: &SnapshotId, page: PageRequest) -> StoreResult<BlockPage> {
-        let (info, chain) = self.lock().readable_chain(id)?;
-        block_page(&self.key, &info, &page, |start| {
-            chain.iter_from(start).map(|r| r.index)
-        })
-    }
-
-    pub(super) fn list_changed(
-        &self,
-        first: Option<&SnapshotId>,
-        second: &SnapshotId,
-        page: PageRequest,
-    ) -> StoreResult<ChangedBlockPage> {
-        let (first_chain, (info, second_chain)) = {
-            let mut inner = self.lock();
-            let first_chain = match first {
-                Some(f) => {
-                    let first_lineage = inner.get(f)?.meta.lineage.clone();
-                    if first_lineage != inner.get(second)?.meta.lineage {
-                        return Err(rules::unrelated(f, second));
-                    }
-                    inner.readable_chain(f)?.1
-                }
-                None => Chain::default(),
-            };
-            (first_chain, inner.readable_chain(second)?)
-        };
-        changed_page(&self.key, first, &info, &page, |start| {
-            (
-                first_chain.iter_from(start).map(|r| (r.index, r.digest)),
-                second_chain.iter_from(start).map(|r| (r.index, r.digest)),
-            )
-        })
-    }
-
-    pub(super) fn get_block(
-        &self,
-        id: &SnapshotId,
-        index: BlockIndex,
-        token: &BlockToken,
-    ) -> StoreResult<FetchedBlock> {
-        let (record, file) = {
-            let mut inner = self.lock();
-            let (_, chain) = inner.readable_chain(id)?;
-            self.key.check_block_token(id, index, token)?;
-            let record = chain.get(index).ok_or_else(|| {
-                StoreError::invalid(
-                    ValidationReason::InvalidBlockToken,
-                    format!("snapshot {id} holds no block {index}"),
-                )
-            })?;
-            let file = match record.location.pack {
-                ZERO_PACK => None,
-                pack => Some(inner.packs.file(pack)?),
-            };
-            (record, file)
-        };
-        let Some(file) = file else {
-            return Ok(FetchedBlock {
-                data: HashedBlock::zero().data().clone(),
-                checksum: record.digest,
-            });
-        };
-        let mut buf = self.read_buffers.take();
-        Packs::read(&file, record.location, &mut buf).map_err(|e| {
-            StoreError::io(
-                format!(
-                    "reading block {index} of {id} from pack {:08x} slot {}",
-                    record.location.pack, record.location.slot
-                ),
-                e,
-            )
-        })?;
-        Ok(FetchedBlock {
-            data: self.read_buffers.freeze(buf),
-            checksum: record.digest,
-        })
     }
 }
 

@@ -2,9 +2,8 @@
 
 use super::Context;
 use crate::exit::{Exit, Failure, Result};
-use crate::store::local_dir;
+use crate::store::{local_dir, open_local_store};
 use ebsnap::store::local::{Access, CheckReport};
-use ebsnap::store::LocalStore;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,7 +18,7 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
             "check works on a local store (EBS checks its own)",
         ));
     };
-    let store = LocalStore::open(dir, Access::Read, ctx.lock_wait())?;
+    let store = open_local_store(dir, Access::Read, &ctx.settings)?;
     let report = tokio::task::spawn_blocking(move || store.check(args.read_data))
         .await
         .expect("check panicked")?;
@@ -48,6 +47,9 @@ fn text(r: &CheckReport) -> String {
     for d in &r.damaged {
         let block = d.block.map_or(String::new(), |b| format!(" block {b}"));
         text += &format!("  {}{block}: {}\n", d.snapshot_id, d.problem);
+    }
+    for n in &r.not_read {
+        text += &format!("  data not read: {n}\n");
     }
     text
 }

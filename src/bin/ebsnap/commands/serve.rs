@@ -113,7 +113,10 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
         keys::reload_on_hangup(keys.clone())?;
     }
     // The server is the store's one writer for as long as it runs.
-    let store = Arc::new(LocalStore::open(root, Access::Write, LockWait::Fail)?);
+    let store = LocalStore::open(root, Access::Write, LockWait::Fail)?;
+    // Clients' encrypted snapshots use the same key file as a local backup.
+    store.set_key_file(&ctx.settings.key_file)?;
+    let store = Arc::new(store);
     store.set_max_pending(args.max_pending);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -234,6 +234,9 @@ fn relative_to(base: &Path, settings: &mut Settings) {
     if let Some(file) = &mut settings.metrics_file {
         *file = base.join(&*file);
     }
+    if let Some(file) = &mut settings.key_file {
+        *file = base.join(&*file);
+    }
 }
 
 /// A key as the file spells it (`jobs.db1.keep.daily`), without the steps that

@@ -95,6 +95,7 @@ schema! {
         limit_download: ByteSize,
         lock_wait: u64,
         metrics_file: PathBuf,
+        key_file: PathBuf,
     }
     job {
         source: PathBuf,
