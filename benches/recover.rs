@@ -6,7 +6,8 @@
 //! serve --faults latency-ms=L` through the EBS store, for L = 0 and 100 ms (what
 //! users see from AWS), with `--max-rate 1000` (AWS's per-snapshot limit). Then, on
 //! each, the snapshot is restored in full, copied whole over NBD with nbdcopy, and
-//! read whole with `dd bs=1M` from the FUSE mount. Each row: seconds, MiB/s, and the
+//! read whole with `dd bs=1M` from the FUSE mount; on a fresh mount, random 64 KiB
+//! reads from four threads (reads/s: read-ahead must not slow them). Each row: seconds, MiB/s, and the
 //! time as a multiple of the full restore's. FUSE rows need root and /dev/fuse; NBD
 //! rows need nbdcopy (libnbd-bin): missing ones are skipped, saying so.
 //!
@@ -15,9 +16,15 @@
 mod common;
 
 use common::{build_release, measure, Spawned, KEY_ID, SECRET};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+const BLOCK: u64 = 524_288;
+/// Random reads of the random-read row, in all, and the threads making them.
+const RANDOM_READS: u64 = 128;
+const RANDOM_READERS: u64 = 4;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -55,6 +62,13 @@ fn main() {
         match client.fuse_read(&id, &dir.path().join("mnt")) {
             Some(seconds) => row("FUSE (dd bs=1M)", seconds),
             None => println!("| {latency} ms | FUSE | skipped: needs root and /dev/fuse | | |"),
+        }
+        let mnt = dir.path().join("mnt");
+        if let Some(seconds) = client.fuse_random(&id, &mnt, size_mib * common::MIB) {
+            println!(
+                "| {latency} ms | FUSE random 64 KiB x {RANDOM_READS}, {RANDOM_READERS} readers | {seconds:.2} | {:.0} reads/s | |",
+                RANDOM_READS as f64 / seconds
+            );
         }
     }
 }
@@ -114,7 +128,35 @@ impl Client<'_> {
     }
 
     /// Seconds of `dd bs=1M` of DIR/disk.img, once mounted.
-    fn fuse_read(&self, id: &str, dir: &PathBuf) -> Option<f64> {
+    fn fuse_read(&self, id: &str, dir: &Path) -> Option<f64> {
+        self.mounted(id, dir, |image| {
+            let started = Instant::now();
+            common::run(
+                Command::new("dd")
+                    .arg(format!("if={}", image.display()))
+                    .args(["of=/dev/null", "bs=1M", "status=none"]),
+            );
+            started.elapsed().as_secs_f64()
+        })
+    }
+
+    /// Seconds of [`RANDOM_READS`] reads of 64 KiB, each in a block of its own, at
+    /// random, from [`RANDOM_READERS`] threads at once, on a fresh mount (cold cache).
+    fn fuse_random(&self, id: &str, dir: &Path, size: u64) -> Option<f64> {
+        self.mounted(id, dir, |image| {
+            let blocks = size / BLOCK;
+            let started = Instant::now();
+            std::thread::scope(|s| {
+                for reader in 0..RANDOM_READERS {
+                    s.spawn(move || random_reads(image, blocks, reader));
+                }
+            });
+            started.elapsed().as_secs_f64()
+        })
+    }
+
+    /// Runs `read` on DIR/disk.img of snapshot `id` mounted at `dir`, then unmounts.
+    fn mounted(&self, id: &str, dir: &Path, read: impl FnOnce(&Path) -> f64) -> Option<f64> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
             return None;
@@ -129,16 +171,25 @@ impl Client<'_> {
             assert!(Instant::now() < deadline, "the mount did not appear");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let started = Instant::now();
-        common::run(
-            Command::new("dd")
-                .arg(format!("if={}", image.display()))
-                .args(["of=/dev/null", "bs=1M", "status=none"]),
-        );
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = read(&image);
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let _ = child.wait();
         Some(seconds)
+    }
+}
+
+/// This reader's share of the random reads: 64 KiB in pseudo-random blocks, the same
+/// ones each run.
+fn random_reads(image: &Path, blocks: u64, reader: u64) {
+    let file = std::fs::File::open(image).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ reader;
+    for _ in 0..RANDOM_READS / RANDOM_READERS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let offset = (x % blocks) * BLOCK + (x >> 40) % 8 * 65536;
+        file.read_exact_at(&mut buf, offset).unwrap();
     }
 }

@@ -12,7 +12,11 @@ use std::process::Command;
 pub const MIB: u64 = 1 << 20;
 
 /// Builds the release binary and returns its path: backups are measured as users run them.
+/// `EBSNAP_BENCH_BIN` names another binary instead (an earlier build, to compare with).
 pub fn build_release() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EBSNAP_BENCH_BIN") {
+        return PathBuf::from(bin);
+    }
     run(Command::new(env!("CARGO")).args(["build", "--release", "--bin", "ebsnap", "--quiet"]));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -27,7 +27,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+
+mod priority;
 
 /// Where the limit starts: enough for 300 requests/s at 100 ms, few enough that a
 /// server on loopback is not flooded before the first round has been measured.
@@ -266,6 +268,9 @@ impl Controller {
 pub(crate) struct Flow {
     permits: Semaphore,
     state: Mutex<FlowState>,
+    /// Told each time a place is given back: read-ahead waits here, never in the
+    /// permits' queue, so that it cannot stand before a demand read (see [`priority`]).
+    freed: Notify,
 }
 
 #[derive(Debug)]
@@ -292,6 +297,7 @@ impl Flow {
                 owed: 0,
                 span: None,
             }),
+            freed: Notify::new(),
         })
     }
 
@@ -323,6 +329,11 @@ impl Flow {
         };
         // Given back by the pass, which decides whether to give it back.
         permit.forget();
+        self.pass()
+    }
+
+    /// The pass for a place just taken (its permit forgotten).
+    fn pass(self: &Arc<Flow>) -> Pass {
         let now = Instant::now();
         let mut s = self.lock();
         s.span.get_or_insert((now, now));
@@ -361,6 +372,8 @@ impl Flow {
         } else {
             self.permits.add_permits(1);
         }
+        drop(s);
+        self.freed.notify_one();
     }
 }
 

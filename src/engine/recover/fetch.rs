@@ -6,6 +6,7 @@
 use super::BlockReader;
 use crate::block::BlockIndex;
 use crate::engine::checked::checked;
+use crate::engine::flow::Pass;
 use crate::engine::{Error, Result};
 use crate::store::{BlockToken, PageRequest, StoreError, ValidationReason};
 use bytes::Bytes;
@@ -18,8 +19,9 @@ const REFILL_PAGE: u32 = 1000;
 impl BlockReader {
     /// Block `index`, which holds data, fetched and checked. A failure is logged here,
     /// once, with the snapshot and index: the reader's caller only answers EIO.
-    pub(super) async fn fetch(&self, index: BlockIndex) -> Result<Bytes> {
-        let result = self.fetch_checked(index).await;
+    /// `place`: one taken already (read-ahead's), for the first request.
+    pub(super) async fn fetch(&self, index: BlockIndex, place: Option<Pass>) -> Result<Bytes> {
+        let result = self.fetch_checked(index, place).await;
         match &result {
             Ok(_) => {
                 self.0.fetched.fetch_add(1, Ordering::Relaxed);
@@ -32,11 +34,11 @@ impl BlockReader {
         result
     }
 
-    async fn fetch_checked(&self, index: BlockIndex) -> Result<Bytes> {
+    async fn fetch_checked(&self, index: BlockIndex, mut place: Option<Pass>) -> Result<Bytes> {
         let mut second_try = false;
         loop {
             let token = self.token(index).await?;
-            let error = match self.get_checked(index, &token).await {
+            let error = match self.get_checked(index, &token, place.take()).await {
                 Ok(data) => return Ok(data),
                 Err(e) if second_try => return Err(e),
                 Err(e) => e,
@@ -55,9 +57,18 @@ impl BlockReader {
         }
     }
 
-    async fn get_checked(&self, index: BlockIndex, token: &BlockToken) -> Result<Bytes> {
+    /// A second try, or a demand read, takes its place as a demand read.
+    async fn get_checked(
+        &self,
+        index: BlockIndex,
+        token: &BlockToken,
+        place: Option<Pass>,
+    ) -> Result<Bytes> {
         let id = &self.0.id;
-        let pass = self.0.flow.enter().await;
+        let pass = match place {
+            Some(pass) => pass,
+            None => self.0.flow.enter().await,
+        };
         let fetched = self
             .0
             .store
