@@ -5,7 +5,7 @@
 //! Every snapshot of an encrypted lineage uses the key its first snapshot was started
 //! with, so every stored block of its chain opens with that one key.
 
-use super::keys::{Keyring, NamedKey};
+use super::keys::{key_name, Keyring, NamedKey};
 use super::map::{Location, Record, ZERO_PACK};
 use super::meta::Meta;
 use super::pack::{Packs, SlotWriter};
@@ -69,7 +69,9 @@ impl Shared {
     ) -> StoreResult<Option<Arc<NamedKey>>> {
         if let Some(parent) = parent.filter(|p| p.encrypted) {
             let key = self.snapshot_key(parent)?.ok_or_else(|| legacy(parent))?;
-            if req.kms_key_arn.is_some() && req.kms_key_arn != parent.kms_key_arn {
+            // Compared by the key named: `key/NAME` and a full ARN may name one key.
+            let named = req.kms_key_arn.as_deref().map(key_name);
+            if named.is_some_and(|n| Some(n) != parent.key_name.as_deref()) {
                 return Err(invalid_key(
                     "KmsKeyArn differs from the parent's: a child is encrypted with its parent's key",
                 ));

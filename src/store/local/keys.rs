@@ -62,7 +62,7 @@ impl Keyring {
     pub fn read(path: &Path) -> StoreResult<Keyring> {
         let raw = std::fs::read_to_string(path)
             .map_err(|e| StoreError::io(format!("reading key file {}", path.display()), e))?;
-        warn_if_open_to_others(path);
+        check_mode(path)?;
         Keyring::parse(path, &raw)
     }
 
@@ -159,19 +159,31 @@ fn key_file_text(name: &str, secret: &[u8; 32]) -> String {
     )
 }
 
-/// A key file that others may read is not refused (it may be on purpose, for a
-/// group of operators), but it is said.
-fn warn_if_open_to_others(path: &Path) {
+/// A key file that another user owns, or that group or others may write, is refused:
+/// whoever can change it chooses the key new backups are encrypted with. One that
+/// others may read is allowed (a group of operators, say), but it is said.
+fn check_mode(path: &Path) -> StoreResult<()> {
     use std::os::unix::fs::MetadataExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.mode() & 0o077 != 0 {
-            tracing::warn!(
-                "key file {} has mode {:o}: others may read the key (chmod 600 it)",
+    let meta = std::fs::metadata(path)
+        .map_err(|e| StoreError::io(format!("reading key file {}", path.display()), e))?;
+    let mode = meta.mode() & 0o7777;
+    let foreign = meta.uid() != crate::sys::euid() && meta.uid() != 0;
+    if foreign || mode & 0o022 != 0 {
+        return Err(StoreError::AccessDenied {
+            message: format!(
+                "key file {} (mode {mode:o}, uid {}) may be changed by another user: make it yours and chmod 600 it",
                 path.display(),
-                meta.mode() & 0o7777
-            );
-        }
+                meta.uid()
+            ),
+        });
     }
+    if mode & 0o044 != 0 {
+        tracing::warn!(
+            "key file {} has mode {mode:o}: others may read the key (chmod 600 it)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,6 +217,22 @@ mod tests {
         assert_eq!(ring.select(Some(arn)).unwrap().name, "b");
         assert!(ring.select(Some("key/c")).is_none());
         assert_ne!(ring.keys[0].id, ring.keys[1].id);
+    }
+
+    #[test]
+    fn a_key_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        Keyring::create(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let err = Keyring::read(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(
+            Keyring::read(&path).is_ok(),
+            "readable by the group: said, not refused"
+        );
     }
 
     #[test]
