@@ -5,8 +5,8 @@
 //!
 //! The owner is recorded in a reserved tag, [`OWNER_TAG`], rather than in the local
 //! store's metadata: the server runs on any `SnapshotStore` (memory, local, even EBS),
-//! and a tag is already durable, written atomically with the snapshot's start, and
-//! copied with it; the store's format and trait stay as they are. The server hides the
+//! and a tag is already durable and written atomically with the snapshot's start; the
+//! store's format and trait stay as they are. The server hides the
 //! tag from every answer and filter, and no client may set or delete it (keys under
 //! [`RESERVED_PREFIX`] are refused), so only StartSnapshot ever writes it. Snapshots of
 //! [`OWNER_ID`] carry no tag at all: those that existed before owners, and those of the

@@ -112,3 +112,36 @@ fn the_environment_key_joins_the_file_and_may_not_clash() {
     );
     assert_eq!(keys.current().len(), 3, "a failed reload keeps the keys");
 }
+
+/// The keys_file fuzz target's seeds (fuzz/corpus/keys_file/seed-*), and every prefix
+/// of each, through the target's entry point: a cheap replay in the ordinary test run
+/// of what the fuzzer starts from (the entry point asserts that no key's Debug shows
+/// its secret, and that errors name the file).
+#[test]
+fn the_fuzz_seeds_and_their_prefixes_parse_or_fail_cleanly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/keys_file");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seed-")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let _ = crate::server::fuzzing::keys_file(&text[..end]);
+        }
+        seeds += 1;
+    }
+    assert!(seeds >= 5, "the seeds are in {}", dir.display());
+    assert_eq!(
+        crate::server::fuzzing::keys_file(
+            &std::fs::read_to_string(dir.join("seed-roles")).unwrap()
+        ),
+        Ok(3)
+    );
+}
