@@ -8,7 +8,7 @@ use crate::engine::recover::BlockReader;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit as Slot, Semaphore};
@@ -24,6 +24,22 @@ pub enum Listener {
     Unix(UnixListener, PathBuf),
 }
 
+/// Binds a Unix socket at `path` that is the owner's only from the moment it is there:
+/// whoever can connect reads the snapshot (connecting needs write permission on the
+/// socket), and bind makes it as the umask says. So it is bound under a staging name
+/// beside `path`, made 0600, and only then linked at `path` (a link fails where
+/// something is already there: that is never replaced).
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.bind", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let listener = UnixListener::bind(&staging)?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::hard_link(&staging, path));
+    let _ = std::fs::remove_file(&staging);
+    placed.map(|()| listener)
+}
+
 impl Listener {
     /// Binds `addr`. A Unix socket's path must not exist: what is there is never
     /// removed (it may be someone else's).
@@ -31,10 +47,7 @@ impl Listener {
         match addr {
             ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
             ListenAddr::Unix(path) => {
-                let listener = UnixListener::bind(path)?;
-                // Whoever can connect reads the snapshot: the owner only, whatever
-                // the umask (connecting needs write permission on the socket).
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                let listener = bind_private(path)?;
                 Ok(Listener::Unix(listener, path.clone()))
             }
         }
