@@ -502,3 +502,36 @@ fn a_keys_file_others_can_read_or_another_user_owns_is_refused() {
     let e = refused_start(&env, &file);
     assert!(e.contains(":5: key[0].owner"), "{e}");
 }
+
+#[test]
+fn a_client_token_is_scoped_to_its_owner() {
+    // EBS scopes idempotency tokens to the account: another owner who reuses a token
+    // (guessed, or seen in a log) gets a snapshot of its own, neither a conflict that
+    // names the first owner's snapshot nor that snapshot.
+    let s = Setup::start(&[&A_BACKUP, &B_BACKUP]);
+    let start = json!({"VolumeSize": 1, "ClientToken": "shared-token-1"});
+    let a = s.boto3(&A_BACKUP, "ebs", "start_snapshot", start.clone());
+    let a_id = a["ok"]["SnapshotId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{a}"));
+    let again = s.boto3(&A_BACKUP, "ebs", "start_snapshot", start.clone());
+    assert_eq!(
+        again["ok"]["SnapshotId"], a_id,
+        "the owner's retry replays: {again}"
+    );
+
+    let b = s.boto3(&B_BACKUP, "ebs", "start_snapshot", start);
+    assert!(!b.to_string().contains(a_id), "A's id leaks to B: {b}");
+    let b_id = b["ok"]["SnapshotId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{b}"));
+    assert_ne!(b_id, a_id);
+    assert_eq!(b["ok"]["OwnerId"], B_BACKUP.3, "{b}");
+    let spaced = json!({"VolumeSize": 1, "ClientToken": "111122223333 shared-token-1"});
+    let forged = s.boto3(&B_BACKUP, "ebs", "start_snapshot", spaced);
+    assert!(
+        !forged.to_string().contains(a_id),
+        "A's id leaks to B: {forged}"
+    );
+    s.stderr();
+}
