@@ -136,11 +136,7 @@ pub async fn start_snapshot(
     }
     owners::stamp(&mut request, &caller);
     let info = state.store.start_snapshot(request).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(snapshot_json(&info)),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(snapshot_json(&info))).into_response())
 }
 
 /// StartSnapshot's JSON body, read into the store's request (the store checks the

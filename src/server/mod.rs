@@ -20,8 +20,8 @@ pub mod fuzzing;
 pub mod keys;
 pub mod owners;
 pub mod sigv4;
-pub mod tls;
 mod tags;
+pub mod tls;
 
 pub use keys::{Key, Keys};
 pub use sigv4::Credentials;
