@@ -341,3 +341,44 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// The `key_id` recorded in a local store's metadata of snapshot `id`.
+fn recorded_key_id(store: &Path, id: &str) -> String {
+    let meta = fs::read(store.join(format!("snapshots/{id}.json"))).unwrap();
+    let meta: Value = serde_json::from_slice(&meta).unwrap();
+    meta["key_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_key_file_made_by_another_process_after_opening_is_used_not_an_error() {
+    // A long-running `serve` opened its store before the key file existed; then a
+    // backup into another store, sharing the default key file, made it. The server's
+    // first encrypted start used to fail (500, "File exists") until it was restarted.
+    use ebsnap::store::local::{Access, LockWait};
+    use ebsnap::store::{LocalStore, SnapshotStore, StartSnapshot};
+    umask_022();
+    let env = Env::new();
+    let key_file = default_key_file(&env);
+    let open = |name: &str| {
+        let store = LocalStore::open(&env.path(name), Access::Write, LockWait::Fail).unwrap();
+        store.set_key_file(&key_file).unwrap();
+        store
+    };
+    let (served, other) = (open("served"), open("other"));
+    let encrypted = StartSnapshot {
+        encrypted: true,
+        ..StartSnapshot::new(1)
+    };
+    let first = other.start_snapshot(encrypted.clone()).await.unwrap();
+    assert!(key_file.exists());
+    let second = served
+        .start_snapshot(encrypted)
+        .await
+        .expect("the key file another process made is used");
+    assert_eq!(
+        recorded_key_id(&env.path("served"), second.id.as_str()),
+        recorded_key_id(&env.path("other"), first.id.as_str()),
+        "one key file, one key"
+    );
+    assert_eq!(mode(&key_file), 0o600);
+}

@@ -258,7 +258,7 @@ fn a_backup_key_backs_up_and_restores_but_cannot_delete_or_untag() {
     assert!(s.boto3(&A_BACKUP, "ec2", "create_tags", add)["ok"].is_object());
 
     // Nothing was removed: both snapshots, each with its ebsnap tags, and the new tag.
-    let shown = ok_json(s.ebsnap(&ADMIN, &["snapshots"]));
+    let shown = ok_json(s.ebsnap(&A_BACKUP, &["snapshots"]));
     let snaps = shown["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), 2, "{shown}");
     let source = image.canonicalize().unwrap();
@@ -501,4 +501,66 @@ fn a_keys_file_others_can_read_or_another_user_owns_is_refused() {
     );
     let e = refused_start(&env, &file);
     assert!(e.contains(":5: key[0].owner"), "{e}");
+}
+
+#[test]
+fn a_client_token_is_scoped_to_its_owner() {
+    // EBS scopes idempotency tokens to the account: another owner who reuses a token
+    // (guessed, or seen in a log) gets a snapshot of its own, neither a conflict that
+    // names the first owner's snapshot nor that snapshot.
+    let s = Setup::start(&[&A_BACKUP, &B_BACKUP]);
+    let start = json!({"VolumeSize": 1, "ClientToken": "shared-token-1"});
+    let a = s.boto3(&A_BACKUP, "ebs", "start_snapshot", start.clone());
+    let a_id = a["ok"]["SnapshotId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{a}"));
+    let again = s.boto3(&A_BACKUP, "ebs", "start_snapshot", start.clone());
+    assert_eq!(
+        again["ok"]["SnapshotId"], a_id,
+        "the owner's retry replays: {again}"
+    );
+
+    let b = s.boto3(&B_BACKUP, "ebs", "start_snapshot", start);
+    assert!(!b.to_string().contains(a_id), "A's id leaks to B: {b}");
+    let b_id = b["ok"]["SnapshotId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{b}"));
+    assert_ne!(b_id, a_id);
+    assert_eq!(b["ok"]["OwnerId"], B_BACKUP.3, "{b}");
+    let spaced = json!({"VolumeSize": 1, "ClientToken": "111122223333 shared-token-1"});
+    let forged = s.boto3(&B_BACKUP, "ebs", "start_snapshot", spaced);
+    assert!(
+        !forged.to_string().contains(a_id),
+        "A's id leaks to B: {forged}"
+    );
+    s.stderr();
+}
+
+/// Another owner's backup key tags snapshots of its own as backups of B's source: B's
+/// admin's retention (which lists with `Owner=self`) judges B's backups only, so those
+/// snapshots cannot push B's real ones out.
+#[test]
+fn an_admins_retention_judges_its_owners_backups_only() {
+    let s = Setup::start(&[&A_BACKUP, &B_BACKUP, &B_ADMIN]);
+    let image = s.env.dense_image("image", 2, 6);
+    let real = [s.backup(&B_BACKUP, &image), s.backup(&B_BACKUP, &image)];
+    // Same host, same path: A's snapshots carry B's `ebsnap:source`.
+    s.backup(&A_BACKUP, &image);
+    s.backup(&A_BACKUP, &image);
+    let args = ["forget", "--keep-last", "2", "--dry-run"];
+    let plan = ok_json(s.ebsnap(&B_ADMIN, &args));
+    let ids = |key: &str| -> Vec<String> {
+        let mut ids: Vec<String> = plan[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{plan}"))
+            .iter()
+            .map(|k| k["snapshot_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut expected = real.to_vec();
+    expected.sort();
+    assert_eq!(ids("kept"), expected, "{plan}");
+    assert!(ids("removed").is_empty(), "{plan}");
 }

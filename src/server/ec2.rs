@@ -107,13 +107,17 @@ async fn describe_snapshots(state: &AppState, caller: &Caller, params: &Params) 
     let owners = params.list("Owner");
     let filters = filters(params)?;
     let snapshots = named_or_all(state, caller, &ids).await?;
-    // `Owner.N`: account ids, or `self`: the caller's own, and for an admin every
-    // snapshot it sees (ebsnap's EBS store lists with `self`: an admin running
-    // `snapshots` or `forget` is shown, and judges, every owner's backups).
+    // `Owner.N`: account ids, or `self`: the caller's own account's, for an admin too,
+    // as in AWS. ebsnap's EBS store lists with `self`, so an admin's `snapshots` and
+    // `forget` see its own owner's backups only: another owner's backup key can tag
+    // snapshots of its own with `ebsnap:source` and `ebsnap:managed`, and an admin's
+    // retention judging every owner's together would then remove real backups.
     let wanted = |s: &SnapshotInfo| {
         let owner = owners::owner_of(s);
-        let own = caller.sees_all() || owner == caller.owner;
-        owners.is_empty() || owners.iter().any(|o| *o == owner || (*o == "self" && own))
+        owners.is_empty()
+            || owners
+                .iter()
+                .any(|o| *o == owner || (*o == "self" && owner == caller.owner))
     };
     let snapshots: Vec<SnapshotInfo> = snapshots.into_iter().filter(wanted).collect();
     // Matching globs is CPU work, bounded but not small: off the async threads.

@@ -54,10 +54,17 @@ pub fn first_reserved<'a>(mut keys: impl Iterator<Item = &'a str>) -> Option<&'a
     keys.find(|k| is_reserved(k))
 }
 
-/// Records the caller as owner of the snapshot a StartSnapshot makes.
+/// Records the caller as owner of the snapshot a StartSnapshot makes, and scopes its
+/// ClientToken to that owner, as EBS scopes tokens to an account: the store matches
+/// tokens across all snapshots, and another owner's token would otherwise replay into
+/// a conflict naming that owner's snapshot. The space that joins them is one no valid
+/// token holds (`^[\S]+$`), so no client can spell another owner's scoped token.
 pub fn stamp(request: &mut StartSnapshot, caller: &Caller) {
     if caller.owner != OWNER_ID {
         request.tags.push(Tag::new(OWNER_TAG, caller.owner.clone()));
+    }
+    if let Some(token) = &mut request.client_token {
+        *token = format!("{} {token}", caller.owner);
     }
 }
 

@@ -51,11 +51,21 @@ impl Shared {
             return Ok(ring.clone());
         }
         let path = keys.path.clone().ok_or_else(no_key_file)?;
-        let ring = Arc::new(Keyring::create(&path)?);
-        tracing::warn!(
-            "created the encryption key file {}: keep a copy apart from the store; without it the encrypted snapshots cannot be read",
-            path.display()
-        );
+        let ring = match Keyring::create(&path) {
+            Ok(ring) => {
+                tracing::warn!(
+                    "created the encryption key file {}: keep a copy apart from the store; without it the encrypted snapshots cannot be read",
+                    path.display()
+                );
+                ring
+            }
+            // Made since this store was opened, by another ebsnap sharing the file (a
+            // backup into another store, or `serve`): that key is the one to use. A
+            // long-running `serve` otherwise failed every encrypted start until restarted.
+            Err(e) if already_exists(&e) => Keyring::read(&path)?,
+            Err(e) => return Err(e),
+        };
+        let ring = Arc::new(ring);
         keys.ring = Some(ring.clone());
         Ok(ring)
     }
@@ -128,6 +138,11 @@ impl Shared {
             ),
         })
     }
+}
+
+/// Whether creating the key file failed because a file (or link) is already there.
+fn already_exists(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
 }
 
 fn no_key_file() -> StoreError {
