@@ -45,6 +45,7 @@ pub mod nbd;
 pub mod server;
 pub mod store;
 mod sys;
+pub mod tomlfile;
 
 pub use engine::{Error, Result};
 pub use sys::set_direct_io;

@@ -127,7 +127,7 @@ impl KeySet {
         let deserializer =
             toml::Deserializer::parse(text).map_err(|e| at(e.span(), "", e.message()))?;
         let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = key_path(e.path());
+            let key = crate::tomlfile::key_path(e.path());
             let inner = e.into_inner();
             at(inner.span(), &key, inner.message())
         })?;
@@ -199,7 +199,9 @@ fn keys_error(
     key: &str,
     message: &str,
 ) -> KeysError {
-    let mut place = span.map_or(String::new(), |s| format!(":{}", line_of(text, s.start)));
+    let mut place = span.map_or(String::new(), |s| {
+        format!(":{}", crate::tomlfile::line_of(text, s.start))
+    });
     if !key.is_empty() {
         place += &format!(": {key}");
     }
@@ -211,31 +213,6 @@ fn keys_error(
         place,
         message,
     }
-}
-
-/// A key as the file spells it (`key[1].owner`), without `toml::Spanned`'s own steps.
-fn key_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Map { key } if key.starts_with("$__") => {}
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// The keys file's text, if only its owner can read or change it and that owner is

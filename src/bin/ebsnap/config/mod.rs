@@ -167,7 +167,9 @@ fn default_paths() -> Vec<PathBuf> {
 /// Reads `text`, the contents of the file at `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config> {
     let at = |key: &str, span: Option<std::ops::Range<usize>>, message: &str| {
-        let place = span.map_or(String::new(), |s| format!(":{}", line_of(text, s.start)));
+        let place = span.map_or(String::new(), |s| {
+            format!(":{}", ebsnap::tomlfile::line_of(text, s.start))
+        });
         let key = if key.is_empty() {
             String::new()
         } else {
@@ -181,7 +183,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     let deserializer =
         toml::Deserializer::parse(text).map_err(|e| at("", e.span(), e.message()))?;
     let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = key_path(e.path());
+        let key = ebsnap::tomlfile::key_path(e.path());
         let inner = e.into_inner();
         at(&key, inner.span(), inner.message())
     })?;
@@ -237,32 +239,6 @@ fn relative_to(base: &Path, settings: &mut Settings) {
     if let Some(file) = &mut settings.key_file {
         *file = base.join(&*file);
     }
-}
-
-/// A key as the file spells it (`jobs.db1.keep.daily`), without the steps that
-/// `toml::Spanned` takes inside.
-fn key_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut key = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Map { key: k } if k.starts_with("$__") => {}
-            Segment::Map { key: k } | Segment::Enum { variant: k } => {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(k);
-            }
-            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
-            Segment::Unknown => {}
-        }
-    }
-    key
-}
-
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 impl Config {
