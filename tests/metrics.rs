@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Env;
+use common::{venv_python, Env};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -14,12 +14,7 @@ use std::process::Command;
 /// Every sample in the file, as prometheus_client's text parser reads it: name,
 /// labels, value. A file it cannot parse fails the test.
 fn parse(file: &Path) -> Vec<Value> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test makes it (python3 -m venv .venv; .venv/bin/pip install -r tests/python/requirements.txt)",
-        python.display()
-    );
+    let python = venv_python();
     let script = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families

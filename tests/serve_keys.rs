@@ -119,12 +119,7 @@ impl Setup {
     /// One boto3 call signed with `key`: {"ok": ...} or {"error": CODE, "status": N}.
     fn boto3(&self, key: &Keyed, service: &str, operation: &str, params: Value) -> Value {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: scripts/test makes it",
-            python.display()
-        );
+        let python = venv_python();
         let out = Command::new(python)
             .arg(root.join("tests/python/keys_client.py"))
             .args([

@@ -215,12 +215,7 @@ fn an_unusable_bundle_is_an_error_naming_the_file() {
 #[test]
 fn boto3_writes_reads_and_describes_over_tls() {
     let tls = Tls::start();
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test makes it (python3 -m venv .venv; .venv/bin/pip install -r tests/python/requirements.txt)",
-        python.display()
-    );
+    let python = venv_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tls_boto3.py");
     let out = Command::new(&python)
         .arg(script)

@@ -68,6 +68,45 @@ impl Stop {
     }
 }
 
+/// Joins a set of tasks in flight that a stop may cut short: once [`IN_FLIGHT_GRACE`]
+/// has passed after a stop is asked, those still running are aborted (they come back
+/// cancelled) and [`dropped`](Self::dropped) says so.
+pub(crate) struct Draining {
+    grace_over: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    dropped: bool,
+}
+
+impl Draining {
+    pub fn new(stop: &Stop) -> Draining {
+        let stop = stop.clone();
+        Draining {
+            grace_over: Box::pin(async move { stop.grace_over().await }),
+            dropped: false,
+        }
+    }
+
+    /// The next task of `set` to end; `None` once it is empty.
+    pub async fn next<T: 'static>(
+        &mut self,
+        set: &mut tokio::task::JoinSet<T>,
+    ) -> Option<Result<T, tokio::task::JoinError>> {
+        loop {
+            tokio::select! {
+                joined = set.join_next() => return joined,
+                () = &mut self.grace_over, if !self.dropped => {
+                    set.abort_all();
+                    self.dropped = true;
+                }
+            }
+        }
+    }
+
+    /// Whether tasks were aborted: the work they did not finish is still to do.
+    pub fn dropped(&self) -> bool {
+        self.dropped
+    }
+}
+
 /// The conventional name of a signal number, for messages.
 pub fn signal_name(signal: i32) -> String {
     match signal {

@@ -126,6 +126,17 @@ pub fn ok_json(out: std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The project's Python (boto3, prometheus_client), which `scripts/test` makes.
+pub fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test makes it (python3 -m venv .venv; .venv/bin/pip install -r tests/python/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
 pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !ready() {

@@ -5,6 +5,7 @@
 use super::journal::UploadJournal;
 use crate::block::{BlockIndex, Digest, HashedBlock};
 use crate::engine::flow::Flow;
+use crate::engine::stop::Draining;
 use crate::engine::{Error, Result, Stop};
 use crate::store::{SnapshotId, SnapshotStore};
 use std::collections::BTreeSet;
@@ -216,27 +217,15 @@ impl<'a> Uploader<'a> {
     /// was sent is not sent again by a resumed run.
     pub async fn finish(&mut self) -> Result<()> {
         let mut first_error = None;
-        let stop = self.stop.clone();
-        let grace_over = stop.grace_over();
-        tokio::pin!(grace_over);
-        let mut dropped = false;
-        loop {
-            let finished = tokio::select! {
-                finished = self.puts.join_next() => finished,
-                () = &mut grace_over, if !dropped => {
-                    self.puts.abort_all();
-                    dropped = true;
-                    continue;
-                }
-            };
-            let Some(finished) = finished else { break };
+        let mut draining = Draining::new(&self.stop);
+        while let Some(finished) = draining.next(&mut self.puts).await {
             if let Err(e) = self.reap(finished) {
                 first_error.get_or_insert(e);
             }
         }
-        if dropped {
+        if draining.dropped() {
             // Never Ok with puts missing: the snapshot must not be completed.
-            first_error.get_or_insert(stop.check().expect_err("dropped at a stop"));
+            first_error.get_or_insert(self.stop.check().expect_err("dropped at a stop"));
         }
         let recorded = self.checkpoint().await;
         match first_error {

@@ -8,6 +8,7 @@ use crate::block::BlockIndex;
 use crate::engine::checked::checked;
 use crate::engine::flow::{Flow, Pass};
 use crate::engine::pages::{BlockLister, ChangedLister};
+use crate::engine::stop::Draining;
 use crate::engine::target::Target;
 use crate::engine::{Error, Inconsistency, Result};
 use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore, Transfer};
@@ -72,22 +73,12 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
     /// grace period, and those left then are dropped), keeping the first failure.
     async fn reap(&mut self, wait: bool) -> Result<()> {
         let mut first_error = None;
-        let job = self.job;
-        let grace_over = job.options.stop.grace_over();
-        tokio::pin!(grace_over);
-        let mut dropped = false;
+        // Only a wait drains: the calls after each spawn collect what is done.
+        let mut draining = wait.then(|| Draining::new(&self.job.options.stop));
         loop {
-            let joined = if wait {
-                tokio::select! {
-                    joined = self.running.join_next() => joined,
-                    () = &mut grace_over, if !dropped => {
-                        self.running.abort_all();
-                        dropped = true;
-                        continue;
-                    }
-                }
-            } else {
-                self.running.try_join_next()
+            let joined = match &mut draining {
+                Some(draining) => draining.next(&mut self.running).await,
+                None => self.running.try_join_next(),
             };
             let Some(joined) = joined else { break };
             let (first, done) = match joined {
@@ -106,9 +97,9 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
                 }
             }
         }
-        if dropped {
+        if draining.as_ref().is_some_and(Draining::dropped) {
             // Never Ok with blocks unwritten: the target must not be finished.
-            job.options.stop.check()?;
+            self.job.options.stop.check()?;
         }
         first_error.map_or(Ok(()), Err)
     }
