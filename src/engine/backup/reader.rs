@@ -227,14 +227,22 @@ fn read_one(
         pool.recycle(buf);
         return Ok(ReadBlock::Zero(index));
     }
-    let digest = content_digests.then(|| content_digest(&buf));
-    let same_as_parent = |d: &ContentDigest| {
-        !baseline.was_put(index) && baseline.block(index) == ParentBlock::Data(*d)
-    };
-    if let Some(d) = digest.filter(same_as_parent) {
-        pool.recycle(buf);
-        return Ok(ReadBlock::Unchanged(index, d));
+    // Only a block the parent holds data for can be unchanged: its BLAKE3 digest alone
+    // tells. Any other is uploaded, and its SHA-256 goes first: that pass brings the
+    // block from memory at SHA-256's slower pace, so BLAKE3 then finds it in the cache
+    // (about 0.08 CPU-s per GiB less than the other way round; O_DIRECT reads land in
+    // memory, not in the cache).
+    let parent = (!baseline.was_put(index)).then(|| baseline.block(index));
+    if let (true, Some(ParentBlock::Data(held))) = (content_digests, parent) {
+        let digest = content_digest(&buf);
+        if digest == held {
+            pool.recycle(buf);
+            return Ok(ReadBlock::Unchanged(index, digest));
+        }
+        let block = HashedBlock::new(pool.freeze(buf)).expect("a whole block");
+        return Ok(ReadBlock::Changed(index, block, Some(digest)));
     }
     let block = HashedBlock::new(pool.freeze(buf)).expect("a whole block");
+    let digest = content_digests.then(|| content_digest(block.data()));
     Ok(ReadBlock::Changed(index, block, digest))
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Slots per pack: 1 GiB pack files keep a 1 TiB store near a thousand files.
 pub(crate) const SLOTS_PER_PACK: u32 = 2048;
@@ -43,6 +43,8 @@ pub(crate) struct Packs {
     direct: HashMap<u32, Arc<File>>,
     /// Open `.aead` sidecars (nonce and tag of each encrypted slot), by pack.
     aead: HashMap<u32, Arc<File>>,
+    /// Each pack's writers take turns (see [`SlotWriter::write`]).
+    turns: HashMap<u32, Arc<Mutex<()>>>,
 }
 
 impl Packs {
@@ -57,6 +59,7 @@ impl Packs {
             dedup: None,
             direct: HashMap::new(),
             aead: HashMap::new(),
+            turns: HashMap::new(),
         })
     }
 
@@ -220,6 +223,7 @@ impl Packs {
             direct,
             path: self.pack_path(id),
             aead,
+            turn: self.turns.entry(id).or_default().clone(),
         })
     }
 

@@ -8,7 +8,7 @@ use crate::store::{StoreError, StoreResult};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Where one new block goes, and the handles to write it with.
 pub(crate) struct SlotWriter {
@@ -18,6 +18,8 @@ pub(crate) struct SlotWriter {
     pub(super) path: PathBuf,
     /// The pack's `.aead` sidecar, for an encrypted block.
     pub(super) aead: Option<Arc<File>>,
+    /// Held while the block is written: shared by every writer of this pack.
+    pub(super) turn: Arc<Mutex<()>>,
 }
 
 impl SlotWriter {
@@ -27,22 +29,42 @@ impl SlotWriter {
     /// writeback later (a backup neither pays for nor evicts the cache with data it
     /// will not read again). Anything else is written through the page cache, with
     /// writeback started early so the fsync at completion has little left to do.
+    ///
+    /// The writers of one pack take turns. Appends to one file take its inode lock one
+    /// at a time anyway (an `O_DIRECT` write that allocates too, and tmpfs takes
+    /// `O_DIRECT` writes through its page cache): waiting here sleeps, where waiting
+    /// there spins (a tenth of a backup's CPU into a tmpfs store went to
+    /// `rwsem_spin_on_owner`).
     pub fn write(&self, data: &[u8]) -> StoreResult<()> {
-        let offset = u64::from(self.location.slot) * BLOCK_SIZE_U64;
-        let aligned = (data.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN);
-        if let (Some(direct), true) = (&self.direct, aligned) {
-            match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
-                // Some filesystems refuse O_DIRECT writes they accepted at open.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(self.error(e)),
-            }
+        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        if self.write_direct(data)? {
+            return Ok(());
         }
         self.file
-            .write_all_at(data, offset)
+            .write_all_at(data, self.offset())
             .map_err(|e| self.error(e))?;
+        drop(turn);
         start_writeback(&self.file, self.location.slot);
         Ok(())
+    }
+
+    /// Writes `data` with `O_DIRECT` where it can: `Ok(false)` when the page cache must
+    /// take it instead.
+    fn write_direct(&self, data: &[u8]) -> StoreResult<bool> {
+        let aligned = (data.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN);
+        let Some(direct) = self.direct.as_ref().filter(|_| aligned) else {
+            return Ok(false);
+        };
+        match direct.write_all_at(data, self.offset()) {
+            Ok(()) => Ok(true),
+            // Some filesystems refuse O_DIRECT writes they accepted at open.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        u64::from(self.location.slot) * BLOCK_SIZE_U64
     }
 
     /// Writes an encrypted block's nonce and tag. Like the data, it is durable once the
@@ -52,6 +74,7 @@ impl SlotWriter {
             StoreError::corrupt(self.path.display().to_string(), "no .aead file reserved")
         })?;
         let offset = u64::from(self.location.slot) * AEAD_ENTRY_LEN as u64;
+        // 32 bytes, in a file of their own: too brief to contend for its lock.
         file.write_all_at(&entry.encode(), offset)
             .map_err(|e| self.error(e))
     }
