@@ -6,7 +6,7 @@
 //! about one request's latency: as many completions as the limit, and at least
 //! [`ROUND_MIN`]. At the end of each round the controller compares the round's request
 //! rate and mean latency with the rounds before:
-//! - **startup**: the limit doubles (or, with a pace, goes straight to what Little's
+//! - **startup**: the limit doubles (with a pace, up to four times, to what Little's
 //!   law says the pace needs at the latency measured) while each step raises the rate
 //!   by a fifth or more and the rate is below `max_rate`;
 //! - **steady**: every few rounds it probes. With latency flat and the rate below
@@ -59,9 +59,9 @@ struct Measure {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {
-    /// Doubling; the rate of the round before the last doubling.
+    /// Stepping up; the round before the last step: its rate and its limit.
     Startup {
-        before: Option<f64>,
+        before: Option<(f64, usize)>,
     },
     Steady,
 }
@@ -166,21 +166,35 @@ impl Controller {
         );
     }
 
-    fn start_up(&mut self, m: Measure, before: Option<f64>) {
+    fn start_up(&mut self, m: Measure, before: Option<(f64, usize)>) {
         if self.at_cap(m.rate) {
             self.phase = Phase::Steady;
-        } else if before.is_some_and(|b| m.rate < b * 1.2) {
-            // The last doubling gained little: the knee lies between the two limits.
+            // A step may have gone past what the pace needs at the latency now known.
+            self.set(self.limit);
+        } else if let Some((_, limit)) = before.filter(|&(rate, _)| m.rate < rate * 1.2) {
+            // The last step gained little: the knee lies between the two limits.
             self.phase = Phase::Steady;
-            self.set(self.limit * 3 / 4);
+            self.set((limit * 3 / 2).min(self.limit));
         } else if self.limit < self.ceiling() {
             self.phase = Phase::Startup {
-                before: Some(m.rate),
+                before: Some((m.rate, self.limit)),
             };
-            self.set((self.limit * 2).max(self.needed(m.latency)));
+            self.set(self.step_up(m.latency));
         } else {
             self.phase = Phase::Steady;
         }
+    }
+
+    /// Startup's next limit: double, or with a pace what Little's law says the pace
+    /// needs at the latency just measured, if that is more (at 300 ms and 1000
+    /// requests/s, a round sooner), but never more than four times the limit: a link
+    /// slower than the pace queues the requests and inflates their latency, and then
+    /// Little's law asks too much.
+    fn step_up(&self, latency: Duration) -> usize {
+        let needed = self
+            .max_rate
+            .map_or(0, |rate| (rate * latency.as_secs_f64()).ceil() as usize);
+        (self.limit * 2).max(needed.min(self.limit * 4))
     }
 
     fn steady(&mut self, m: Measure) {
@@ -234,15 +248,6 @@ impl Controller {
             }
             _ => self.max,
         }
-    }
-
-    /// What the pace needs in flight at `latency` (Little's law), 0 without a pace.
-    /// Startup goes there at once, rather than a doubling a round: the startup
-    /// rounds, below the pace, measure latency without queueing for it. At 100 ms and
-    /// 1000 requests/s that saves a round, at 300 ms two (about 170 blocks' time).
-    fn needed(&self, latency: Duration) -> usize {
-        self.max_rate
-            .map_or(0, |rate| (rate * latency.as_secs_f64()).ceil() as usize)
     }
 
     /// The fewest a probe tries. With a pace, [`MIN_CEILING`]: the pace, not the
@@ -473,12 +478,22 @@ mod tests {
         // has what 1000 requests/s need at it, not 64.
         let rounds = simulate(256, Some(1000), 0.1, 1000.0);
         assert!((100..=115).contains(&rounds[0].0), "{rounds:?}");
-        // At 300 ms, three doublings would reach the ceiling; one step does.
+        // At 300 ms, three doublings would reach the ceiling; two steps do.
         let rounds = simulate(256, Some(1000), 0.3, 1000.0);
-        assert_eq!(rounds[0].0, 256, "{rounds:?}");
+        assert_eq!((rounds[0].0, rounds[1].0), (128, 256), "{rounds:?}");
         // Without a pace, no rate to aim at: doubling, as before.
         let rounds = simulate(256, None, 0.3, 1000.0);
         assert_eq!(rounds[0].0, 2 * INITIAL_LIMIT, "{rounds:?}");
+    }
+
+    #[test]
+    fn a_link_slower_than_the_pace_does_not_make_startup_overshoot() {
+        // 24 blocks/s (100 Mbit/s) under a pace of 1000: the first round's requests
+        // queue on the link, and Little's law at that latency asks for 1334. The step
+        // is bounded, and the step back goes to between the last two limits.
+        let rounds = simulate(256, Some(1000), 0.1, 24.0);
+        assert!(rounds[0].0 <= 4 * INITIAL_LIMIT, "{rounds:?}");
+        assert!(rounds[1].0 <= INITIAL_LIMIT * 3 / 2, "{rounds:?}");
     }
 
     #[test]

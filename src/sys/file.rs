@@ -188,11 +188,13 @@ pub(crate) fn direct_io() -> bool {
 }
 
 /// A second descriptor of an open file with `O_DIRECT`, or `None` where that is
-/// refused (tmpfs refuses it; so would a system without `/proc`) or turned off. It is reopened
-/// through `/proc/self/fd`, so it names the very file `file` names, never whatever
-/// the path names by now.
+/// refused (a system without `/proc`), turned off, or pointless: tmpfs (Linux 6.6 and
+/// later) accepts `O_DIRECT` and serves it from its page cache anyway, so there the
+/// file's own descriptor and its page-cache path (with its turns) are used. It is
+/// reopened through `/proc/self/fd`, so it names the very file `file` names, never
+/// whatever the path names by now.
 pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
-    if !direct_io() {
+    if !direct_io() || on_tmpfs(file) {
         return None;
     }
     std::fs::OpenOptions::new()
@@ -203,9 +205,32 @@ pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
         .ok()
 }
 
+/// Whether `file` lives on tmpfs (or `/dev/shm`). Unknown counts as not.
+// `f_type`'s integer type differs between architectures: the cast is not always a no-op.
+#[allow(clippy::unnecessary_cast)]
+fn on_tmpfs(file: &File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct it is given, on our own open descriptor.
+    let filled = unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) } == 0;
+    // SAFETY: filled by a successful fstatfs.
+    filled && unsafe { stat.assume_init() }.f_type as i64 == TMPFS_MAGIC
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmpfs_gets_no_direct_twin() {
+        let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("SKIPPED: no /dev/shm");
+            return;
+        };
+        let file = File::create(shm.path().join("f")).unwrap();
+        assert!(on_tmpfs(&file));
+        assert!(reopen_direct(&file, Access::Write).is_none());
+    }
 
     #[test]
     fn a_link_planted_by_another_user_is_refused() {

@@ -30,16 +30,16 @@ impl SlotWriter {
     /// will not read again). Anything else is written through the page cache, with
     /// writeback started early so the fsync at completion has little left to do.
     ///
-    /// The writers of one pack take turns. Appends to one file take its inode lock one
-    /// at a time anyway (an `O_DIRECT` write that allocates too, and tmpfs takes
-    /// `O_DIRECT` writes through its page cache): waiting here sleeps, where waiting
-    /// there spins (a tenth of a backup's CPU into a tmpfs store went to
-    /// `rwsem_spin_on_owner`).
+    /// Page-cache writers of one pack take turns. Appends to one file take its inode
+    /// lock one at a time anyway: waiting here sleeps, where waiting there spins (a
+    /// tenth of a backup's CPU into a tmpfs store went to `rwsem_spin_on_owner`).
+    /// `O_DIRECT` writes do not: they wait for the device, and a filesystem that lets
+    /// them through together (XFS) keeps them in parallel.
     pub fn write(&self, data: &[u8]) -> StoreResult<()> {
-        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         if self.write_direct(data)? {
             return Ok(());
         }
+        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         self.file
             .write_all_at(data, self.offset())
             .map_err(|e| self.error(e))?;
