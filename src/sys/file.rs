@@ -205,11 +205,16 @@ pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
         .ok()
 }
 
-/// Whether `file` lives on tmpfs (or `/dev/shm`). Unknown counts as not.
+/// Whether `file` is a regular file on tmpfs (or `/dev/shm`). Unknown counts as not.
+/// Only a regular file: a device node in `/dev` (devtmpfs, which reports tmpfs too)
+/// stands for the device, whose own page cache can be stale, and keeps its `O_DIRECT`.
 // `f_type`'s integer type differs between architectures: the cast is not always a no-op.
 #[allow(clippy::unnecessary_cast)]
 fn on_tmpfs(file: &File) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs fills the struct it is given, on our own open descriptor.
     let filled = unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) } == 0;
@@ -230,6 +235,9 @@ mod tests {
         let file = File::create(shm.path().join("f")).unwrap();
         assert!(on_tmpfs(&file));
         assert!(reopen_direct(&file, Access::Write).is_none());
+        // /dev is devtmpfs, which says tmpfs: a device there still gets O_DIRECT.
+        let null = File::open("/dev/null").unwrap();
+        assert!(!on_tmpfs(&null));
     }
 
     #[test]

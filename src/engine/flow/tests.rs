@@ -1,0 +1,151 @@
+//! The controller against simulated links, and the flow's place accounting.
+
+use super::*;
+
+/// Runs the controller against a link of `latency` per request that carries at most
+/// `capacity` requests/s, with the work always waiting: returns the limit chosen
+/// after each round, and the rate it ran at.
+fn simulate(max: usize, max_rate: Option<u32>, latency: f64, capacity: f64) -> Vec<(usize, f64)> {
+    let start = Instant::now();
+    let mut c = Controller::new(max, max_rate, start);
+    let mut now = start;
+    let mut limits = Vec::new();
+    for _ in 0..60 {
+        let limit = c.limit() as f64;
+        // Little's law: with `limit` in flight the link delivers limit/latency,
+        // up to its capacity; beyond, requests queue and latency grows.
+        let rate = (limit / latency).min(capacity);
+        let seen = limit / rate;
+        let n = c.limit();
+        for _ in 0..n {
+            c.waited();
+            now += Duration::from_secs_f64(1.0 / rate);
+            c.finished(Duration::from_secs_f64(seen), now);
+        }
+        // Rounds shorter than ROUND_MIN run on until it.
+        while c.limit() == n && c.round.completions > 0 {
+            now += Duration::from_secs_f64(1.0 / rate);
+            c.finished(Duration::from_secs_f64(seen), now);
+        }
+        limits.push((c.limit(), rate));
+    }
+    limits
+}
+
+#[test]
+fn at_100_ms_it_finds_about_a_hundred_in_flight_for_1000_per_second() {
+    let rounds = simulate(256, Some(1000), 0.1, 1000.0);
+    let settled = &rounds[10..];
+    assert!(
+        settled.iter().all(|&(l, _)| (80..=160).contains(&l)),
+        "{rounds:?}"
+    );
+    let rate = settled.iter().map(|&(_, r)| r).sum::<f64>() / settled.len() as f64;
+    assert!(rate >= 900.0, "{rate}: {rounds:?}");
+}
+
+#[test]
+fn with_a_pace_startup_goes_straight_to_what_the_pace_needs() {
+    // The first round (32 in flight at 100 ms) measures the latency; the next one
+    // has what 1000 requests/s need at it, not 64.
+    let rounds = simulate(256, Some(1000), 0.1, 1000.0);
+    assert!((100..=115).contains(&rounds[0].0), "{rounds:?}");
+    // At 300 ms, three doublings would reach the ceiling; two steps do.
+    let rounds = simulate(256, Some(1000), 0.3, 1000.0);
+    assert_eq!((rounds[0].0, rounds[1].0), (128, 256), "{rounds:?}");
+    // Without a pace, no rate to aim at: doubling, as before.
+    let rounds = simulate(256, None, 0.3, 1000.0);
+    assert_eq!(rounds[0].0, 2 * INITIAL_LIMIT, "{rounds:?}");
+}
+
+#[test]
+fn a_link_slower_than_the_pace_does_not_make_startup_overshoot() {
+    // 24 blocks/s (100 Mbit/s) under a pace of 1000: the first round's requests
+    // queue on the link, and Little's law at that latency asks for 1334. The step
+    // is bounded, and the step back goes to between the last two limits.
+    let rounds = simulate(256, Some(1000), 0.1, 24.0);
+    assert!(rounds[0].0 <= 4 * INITIAL_LIMIT, "{rounds:?}");
+    assert!(rounds[1].0 <= INITIAL_LIMIT * 3 / 2, "{rounds:?}");
+}
+
+#[test]
+fn with_a_pace_it_never_holds_much_more_than_the_pace_needs() {
+    // 1000 requests/s at 100 ms need 100 in flight, whatever --workers allows.
+    let rounds = simulate(1024, Some(1000), 0.1, 1000.0);
+    assert!(rounds.iter().all(|&(l, _)| l <= 125), "{rounds:?}");
+}
+
+#[test]
+fn a_link_without_a_rate_cap_gets_what_fills_it_and_not_much_more() {
+    // 2000 requests/s at 10 ms: 20 in flight fill it.
+    let rounds = simulate(256, None, 0.01, 2000.0);
+    let settled = &rounds[10..];
+    assert!(
+        settled.iter().all(|&(l, _)| (16..=64).contains(&l)),
+        "{rounds:?}"
+    );
+    assert!(settled.iter().all(|&(_, r)| r >= 1900.0), "{rounds:?}");
+}
+
+#[test]
+fn under_a_byte_limit_it_keeps_the_rate_with_few_in_flight() {
+    // --limit-upload 20MiB is 40 blocks a second, the pace the store reports; the
+    // bucket's wait shows as latency, as a full link's queue does. 100 ms needs 4
+    // in flight; it keeps 16 (8 MiB), not the 256 allowed, and probes no lower.
+    let rounds = simulate(256, Some(40), 0.1, 40.0);
+    let settled = &rounds[15..];
+    assert!(settled.iter().all(|&(l, _)| l == MIN_CEILING), "{rounds:?}");
+    assert!(settled.iter().all(|&(_, r)| r >= 40.0), "{rounds:?}");
+}
+
+#[test]
+fn a_long_fat_link_grows_to_the_ceiling() {
+    let rounds = simulate(256, Some(1000), 0.3, 1000.0);
+    assert_eq!(rounds.last().unwrap().0, 256, "{rounds:?}");
+}
+
+#[test]
+fn rounds_that_did_not_fill_the_window_change_nothing() {
+    let start = Instant::now();
+    let mut c = Controller::new(256, None, start);
+    for i in 1..=1000 {
+        c.finished(Duration::from_millis(1), start + Duration::from_millis(i));
+    }
+    assert_eq!(c.limit(), INITIAL_LIMIT);
+}
+
+#[tokio::test]
+async fn the_flow_never_lets_more_than_its_limit_in() {
+    let flow = Flow::new(4, None);
+    let passes: Vec<Pass> = futures::future::join_all((0..4).map(|_| flow.enter())).await;
+    assert_eq!(flow.permits.available_permits(), 0);
+    let waiting = tokio::time::timeout(Duration::from_millis(20), flow.enter()).await;
+    assert!(waiting.is_err(), "a fifth request got in");
+    drop(passes);
+    assert_eq!(flow.permits.available_permits(), 4);
+}
+
+#[tokio::test]
+async fn a_lower_limit_takes_free_places_at_once() {
+    let flow = Flow::new(8, None);
+    let mut passes: Vec<Pass> = futures::future::join_all((0..2).map(|_| flow.enter())).await;
+    flow.lock().controller.limit = 3;
+    // A pass leaving applies the new limit.
+    drop(passes.pop());
+    // One still in flight, so two places free: never more than the limit in all.
+    assert_eq!(flow.permits.available_permits(), 2);
+}
+
+#[tokio::test]
+async fn a_lower_limit_is_reached_as_requests_leave() {
+    let flow = Flow::new(8, None);
+    let passes: Vec<Pass> = futures::future::join_all((0..8).map(|_| flow.enter())).await;
+    {
+        let mut s = flow.lock();
+        s.controller.limit = 3;
+    }
+    for pass in passes {
+        pass.finished();
+    }
+    assert_eq!(flow.permits.available_permits(), 3);
+}
