@@ -17,21 +17,13 @@ use std::process::{Command, Output};
 /// server's credentials (and no AWS setup of the machine's).
 fn command(env: &Env, location: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
-    cmd.args(["--store", location, "--json", "-q"])
+    env.aws_client(&mut cmd, (KEY_ID, SECRET))
+        .args(["--store", location, "--json", "-q"])
         .args(args)
         .env_remove("EBSNAP_STORE")
         .env("XDG_DATA_HOME", env.path("xdg-data"))
         .env("XDG_STATE_HOME", env.path("xdg-state"))
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            env.path("no-aws-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL_EBS")
         .env_remove("AWS_ENDPOINT_URL_EC2");

@@ -83,19 +83,10 @@ fn ebs_command(served: &Served, env: &Env, args: &[&str]) -> Command {
             "-q",
         ])
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            env.path("no-aws-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("XDG_STATE_HOME", env.path("xdg-state"))
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    env.aws_client(&mut command, (KEY_ID, SECRET));
     command
 }
 

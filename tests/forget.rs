@@ -23,20 +23,15 @@ use std::process::{Command, Output, Stdio};
 /// server's credentials.
 fn command(env: &Env, location: &str, state: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
-    cmd.args(["--store", location])
+    env.aws_client(&mut cmd, (KEY_ID, SECRET))
+        .args(["--store", location])
         .args(args)
         .current_dir(env.dir.path())
         .env("TZ", "UTC")
         .env_remove("EBSNAP_STORE")
         .env("XDG_DATA_HOME", env.path("xdg-data"))
         .env("XDG_STATE_HOME", env.path(state))
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", env.path("no-aws-creds"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL_EBS")
         .env_remove("AWS_ENDPOINT_URL_EC2");

@@ -97,17 +97,8 @@ impl Setup {
                 "us-east-1",
             ])
             .args(["--json", "-q"])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", key.0)
-            .env("AWS_SECRET_ACCESS_KEY", key.1)
-            .env("AWS_CONFIG_FILE", self.env.path("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.env.path("no-aws-credentials"),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
+            .args(args);
+        self.env.aws_client(&mut command, (key.0, key.1));
         command.output().unwrap()
     }
 
@@ -132,12 +123,7 @@ impl Setup {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        ok_json(out)
     }
 
     /// The ids of the snapshots `key` is shown by DescribeSnapshots, with their owners.

@@ -48,18 +48,9 @@ fn client(env: &Env, url: &str, args: &[&str]) -> Command {
         .arg(format!("ebs+{url}"))
         .args(["--region", "us-east-1", "--json", "-q"])
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            env.path("no-aws-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", env.path("home"))
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_CA_BUNDLE");
+    env.aws_client(&mut command, (KEY_ID, SECRET));
     command
 }
 
@@ -217,18 +208,15 @@ fn boto3_writes_reads_and_describes_over_tls() {
     let tls = Tls::start();
     let python = venv_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tls_boto3.py");
-    let out = Command::new(&python)
+    let mut boto3 = Command::new(&python);
+    boto3
         .arg(script)
         .arg(&tls.server.url)
         .arg(&tls.certs.ca)
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_CONFIG_FILE", tls.env.path("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            tls.env.path("no-aws-credentials"),
-        )
-        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("AWS_CA_BUNDLE");
+    let out = tls
+        .env
+        .aws_client(&mut boto3, (KEY_ID, SECRET))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -12,23 +12,14 @@ use std::process::{Command, Output};
 /// `ebsnap --store LOCATION ARGS --json -q` from `cwd`, isolated from the machine's AWS
 /// setup and store variables.
 fn ebsnap_at(env: &Env, cwd: &Path, location: &str, args: &[&str]) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
+    env.aws_client(&mut cmd, (KEY_ID, SECRET))
         .args(["--store", location, "--json", "-q"])
         .args(args)
         .current_dir(cwd)
         .env_remove("EBSNAP_STORE")
         .env("XDG_DATA_HOME", env.path("xdg-data"))
         .env("XDG_STATE_HOME", env.path("xdg-state"))
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            env.path("no-aws-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL_EBS")
         .env_remove("AWS_ENDPOINT_URL_EC2")
@@ -118,17 +109,11 @@ fn ebs_plus_http_reaches_an_ebsnap_serve() {
     assert_eq!(run(&["verify", &id, "--against", img])["ok"], true);
     assert_eq!(run(&["show", &id])["status"], "completed");
     // An endpoint that is not Amazon's has no default cap on block requests.
-    let logged = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"))
+    let mut verify = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
+    let logged = env
+        .aws_client(&mut verify, (KEY_ID, SECRET))
         .args(["--store", &location, "verify", &id, "--json"])
         .env("EBSNAP_LOG", "ebsnap=debug")
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            env.path("no-aws-credentials"),
-        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&logged.stderr);

@@ -111,7 +111,7 @@ fn snapshot_json(info: &SnapshotInfo) -> Value {
     if let Some(p) = &info.parent {
         out["ParentSnapshotId"] = p.to_string().into();
     }
-    if let Some(k) = info.kms_key_arn.as_deref().filter(|_| info.encrypted) {
+    if let Some(k) = info.kms_key() {
         out["KmsKeyArn"] = k.into();
         out["SseType"] = "sse-kms".into();
     }

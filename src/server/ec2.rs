@@ -5,7 +5,7 @@
 use super::access::{Caller, Operation};
 use super::error::Ec2Error;
 pub(super) use super::filters::{filters, select};
-use super::tags::{create_tags, delete_tags};
+use super::tags::{self, create_tags, delete_tags};
 use super::{owners, request_id, AppState};
 use crate::store::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, PARENT_TAG};
 use crate::store::{SnapshotId, SnapshotInfo, Tag};
@@ -157,12 +157,7 @@ async fn named_or_all(
             .filter(|s| owners::visible(caller, s))
             .collect());
     }
-    let mut out = Vec::new();
-    for id in ids {
-        let info = owners::describe(&*state.store, caller, id).await;
-        out.push(info.map_err(|e| Ec2Error::from_store(e, id.as_str()))?);
-    }
-    Ok(out)
+    tags::visible(state, caller, ids).await
 }
 
 /// Where a DescribeSnapshots page starts and how long it is. MaxResults (5 to 1000) may
@@ -216,7 +211,7 @@ pub(super) fn snapshot_xml(s: &SnapshotInfo) -> String {
         escape(s.description.as_deref().unwrap_or("")),
         s.encrypted,
     );
-    if let Some(k) = s.kms_key_arn.as_deref().filter(|_| s.encrypted) {
+    if let Some(k) = s.kms_key() {
         out += &format!("<kmsKeyId>{}</kmsKeyId>", escape(k));
     }
     let tags = reported_tags(s);

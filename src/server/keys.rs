@@ -219,20 +219,18 @@ fn keys_error(
 /// this user or root. Checked on the descriptor that is read, so the file cannot be
 /// swapped between the check and the read.
 pub fn read_private(path: &Path) -> Result<String, KeysError> {
-    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let fail = |message: String| keys_error(path, "", None, "", &message);
-    let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
-    if let Some(why) = exposed(meta.uid(), meta.mode(), me) {
-        return Err(fail(why));
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(text)
+    let bytes = crate::sys::read_checked(
+        path,
+        |e| fail(e.to_string()),
+        |meta| match exposed(meta.uid(), meta.mode(), crate::sys::euid()) {
+            Some(why) => Err(fail(why)),
+            None => Ok(()),
+        },
+    )?;
+    // What `read_to_string` says of bytes that are not UTF-8.
+    String::from_utf8(bytes).map_err(|_| fail("stream did not contain valid UTF-8".into()))
 }
 
 /// Why a keys file of owner `uid` and `mode` is not private to user `me`, if it is not.

@@ -95,7 +95,7 @@ fn refuse_reserved<'a>(keys: impl Iterator<Item = &'a str>) -> Result<()> {
 }
 
 /// The snapshots, each as the caller may see it: another owner's is not found.
-async fn visible(
+pub(super) async fn visible(
     state: &AppState,
     caller: &Caller,
     ids: &[SnapshotId],

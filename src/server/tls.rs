@@ -165,20 +165,18 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// Reads a private key file, refusing one that group or others may read: the mode of
 /// the file opened, not of a path that could change in between.
 fn read_private(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read;
     let fail = |source| TlsError::Read {
         path: path.into(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(fail)?;
-    let mode = file.metadata().map_err(fail)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TlsError::KeyExposed {
-            path: path.into(),
-            mode,
-        });
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(fail)?;
-    Ok(bytes)
+    crate::sys::read_checked(path, fail, |meta| {
+        let mode = meta.permissions().mode() & 0o777;
+        match mode & 0o077 {
+            0 => Ok(()),
+            _ => Err(TlsError::KeyExposed {
+                path: path.into(),
+                mode,
+            }),
+        }
+    })
 }

@@ -185,6 +185,12 @@ pub struct SnapshotInfo {
 }
 
 impl SnapshotInfo {
+    /// The KMS key the snapshot is encrypted with, as EBS reports it: only for an
+    /// encrypted snapshot.
+    pub fn kms_key(&self) -> Option<&str> {
+        self.kms_key_arn.as_deref().filter(|_| self.encrypted)
+    }
+
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags
             .iter()

@@ -177,6 +177,22 @@ pub(crate) enum Access {
 /// Whether `O_DIRECT` may be used at all: the process's choice, made once at start.
 static DIRECT_IO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+/// Opens `path`, lets `check` judge the open file's metadata (its owner and mode), and
+/// only then reads it all: judged on the descriptor that is read, so the file cannot be
+/// swapped between the check and the read.
+pub(crate) fn read_checked<E>(
+    path: &Path,
+    io_error: impl Fn(io::Error) -> E,
+    check: impl FnOnce(&fs::Metadata) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(&io_error)?;
+    check(&file.metadata().map_err(&io_error)?)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error)?;
+    Ok(bytes)
+}
+
 /// Turns `O_DIRECT` off (or on again) for every file opened from now on: sources,
 /// restore targets and the local store's packs then go through the page cache.
 pub fn set_direct_io(enabled: bool) {

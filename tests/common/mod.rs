@@ -69,6 +69,26 @@ impl Env {
         cmd
     }
 
+    /// Gives an AWS client (ebsnap, boto3) the key pair `key` and nothing of the
+    /// host's AWS setup: no config or credentials file, no instance metadata, no
+    /// profile or session token.
+    pub fn aws_client<'c>(
+        &self,
+        cmd: &'c mut std::process::Command,
+        key: (&str, &str),
+    ) -> &'c mut std::process::Command {
+        cmd.env("AWS_ACCESS_KEY_ID", key.0)
+            .env("AWS_SECRET_ACCESS_KEY", key.1)
+            .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.path("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+    }
+
     /// The snapshots in the store, of every status.
     pub fn snapshot_count(&self) -> usize {
         self.json(&["snapshots"])["snapshots"]

@@ -225,22 +225,13 @@ impl Location {
     pub fn command(&self, env: &super::Env, args: &[&str]) -> Command {
         use super::server::{KEY_ID, SECRET};
         let mut command = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
-        command
+        env.aws_client(&mut command, (KEY_ID, SECRET))
             .args(["--store", &self.store])
             .args(args)
             .env_remove("EBSNAP_STORE")
             .env("XDG_DATA_HOME", env.path("xdg-data"))
             .env("XDG_STATE_HOME", env.path("xdg-state"))
-            .env("AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                env.path("no-aws-credentials"),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL");
         command
     }

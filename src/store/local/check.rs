@@ -70,17 +70,13 @@ impl Shared {
             report.snapshots_checked += 1;
             // Without its key an encrypted snapshot's structure is still checked (its
             // map against the pack indexes), but not its data: the report says so.
-            let (key, readable) = match self.snapshot_key(&inner.get(&id)?.meta) {
-                Ok(key) => (key, true),
-                Err(e) if read_data => {
-                    report.not_read.push(format!("{id}: {e}"));
-                    (None, false)
-                }
-                Err(_) => (None, false),
-            };
+            let key = self.snapshot_key(&inner.get(&id)?.meta);
+            if let (Err(e), true) = (&key, read_data) {
+                report.not_read.push(format!("{id}: {e}"));
+            }
             let mut data = DataCheck {
-                read_data: read_data && readable,
-                key,
+                read_data: read_data && key.is_ok(),
+                key: key.ok().flatten(),
                 indexes: &mut indexes,
                 buf: &mut buf,
             };

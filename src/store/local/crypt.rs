@@ -53,7 +53,9 @@ impl AeadEntry {
 /// derived from the key file's secret, never the secret itself.
 pub(crate) struct BlockKey {
     aead: LessSafeKey,
-    sealing: [u8; 32],
+    /// HMAC keyed with the sealing key, cloned for each Feistel round: keying it
+    /// anew would hash the key again in every round of every seal.
+    sealing: Hmac<Sha256>,
     id: [u8; 16],
 }
 
@@ -79,14 +81,19 @@ impl BlockKey {
         hex::decode_to_slice(key_id, &mut id).expect("a key id is 16 bytes in hex");
         BlockKey {
             aead: LessSafeKey::new(unbound),
-            sealing: hmac(secret, &[b"ebsnap digest sealing v1"]),
+            sealing: Hmac::<Sha256>::new_from_slice(&hmac(secret, &[b"ebsnap digest sealing v1"]))
+                .expect("any key length"),
             id,
         }
     }
 
     fn round(&self, round: u8, half: &[u8]) -> [u8; 16] {
-        let out = hmac(&self.sealing, &[&[round], half]);
-        out[..16].try_into().expect("16 bytes")
+        let mut mac = self.sealing.clone();
+        mac.update(&[round]);
+        mac.update(half);
+        mac.finalize().into_bytes()[..16]
+            .try_into()
+            .expect("16 bytes")
     }
 
     /// The identity a block with SHA-256 `plain` is stored under with this key.

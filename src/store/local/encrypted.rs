@@ -114,10 +114,13 @@ impl Shared {
             return Ok(None);
         };
         let keys = self.keys();
-        let wanted = format!(
-            "key {:?} (id {id})",
-            meta.key_name.as_deref().unwrap_or("?")
-        );
+        // Only for an error: a put of every encrypted block comes through here.
+        let wanted = || {
+            format!(
+                "key {:?} (id {id})",
+                meta.key_name.as_deref().unwrap_or("?")
+            )
+        };
         let Some(ring) = &keys.ring else {
             let had = keys.path.as_ref().map_or_else(
                 || "no key file is set".to_owned(),
@@ -125,16 +128,18 @@ impl Shared {
             );
             return Err(StoreError::AccessDenied {
                 message: format!(
-                    "snapshot {} is encrypted with {wanted}, and {had}: pass --key-file (or set EBSNAP_KEY_FILE) with the key file it was made with",
-                    meta.id
+                    "snapshot {} is encrypted with {}, and {had}: pass --key-file (or set EBSNAP_KEY_FILE) with the key file it was made with",
+                    meta.id,
+                    wanted()
                 ),
             });
         };
         ring.by_id(id).cloned().map(Some).ok_or_else(|| StoreError::AccessDenied {
             message: format!(
-                "the key in {} is not the one snapshot {} was encrypted with (it needs {wanted}): pass --key-file with the key file it was made with",
+                "the key in {} is not the one snapshot {} was encrypted with (it needs {}): pass --key-file with the key file it was made with",
                 ring.path.display(),
-                meta.id
+                meta.id,
+                wanted()
             ),
         })
     }

@@ -64,8 +64,9 @@ impl Shared {
             .inspect_err(|e| tracing::warn!("{child} keeps no aggregate: {e}"))
             .ok();
         let mut writer = MapWriter::create(&self.snapshot_path(child, "map"))?;
+        let block_key = key.as_ref().and_then(|k| k.as_deref());
         for record in merged.iter_from(BlockIndex(0)) {
-            let checksum = encrypted::checksum(key.as_ref().and_then(|k| k.as_deref()), &record);
+            let checksum = encrypted::checksum(block_key, &record);
             writer.push(&record, &checksum)?;
         }
         let (map, count, aggregate) = writer.finish()?;

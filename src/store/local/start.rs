@@ -28,7 +28,7 @@ impl Shared {
         let id = SnapshotId::generate();
         let mut meta = new_meta(&id, &req, parent.map(|p| &p.meta));
         if let Some(key) = key {
-            meta.encrypted = true;
+            // `encrypted` is set already: a key is found only for an encrypted start.
             meta.key_id = Some(key.id.clone());
             meta.key_name = Some(key.name.clone());
             meta.kms_key_arn =

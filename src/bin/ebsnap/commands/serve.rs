@@ -3,11 +3,10 @@
 use super::Context;
 use crate::exit::{Exit, Failure, Result};
 use crate::signals;
-use crate::store::local_dir;
+use crate::store::{local_dir, open_local_store, StoreSettings};
 use ebsnap::server::faults::{FaultSpec, Faults};
 use ebsnap::server::{self, Limits, Tls};
 use ebsnap::store::local::{Access, LockWait};
-use ebsnap::store::LocalStore;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,11 +111,13 @@ pub async fn run(args: Args, ctx: &Context) -> Result<Exit> {
     if let Some(keys) = &keys {
         keys::reload_on_hangup(keys.clone())?;
     }
-    // The server is the store's one writer for as long as it runs.
-    let store = LocalStore::open(root, Access::Write, LockWait::Fail)?;
-    // Clients' encrypted snapshots use the same key file as a local backup.
-    store.set_key_file(&ctx.settings.key_file)?;
-    let store = Arc::new(store);
+    // The server is the store's one writer for as long as it runs: it never waits for
+    // the lock. Clients' encrypted snapshots use the same key file as a local backup.
+    let settings = StoreSettings {
+        lock_wait: LockWait::Fail,
+        ..ctx.settings.clone()
+    };
+    let store = Arc::new(open_local_store(root, Access::Write, &settings)?);
     store.set_max_pending(args.max_pending);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
