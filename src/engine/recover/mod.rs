@@ -24,8 +24,10 @@ use crate::block::{BlockIndex, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::store::{PageRequest, SnapshotId, SnapshotStore, Transfer};
 use ahead::ReadAhead;
 use bytes::Bytes;
+use quick_cache::sync::GuardResult;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokens::Tokens;
 
 /// The cache's size by default (`--cache-size`).
@@ -217,12 +219,24 @@ impl BlockReader {
         });
     }
 
-    /// One block fetched ahead, with the place taken for it (given back at once if a
-    /// demand read got the block first).
+    /// One block fetched ahead, with the place taken for it. A block already cached, or
+    /// being fetched by a read, is left alone and the place given back at once: waiting
+    /// for that read while holding a place could leave it without one (with a single
+    /// place in the flow, for ever).
     async fn fetch_ahead_block(&self, index: BlockIndex, pass: Pass) {
-        let fetch = self.fetch(index, Some(pass));
-        if let Err(e) = self.0.cache.get_or_insert_async(&index.0, fetch).await {
-            tracing::debug!("read-ahead of block {index}: {e}");
+        let claimed = self
+            .0
+            .cache
+            .get_value_or_guard(&index.0, Some(Duration::ZERO));
+        let GuardResult::Guard(guard) = claimed else {
+            return;
+        };
+        match self.fetch(index, Some(pass)).await {
+            Ok(data) => {
+                // Refused only if the entry was removed meanwhile: nothing to do.
+                let _ = guard.insert(data);
+            }
+            Err(e) => tracing::debug!("read-ahead of block {index}: {e}"),
         }
     }
 }
