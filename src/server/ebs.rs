@@ -124,12 +124,8 @@ pub async fn start_snapshot(
     body: Bytes,
 ) -> Result<Response> {
     let mut request = start_request(&body)?;
-    if let Some(key) = owners::first_reserved(request.tags.iter().map(|t| t.key.as_str())) {
-        return Err(EbsError::validation(
-            InvalidTag,
-            owners::reserved_message(key),
-        ));
-    }
+    owners::refuse_reserved(request.tags.iter().map(|t| t.key.as_str()))
+        .map_err(|message| EbsError::validation(InvalidTag, message))?;
     // A parent of another owner is not found, as the store says of a missing one.
     if let Some(parent) = &request.parent {
         owners::check(&*state.store, &caller, parent).await?;

@@ -44,14 +44,15 @@ pub fn shown(tags: &[Tag]) -> impl Iterator<Item = &Tag> {
     tags.iter().filter(|t| !is_reserved(&t.key))
 }
 
-/// The message for a reserved tag key a client tried to set or delete.
-pub fn reserved_message(key: &str) -> String {
-    format!("Tag keys starting with '{RESERVED_PREFIX}' are reserved for the server: {key:?}")
-}
-
-/// The first reserved key among `keys`, if any.
-pub fn first_reserved<'a>(mut keys: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    keys.find(|k| is_reserved(k))
+/// Refuses the first reserved key among those a client tries to set or delete, saying
+/// why: each API wraps the message in its own error.
+pub fn refuse_reserved<'a>(mut keys: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    match keys.find(|k| is_reserved(k)) {
+        Some(key) => Err(format!(
+            "Tag keys starting with '{RESERVED_PREFIX}' are reserved for the server: {key:?}"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Records the caller as owner of the snapshot a StartSnapshot makes, and scopes its

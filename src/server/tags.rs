@@ -85,13 +85,7 @@ pub(super) async fn delete_tags(
 
 /// A reserved key among those a client names: refused as EC2 refuses `aws:` keys.
 fn refuse_reserved<'a>(keys: impl Iterator<Item = &'a str>) -> Result<()> {
-    match owners::first_reserved(keys) {
-        Some(key) => Err(Ec2Error::new(
-            "InvalidParameterValue",
-            owners::reserved_message(key),
-        )),
-        None => Ok(()),
-    }
+    owners::refuse_reserved(keys).map_err(|message| Ec2Error::new("InvalidParameterValue", message))
 }
 
 /// The snapshots, each as the caller may see it: another owner's is not found.

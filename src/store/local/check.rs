@@ -4,7 +4,6 @@
 use super::encrypted;
 use super::keys::NamedKey;
 use super::map::{Record, ZERO_PACK};
-use super::pack::Packs;
 use super::store::{Inner, LocalStore, Shared};
 use crate::block::{BlockIndex, Digest, BLOCK_SIZE};
 use crate::store::{SnapshotId, SnapshotStatus, StoreResult};
@@ -144,13 +143,11 @@ fn check_record(
     }
     let file = inner.packs.file(pack)?;
     let key = data.key.as_deref();
-    let read = match key {
-        Some(key) => {
-            let aead = inner.packs.aead_file(pack, false)?;
-            encrypted::read_encrypted(&file, aead.as_deref(), key, record, data.buf)
-        }
-        None => Packs::read(&file, record.location, data.buf).map(|()| true),
+    let aead = match key {
+        Some(_) => inner.packs.aead_file(pack, false)?,
+        None => None,
     };
+    let read = encrypted::read_block(&file, aead.as_deref(), key, record, data.buf);
     let expected = encrypted::checksum(key, record);
     Ok(match read.map(|opened| (opened, Digest::of(data.buf))) {
         Ok((true, d)) if d == expected => None,

@@ -205,6 +205,21 @@ pub(super) fn write_encrypted(
     written
 }
 
+/// Reads a block's data from its slot: as it is, or opened with `key` for a block of
+/// an encrypted snapshot. `Ok(false)` as [`read_encrypted`] says.
+pub(super) fn read_block(
+    file: &File,
+    aead: Option<&File>,
+    key: Option<&NamedKey>,
+    record: &Record,
+    buf: &mut [u8],
+) -> std::io::Result<bool> {
+    match key {
+        Some(key) => read_encrypted(file, aead, key, record, buf),
+        None => Packs::read(file, record.location, buf).map(|()| true),
+    }
+}
+
 /// Reads and opens an encrypted block. `Ok(false)`: it failed its tag (or has no
 /// nonce), and `buf` is zeroed: the caller reports it as a block whose data does not
 /// match its checksum, as it would a damaged plain block.

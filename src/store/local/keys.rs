@@ -58,11 +58,16 @@ pub(super) fn key_id(secret: &[u8; 32]) -> String {
 }
 
 impl Keyring {
-    /// Reads the key file at `path`.
+    /// Reads the key file at `path`, judged by the mode and owner of the file opened.
     pub fn read(path: &Path) -> StoreResult<Keyring> {
-        let raw = std::fs::read_to_string(path)
-            .map_err(|e| StoreError::io(format!("reading key file {}", path.display()), e))?;
-        check_mode(path)?;
+        let io = |e| StoreError::io(format!("reading key file {}", path.display()), e);
+        let raw = crate::sys::read_checked(path, io, |meta| check_mode(path, meta))?;
+        let raw = String::from_utf8(raw).map_err(|_| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
+        })?;
         Keyring::parse(path, &raw)
     }
 
@@ -162,10 +167,8 @@ fn key_file_text(name: &str, secret: &[u8; 32]) -> String {
 /// A key file that another user owns, or that group or others may write, is refused:
 /// whoever can change it chooses the key new backups are encrypted with. One that
 /// others may read is allowed (a group of operators, say), but it is said.
-fn check_mode(path: &Path) -> StoreResult<()> {
+fn check_mode(path: &Path, meta: &std::fs::Metadata) -> StoreResult<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| StoreError::io(format!("reading key file {}", path.display()), e))?;
     let mode = meta.mode() & 0o7777;
     let foreign = meta.uid() != crate::sys::euid() && meta.uid() != 0;
     if foreign || mode & 0o022 != 0 {

@@ -5,7 +5,6 @@ use super::chain::Chain;
 use super::encrypted;
 use super::keys::NamedKey;
 use super::map::{Record, ZERO_PACK};
-use super::pack::Packs;
 use super::store::{Inner, Shared};
 use crate::block::{BlockIndex, HashedBlock};
 use crate::store::paging::{block_page, changed_page};
@@ -118,10 +117,7 @@ impl Shared {
         record: &Record,
         buf: &mut [u8],
     ) -> std::io::Result<()> {
-        let Some(key) = key else {
-            return Packs::read(file, record.location, buf);
-        };
-        if !encrypted::read_encrypted(file, aead, key, record, buf)? {
+        if !encrypted::read_block(file, aead, key, record, buf)? {
             tracing::error!(
                 "the block at {} fails its authentication tag: damaged, or moved there",
                 encrypted::slot_name(record.location)
