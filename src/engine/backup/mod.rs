@@ -15,6 +15,7 @@
 
 pub(super) mod baseline;
 mod consistency;
+mod fetch;
 mod freeze;
 mod hooked;
 pub(super) mod journal;

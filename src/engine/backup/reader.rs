@@ -1,27 +1,30 @@
-//! The read side of a backup: a blocking thread walks the source in ascending block
-//! order, reads and hashes the blocks in parallel batches (rayon), and hands the
-//! batches, still in order, to the async side through a bounded channel. Memory is
-//! bounded by the channel: never more than a few batches exist at once.
+//! The read side of a backup, in two stages. A thread of its own reads the source in
+//! ascending block order, a batch ahead ([`super::fetch`]); this one hashes each batch
+//! in parallel (rayon) and hands the batches, still in order, to the async side through
+//! a bounded channel. Memory is bounded by the channels: never more than a few batches
+//! exist at once.
 //!
 //! Each block is classified against the parent ([`Baseline`]): zeros are recognised
 //! without hashing; a data block gets a BLAKE3 digest for change detection, and the
 //! SHA-256 the store needs only when it differs from what the parent holds.
 
 use super::baseline::{Baseline, ParentBlock};
+use super::fetch::{spawn_fetcher, Fetched, FETCHED_AHEAD};
 use crate::block::manifest::{content_digest, ContentDigest};
-use crate::block::{is_zero, BlockIndex, BufferPool, DataBlocks, HashedBlock, Source};
+use crate::block::{is_zero, BlockIndex, BufferPool, HashedBlock, Source};
 use crate::engine::{Error, Result};
 use rayon::prelude::*;
-use std::iter::Peekable;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Blocks read and hashed together: enough to keep both cores busy, small enough to
-/// keep memory low. The batches in the channel, the one being read and the one being
-/// sent all hold their buffers: 32 blocks (16 MiB) beside what is in flight.
-pub(crate) const BATCH_BLOCKS: usize = 8;
-/// Batches waiting for the writer: reading runs this far ahead of the uploads.
-const BATCHES_AHEAD: usize = 2;
+/// keep memory low. The batch being read, the one being hashed, the one waiting for
+/// the writer and the one being sent all hold their buffers: 16 blocks (8 MiB)
+/// beside what is in flight.
+pub(crate) const BATCH_BLOCKS: usize = 4;
+/// Batches waiting for the writer. Reading runs ahead of the hashing already
+/// ([`super::fetch`]): one batch here is enough to smooth the hand-off.
+const BATCHES_AHEAD: usize = 1;
 
 /// One block of the source, as read and compared with the parent.
 pub(crate) enum ReadBlock {
@@ -55,177 +58,72 @@ pub(crate) fn spawn_reader(
     content_digests: bool,
 ) -> mpsc::Receiver<Result<Vec<ReadBlock>>> {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
-    let pool = BufferPool::new(in_flight + (BATCHES_AHEAD + 2) * BATCH_BLOCKS);
+    let batches = BATCHES_AHEAD + FETCHED_AHEAD + 3;
+    let pool = BufferPool::new(in_flight + batches * BATCH_BLOCKS);
+    let path = source.path().to_owned();
+    let fetched = spawn_fetcher(source, baseline.clone(), volume_blocks, pool.clone());
     tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(BATCH_BLOCKS);
-        let mut candidates = Candidates::new(&source, &baseline, volume_blocks);
-        loop {
-            batch.clear();
-            for next in candidates.by_ref().take(BATCH_BLOCKS) {
-                match next {
-                    Ok(candidate) => batch.push(candidate),
-                    Err(e) => {
-                        let index = batch
-                            .last()
-                            .map_or(BlockIndex(0), |c: &(BlockIndex, bool)| c.0.next());
-                        let _ = tx.blocking_send(Err(Error::ReadSource {
-                            path: source.path().to_owned(),
-                            index,
-                            source: e,
-                        }));
-                        return;
-                    }
-                }
-            }
-            if batch.is_empty() {
-                return;
-            }
-            let read: Result<Vec<ReadBlock>> = batch
-                .par_iter()
-                .map(|&(index, data)| {
-                    let read = if data {
-                        Read::Data { content_digests }
-                    } else {
-                        Read::Hole
-                    };
-                    read_one(&source, &baseline, &pool, index, read)
-                })
-                .collect();
-            let failed = read.is_err();
-            // A closed channel means the writer gave up: stop reading.
-            if tx.blocking_send(read).is_err() || failed {
-                return;
-            }
+        let mut next = BlockIndex(0);
+        let hash = || hash_all(fetched, &baseline, &pool, content_digests, &tx, &mut next);
+        // Batches that stop coming must not look like the end of the source: the
+        // snapshot would complete without the rest. A panic in either stage says so.
+        if !std::panic::catch_unwind(std::panic::AssertUnwindSafe(hash)).unwrap_or(false) {
+            let _ = tx.blocking_send(Err(Error::ReadSource {
+                path,
+                index: next,
+                source: std::io::Error::other("reading stopped before the end (a bug)"),
+            }));
         }
     });
     rx
 }
 
-/// The blocks a backup looks at, ascending, each with whether it must be read (`true`)
-/// or is a hole of the source (`false`, zeros without reading). A new lineage looks at
-/// the source's data blocks only; a child also visits the holes where the parent holds
-/// data, to zero them.
-struct Candidates<'a> {
-    data: Peekable<DataBlocks<'a>>,
-    baseline: &'a Baseline,
-    next: u64,
-    end: u64,
-    /// The baseline's next zero candidate, as last asked: asked again only once
-    /// passed, so that the bitmaps' holes are scanned once, not once per data block.
-    zero_next: Option<Option<u64>>,
-}
-
-impl<'a> Candidates<'a> {
-    /// An encrypted snapshot needs every block of its volume written: past the end of
-    /// the source too, where the volume was rounded up to whole GiB.
-    fn new(source: &'a Source, baseline: &'a Baseline, volume_blocks: u64) -> Self {
-        let volume_end = if baseline.encrypted() {
-            volume_blocks
-        } else {
-            0
-        };
-        let end = source.block_count().max(baseline.end()).max(volume_end);
-        let data = if baseline.encrypted() {
-            source.every_block()
-        } else {
-            source.data_blocks()
-        };
-        Candidates {
-            data: data.peekable(),
-            baseline,
-            next: 0,
-            end,
-            zero_next: None,
-        }
-    }
-}
-
-impl Iterator for Candidates<'_> {
-    type Item = std::io::Result<(BlockIndex, bool)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if !self.baseline.visits_holes() {
-            return self.data.next().map(|r| r.map(|i| (i, true)));
-        }
-        while self.next < self.end {
-            // The next block to look at: the source's next data block, or the next hole
-            // where the parent may hold data, whichever comes first. Holes of both are
-            // jumped over, never walked.
-            let data = match self.data.peek() {
-                Some(Ok(d)) => Some(d.0),
-                Some(Err(_)) => return self.data.next().map(|r| r.map(|i| (i, true))),
-                None => None,
-            };
-            let zero = match self.zero_candidate() {
-                Ok(z) => z,
-                Err(e) => return Some(Err(e)),
-            };
-            let index = match (data, zero) {
-                (Some(d), z) if z.is_none_or(|z| d <= z) => {
-                    self.data.next();
-                    self.next = d + 1;
-                    return Some(Ok((BlockIndex(d), true)));
-                }
-                (_, Some(z)) if z < self.end => BlockIndex(z),
-                _ => return None,
-            };
-            self.next = index.0 + 1;
-            if self.baseline.zero_needs_write(index) {
-                return Some(Ok((index, false)));
-            }
-        }
-        None
-    }
-}
-
-impl Candidates<'_> {
-    /// The first index at or after `next` where a zero block may need writing. The
-    /// answer for an earlier `next` still holds while it has not been passed: nothing
-    /// lies between.
-    fn zero_candidate(&mut self) -> std::io::Result<Option<u64>> {
-        if let Some(known) = self.zero_next {
-            if known.is_none_or(|z| z >= self.next) {
-                return Ok(known);
-            }
-        }
-        let found = self.baseline.next_zero_candidate(self.next)?;
-        self.zero_next = Some(found);
-        Ok(found)
-    }
-}
-
-/// What to do with one candidate block.
-#[derive(Clone, Copy)]
-enum Read {
-    /// A hole of the source: zeros, without reading.
-    Hole,
-    Data {
-        content_digests: bool,
-    },
-}
-
-fn read_one(
-    source: &Source,
+/// Hashes the fetched batches in order and sends them on: `true` once the end
+/// marker came (or the writer gave up, or a failure was passed on), `false` if the
+/// batches stopped coming before it. `next` follows the first block not yet seen.
+fn hash_all(
+    fetched: std::sync::mpsc::Receiver<Result<Vec<Fetched>>>,
     baseline: &Baseline,
     pool: &Arc<BufferPool>,
-    index: BlockIndex,
-    read: Read,
-) -> Result<ReadBlock> {
-    let content_digests = match read {
-        Read::Data { content_digests } if index.0 < source.block_count() => content_digests,
-        _ => return Ok(ReadBlock::Zero(index)),
+    content_digests: bool,
+    tx: &mpsc::Sender<Result<Vec<ReadBlock>>>,
+    next: &mut BlockIndex,
+) -> bool {
+    for batch in fetched {
+        let read = match batch {
+            Ok(blocks) if blocks.is_empty() => return true,
+            Ok(blocks) => {
+                *next = blocks[blocks.len() - 1].index.next();
+                let classified = blocks
+                    .into_par_iter()
+                    .map(|block| classify(baseline, pool, block, content_digests));
+                Ok(classified.collect())
+            }
+            Err(e) => Err(e),
+        };
+        let failed = read.is_err();
+        // A closed channel means the writer gave up: stop (and so stop reading).
+        if tx.blocking_send(read).is_err() || failed {
+            return true;
+        }
+    }
+    false
+}
+
+/// Classifies one block as read against the parent.
+fn classify(
+    baseline: &Baseline,
+    pool: &Arc<BufferPool>,
+    fetched: Fetched,
+    content_digests: bool,
+) -> ReadBlock {
+    let Fetched { index, data } = fetched;
+    let Some(buf) = data else {
+        return ReadBlock::Zero(index);
     };
-    let mut buf = pool.take();
-    source
-        .read_block(index, &mut buf)
-        .map_err(|e| Error::ReadSource {
-            path: source.path().to_owned(),
-            index,
-            source: e,
-        })?;
     if is_zero(&buf) {
         pool.recycle(buf);
-        return Ok(ReadBlock::Zero(index));
+        return ReadBlock::Zero(index);
     }
     // Only a block the parent holds data for can be unchanged: its BLAKE3 digest alone
     // tells. Any other is uploaded, and its SHA-256 goes first: that pass brings the
@@ -238,12 +136,50 @@ fn read_one(
             let d = content_digest(&buf);
             if d == held {
                 pool.recycle(buf);
-                return Ok(ReadBlock::Unchanged(index, d));
+                return ReadBlock::Unchanged(index, d);
             }
             digest = Some(d);
         }
     }
     let block = HashedBlock::new(pool.freeze(buf)).expect("a whole block");
     let digest = digest.or_else(|| content_digests.then(|| content_digest(block.data())));
-    Ok(ReadBlock::Changed(index, block, digest))
+    ReadBlock::Changed(index, block, digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `hash_all` over `batches` of zero blocks; its verdict and what it sent.
+    fn hashed(batches: Vec<Vec<u64>>) -> (bool, usize, BlockIndex) {
+        let (fetched_tx, fetched) = std::sync::mpsc::channel();
+        for batch in batches {
+            let blocks = batch.into_iter().map(|i| Fetched {
+                index: BlockIndex(i),
+                data: None,
+            });
+            fetched_tx.send(Ok(blocks.collect())).unwrap();
+        }
+        drop(fetched_tx);
+        let (tx, mut rx) = mpsc::channel(8);
+        let (pool, baseline) = (BufferPool::new(0), Baseline::none(false));
+        let mut next = BlockIndex(0);
+        let ended = hash_all(fetched, &baseline, &pool, true, &tx, &mut next);
+        drop(tx);
+        let mut sent = 0;
+        while let Ok(batch) = rx.try_recv() {
+            sent += batch.unwrap().len();
+        }
+        (ended, sent, next)
+    }
+
+    #[test]
+    fn batches_that_stop_without_the_end_marker_are_cut_short() {
+        assert_eq!(hashed(vec![vec![0, 1], vec![2]]), (false, 3, BlockIndex(3)));
+    }
+
+    #[test]
+    fn the_end_marker_ends_the_batches() {
+        assert_eq!(hashed(vec![vec![0, 1], vec![]]), (true, 2, BlockIndex(2)));
+    }
 }
