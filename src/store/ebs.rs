@@ -12,6 +12,7 @@ use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types as et;
 use aws_sdk_ec2::types as ct;
+use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -86,6 +87,13 @@ impl EbsStore {
                 .connect_timeout(Duration::from_secs(10))
                 .build(),
         );
+        // One retry policy, ours (`RetryStore`, which wraps every store): the SDK's
+        // own three attempts under each of ours would make up to thirty, and would
+        // hide a throttling answer from the flow that must slow down for it. The
+        // codes those retries knew (throttling, clock skew) are ours in errors.rs.
+        // The credential chain's STS and SSO calls get one attempt too: a refresh
+        // that fails is a dispatch failure, which RetryStore retries.
+        loader = loader.retry_config(RetryConfig::disabled());
         let mut config = loader.load().await;
         if config.region().is_none() {
             // A local endpoint needs no real region, but SigV4 needs one to sign with.

@@ -139,6 +139,13 @@ fn service_error<E: ProvideErrorMetadata>(
         .bytes()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
         .and_then(|v| v["Reason"].as_str().and_then(|r| r.parse().ok()));
+    by_code(code, status, msg, reason)
+}
+
+/// What an error answer means, from its code (and its status where the code is not
+/// known). ebsnap makes one attempt per SDK call and retries in `RetryStore`, so a
+/// code the SDK's own retries took for throttling or clock skew must say so here.
+fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason>) -> StoreError {
     match code {
         "ResourceNotFoundException" | "InvalidSnapshot.NotFound" => {
             StoreError::NotFound { what: msg }
@@ -166,7 +173,26 @@ fn service_error<E: ProvideErrorMetadata>(
         | "ConcurrentLimitExceededException"
         | "ServiceQuotaExceededException"
         | "RequestLimitExceeded"
-        | "Throttling" => StoreError::Throttled { message: msg },
+        | "Throttling"
+        | "ThrottlingException"
+        | "ThrottledException"
+        | "RequestThrottled"
+        | "TooManyRequestsException"
+        | "EC2ThrottledException"
+        | "SlowDown"
+        | "PriorRequestNotComplete"
+        | "BandwidthLimitExceeded"
+        | "LimitExceededException" => StoreError::Throttled { message: msg },
+        // A clock this far off is corrected from the answer's Date (the SDK's
+        // clock-skew interceptor): the next attempt is signed at the service's time.
+        "RequestTimeTooSkewed" | "RequestExpired" => StoreError::Unavailable {
+            message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
+        },
+        "InvalidSignatureException" | "SignatureDoesNotMatch" | "AuthFailure" if skewed(&msg) => {
+            StoreError::Unavailable {
+                message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
+            }
+        }
         // The server gave up waiting for the request's body: worth another try.
         "RequestTimeoutException" | "RequestTimeout" => StoreError::Unavailable {
             message: format!("{msg} ({code}, HTTP {status})"),
@@ -175,8 +201,18 @@ fn service_error<E: ProvideErrorMetadata>(
     }
 }
 
+/// Whether a signature was refused for its time, not its key: "Signature expired",
+/// or a request time too far from the service's.
+fn skewed(msg: &str) -> bool {
+    let msg = msg.to_ascii_lowercase();
+    msg.contains("expired") || msg.contains("skew")
+}
+
 fn by_status(msg: String, code: &str, status: u16) -> StoreError {
     match status {
+        429 => StoreError::Throttled {
+            message: format!("{msg} ({code}, HTTP 429)"),
+        },
         401 | 403 => StoreError::AccessDenied {
             message: format!("{msg} ({code})"),
         },
@@ -187,5 +223,45 @@ fn by_status(msg: String, code: &str, status: u16) -> StoreError {
             ValidationReason::InvalidParameterValue,
             format!("{msg} ({code}, HTTP {status})"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(code: &str, status: u16, msg: &str) -> StoreError {
+        by_code(code, status, msg.to_owned(), None)
+    }
+
+    #[test]
+    fn every_throttling_code_the_sdk_retried_is_a_throttle() {
+        for code in [
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "SlowDown",
+        ] {
+            assert!(
+                matches!(mapped(code, 400, "m"), StoreError::Throttled { .. }),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            mapped("Unknown", 429, "m"),
+            StoreError::Throttled { .. }
+        ));
+    }
+
+    #[test]
+    fn a_skewed_clock_is_worth_another_attempt_and_a_bad_key_is_not() {
+        let expired = "Signature expired: 20261201T000000Z is now earlier than 20261201T001500Z";
+        let retried = |e: StoreError| matches!(e, StoreError::Unavailable { .. });
+        assert!(retried(mapped("InvalidSignatureException", 403, expired)));
+        assert!(retried(mapped("RequestTimeTooSkewed", 403, "m")));
+        let wrong_key = "The request signature we calculated does not match";
+        assert!(matches!(
+            mapped("InvalidSignatureException", 403, wrong_key),
+            StoreError::AccessDenied { .. }
+        ));
     }
 }
