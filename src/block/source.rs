@@ -125,6 +125,9 @@ impl Source {
         if file && crate::sys::fully_cached(&self.file, offset, len) == Some(true) {
             return Ok(false);
         }
+        let Ok(at) = libc::off64_t::try_from(offset) else {
+            return Ok(false);
+        };
         let iov: Vec<libc::iovec> = bufs
             .iter_mut()
             .map(|b| libc::iovec {
@@ -135,11 +138,11 @@ impl Source {
         loop {
             // SAFETY: each iovec covers one live, exclusively borrowed buffer, for the call.
             let n = unsafe {
-                libc::preadv(
+                libc::preadv64(
                     direct.as_raw_fd(),
                     iov.as_ptr(),
                     iov.len() as libc::c_int,
-                    offset as libc::off_t,
+                    at,
                 )
             };
             match n {

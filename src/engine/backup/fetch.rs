@@ -117,7 +117,10 @@ fn fetch_run(
     count: usize,
 ) -> Option<Vec<Fetched>> {
     let mut bufs: Vec<AlignedBuf> = (0..count).map(|_| pool.take()).collect();
-    source.read_blocks(first, &mut bufs).ok()?;
+    if source.read_blocks(first, &mut bufs).is_err() {
+        bufs.into_iter().for_each(|buf| pool.recycle(buf));
+        return None;
+    }
     let fetched = bufs.into_iter().enumerate().map(|(i, buf)| Fetched {
         index: BlockIndex(first.0 + i as u64),
         data: Some(buf),

@@ -80,7 +80,7 @@ pub(crate) fn spawn_reader(
 
 /// Hashes the fetched batches in order and sends them on: `true` once the end
 /// marker came (or the writer gave up, or a failure was passed on), `false` if the
-/// batches stopped coming before it. `next` follows the first block not yet seen.
+/// batches stopped coming before it. `next` follows the first block not yet sent on.
 fn hash_all(
     fetched: std::sync::mpsc::Receiver<Result<Vec<Fetched>>>,
     baseline: &Baseline,
@@ -93,19 +93,23 @@ fn hash_all(
         let read = match batch {
             Ok(blocks) if blocks.is_empty() => return true,
             Ok(blocks) => {
-                *next = blocks[blocks.len() - 1].index.next();
+                *next = blocks[0].index;
                 let classified = blocks
                     .into_par_iter()
                     .map(|block| classify(baseline, pool, block, content_digests));
-                Ok(classified.collect())
+                Ok(classified.collect::<Vec<_>>())
             }
             Err(e) => Err(e),
         };
-        let failed = read.is_err();
+        let (failed, last) = match &read {
+            Ok(blocks) => (false, blocks.last().map(ReadBlock::index)),
+            Err(_) => (true, None),
+        };
         // A closed channel means the writer gave up: stop (and so stop reading).
         if tx.blocking_send(read).is_err() || failed {
             return true;
         }
+        *next = last.map_or(*next, BlockIndex::next);
     }
     false
 }

@@ -185,9 +185,15 @@ fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason
         | "LimitExceededException" => StoreError::Throttled { message: msg },
         // A clock this far off is corrected from the answer's Date (the SDK's
         // clock-skew interceptor): the next attempt is signed at the service's time.
-        "RequestTimeTooSkewed" | "RequestExpired" => StoreError::Unavailable {
+        "RequestTimeTooSkewed" => StoreError::Unavailable {
             message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
         },
+        // Expired session credentials: another attempt with them cannot succeed.
+        "ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired" => {
+            StoreError::AccessDenied {
+                message: format!("{msg} ({code}: the credentials expired; refresh them)"),
+            }
+        }
         "InvalidSignatureException" | "SignatureDoesNotMatch" | "AuthFailure" if skewed(&msg) => {
             StoreError::Unavailable {
                 message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
@@ -202,10 +208,11 @@ fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason
 }
 
 /// Whether a signature was refused for its time, not its key: "Signature expired",
-/// or a request time too far from the service's.
+/// or a request time too far from the service's (not "the security token is
+/// expired": new credentials cure that, not another attempt).
 fn skewed(msg: &str) -> bool {
     let msg = msg.to_ascii_lowercase();
-    msg.contains("expired") || msg.contains("skew")
+    msg.contains("signature expired") || msg.contains("skew")
 }
 
 fn by_status(msg: String, code: &str, status: u16) -> StoreError {
@@ -258,10 +265,25 @@ mod tests {
         let retried = |e: StoreError| matches!(e, StoreError::Unavailable { .. });
         assert!(retried(mapped("InvalidSignatureException", 403, expired)));
         assert!(retried(mapped("RequestTimeTooSkewed", 403, "m")));
-        let wrong_key = "The request signature we calculated does not match";
-        assert!(matches!(
-            mapped("InvalidSignatureException", 403, wrong_key),
-            StoreError::AccessDenied { .. }
-        ));
+        for (code, msg) in [
+            (
+                "InvalidSignatureException",
+                "The request signature we calculated does not match",
+            ),
+            (
+                "AuthFailure",
+                "The security token included in the request is expired",
+            ),
+            (
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ),
+        ] {
+            let mapped = mapped(code, 403, msg);
+            assert!(
+                matches!(mapped, StoreError::AccessDenied { .. }),
+                "{code}: {mapped:?}"
+            );
+        }
     }
 }
