@@ -23,7 +23,8 @@ pub enum SourceKind {
 /// nobody reads again, evicting what the host's own programs use. The kernel writes
 /// back dirty cached pages of the range before a direct read, so both descriptors see
 /// the same data. Anything else (a tail shorter than 4 KiB, a filesystem that refuses
-/// `O_DIRECT`, such as tmpfs) is read through the page cache.
+/// `O_DIRECT`, a regular file on tmpfs, which serves `O_DIRECT` from its page cache
+/// anyway) is read through the page cache.
 #[derive(Debug)]
 pub struct Source {
     file: File,
@@ -121,8 +122,7 @@ impl Source {
         let Some(direct) = &self.direct else {
             return Ok(false);
         };
-        let file = self.kind == SourceKind::File;
-        if file && crate::sys::fully_cached(&self.file, offset, len) == Some(true) {
+        if self.cached_whole(offset, len) {
             return Ok(false);
         }
         let Ok(at) = libc::off64_t::try_from(offset) else {
@@ -156,19 +156,22 @@ impl Source {
         }
     }
 
+    /// Whether the page cache holds the range whole, so that it is copied from there
+    /// (an image just written, say): cheaper than reading the disk again. Never for a
+    /// device: a filesystem mounted on it writes file data past the device's page
+    /// cache, which may hold pages older than the disk (read by anyone, days ago).
+    fn cached_whole(&self, offset: u64, len: u64) -> bool {
+        self.kind == SourceKind::File
+            && crate::sys::fully_cached(&self.file, offset, len) == Some(true)
+    }
+
     /// Reads `buf` at `offset` with `O_DIRECT` where that is possible: `Ok(false)`
     /// when the caller must read through the page cache instead.
     fn read_direct(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         let Some(direct) = &self.direct else {
             return Ok(false);
         };
-        // What the page cache holds whole (an image just written, say) is copied
-        // from it: cheaper than reading the disk again. Not for a device: a
-        // filesystem mounted on it writes file data past the device's page cache,
-        // which may hold pages older than the disk (read by anyone, days ago).
-        let cached = || crate::sys::fully_cached(&self.file, offset, buf.len() as u64);
-        let file = self.kind == SourceKind::File;
-        if !direct_io_fits(buf, offset) || (file && cached() == Some(true)) {
+        if !direct_io_fits(buf, offset) || self.cached_whole(offset, buf.len() as u64) {
             return Ok(false);
         }
         match direct.read_exact_at(buf, offset) {

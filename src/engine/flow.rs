@@ -192,10 +192,13 @@ impl Controller {
     /// slower than the pace queues the requests and inflates their latency, and then
     /// Little's law asks too much.
     fn step_up(&self, latency: Duration) -> usize {
-        let needed = self
-            .max_rate
-            .map_or(0, |rate| (rate * latency.as_secs_f64()).ceil() as usize);
-        (self.limit * 2).max(needed.min(self.limit * 4))
+        (self.limit * 2).max(self.needed(latency).min(self.limit * 4))
+    }
+
+    /// What the pace needs in flight at `latency` (Little's law); 0 without a pace.
+    fn needed(&self, latency: Duration) -> usize {
+        self.max_rate
+            .map_or(0, |rate| (rate * latency.as_secs_f64()).ceil() as usize)
     }
 
     fn steady(&mut self, m: Measure) {

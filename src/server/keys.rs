@@ -221,16 +221,14 @@ fn keys_error(
 pub fn read_private(path: &Path) -> Result<String, KeysError> {
     use std::os::unix::fs::MetadataExt;
     let fail = |message: String| keys_error(path, "", None, "", &message);
-    let bytes = crate::sys::read_checked(
+    crate::sys::read_checked(
         path,
         |e| fail(e.to_string()),
         |meta| match exposed(meta.uid(), meta.mode(), crate::sys::euid()) {
             Some(why) => Err(fail(why)),
             None => Ok(()),
         },
-    )?;
-    // What `read_to_string` says of bytes that are not UTF-8.
-    String::from_utf8(bytes).map_err(|_| fail("stream did not contain valid UTF-8".into()))
+    )
 }
 
 /// Why a keys file of owner `uid` and `mode` is not private to user `me`, if it is not.

@@ -169,7 +169,8 @@ fn read_private(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.into(),
         source,
     };
-    crate::sys::read_checked(path, fail, |meta| {
+    use std::io::Read;
+    let mut file = crate::sys::open_checked(path, fail, |meta| {
         let mode = meta.permissions().mode() & 0o777;
         match mode & 0o077 {
             0 => Ok(()),
@@ -178,5 +179,8 @@ fn read_private(path: &Path) -> Result<Vec<u8>, TlsError> {
                 mode,
             }),
         }
-    })
+    })?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(fail)?;
+    Ok(bytes)
 }

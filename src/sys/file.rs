@@ -177,20 +177,27 @@ pub(crate) enum Access {
 /// Whether `O_DIRECT` may be used at all: the process's choice, made once at start.
 static DIRECT_IO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Opens `path`, lets `check` judge the open file's metadata (its owner and mode), and
-/// only then reads it all: judged on the descriptor that is read, so the file cannot be
-/// swapped between the check and the read.
+/// Opens `path` and lets `check` judge the open file's metadata (its owner and mode):
+/// judged on the descriptor the caller then reads, so the file cannot be swapped
+/// between the check and the read.
+pub(crate) fn open_checked<E>(
+    path: &Path,
+    io_error: impl Fn(io::Error) -> E,
+    check: impl FnOnce(&fs::Metadata) -> Result<(), E>,
+) -> Result<File, E> {
+    let file = File::open(path).map_err(&io_error)?;
+    check(&file.metadata().map_err(&io_error)?)?;
+    Ok(file)
+}
+
+/// [`open_checked`], then the file's text.
 pub(crate) fn read_checked<E>(
     path: &Path,
     io_error: impl Fn(io::Error) -> E,
     check: impl FnOnce(&fs::Metadata) -> Result<(), E>,
-) -> Result<Vec<u8>, E> {
-    use std::io::Read;
-    let mut file = File::open(path).map_err(&io_error)?;
-    check(&file.metadata().map_err(&io_error)?)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io_error)?;
-    Ok(bytes)
+) -> Result<String, E> {
+    let file = open_checked(path, &io_error, check)?;
+    io::read_to_string(file).map_err(io_error)
 }
 
 /// Turns `O_DIRECT` off (or on again) for every file opened from now on: sources,
@@ -227,15 +234,12 @@ pub(crate) fn reopen_direct(file: &File, access: Access) -> Option<File> {
 // `f_type`'s integer type differs between architectures: the cast is not always a no-op.
 #[allow(clippy::unnecessary_cast)]
 fn on_tmpfs(file: &File) -> bool {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return false;
-    }
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs fills the struct it is given, on our own open descriptor.
     let filled = unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) } == 0;
     // SAFETY: filled by a successful fstatfs.
-    filled && unsafe { stat.assume_init() }.f_type as i64 == TMPFS_MAGIC
+    let tmpfs = filled && unsafe { stat.assume_init() }.f_type as i64 == libc::TMPFS_MAGIC as i64;
+    tmpfs && file.metadata().is_ok_and(|m| m.is_file())
 }
 
 #[cfg(test)]

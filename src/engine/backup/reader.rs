@@ -90,26 +90,24 @@ fn hash_all(
     next: &mut BlockIndex,
 ) -> bool {
     for batch in fetched {
-        let read = match batch {
+        let blocks = match batch {
             Ok(blocks) if blocks.is_empty() => return true,
-            Ok(blocks) => {
-                *next = blocks[0].index;
-                let classified = blocks
-                    .into_par_iter()
-                    .map(|block| classify(baseline, pool, block, content_digests));
-                Ok(classified.collect::<Vec<_>>())
+            Ok(blocks) => blocks,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return true;
             }
-            Err(e) => Err(e),
         };
-        let (failed, last) = match &read {
-            Ok(blocks) => (false, blocks.last().map(ReadBlock::index)),
-            Err(_) => (true, None),
-        };
+        *next = blocks[0].index;
+        let after = blocks[blocks.len() - 1].index.next();
+        let classified = blocks
+            .into_par_iter()
+            .map(|block| classify(baseline, pool, block, content_digests));
         // A closed channel means the writer gave up: stop (and so stop reading).
-        if tx.blocking_send(read).is_err() || failed {
+        if tx.blocking_send(Ok(classified.collect())).is_err() {
             return true;
         }
-        *next = last.map_or(*next, BlockIndex::next);
+        *next = after;
     }
     false
 }

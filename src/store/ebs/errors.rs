@@ -185,9 +185,7 @@ fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason
         | "LimitExceededException" => StoreError::Throttled { message: msg },
         // A clock this far off is corrected from the answer's Date (the SDK's
         // clock-skew interceptor): the next attempt is signed at the service's time.
-        "RequestTimeTooSkewed" => StoreError::Unavailable {
-            message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
-        },
+        "RequestTimeTooSkewed" => clock_off(msg, code, status),
         // Expired session credentials: another attempt with them cannot succeed.
         "ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired" => {
             StoreError::AccessDenied {
@@ -195,9 +193,7 @@ fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason
             }
         }
         "InvalidSignatureException" | "SignatureDoesNotMatch" | "AuthFailure" if skewed(&msg) => {
-            StoreError::Unavailable {
-                message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
-            }
+            clock_off(msg, code, status)
         }
         // The server gave up waiting for the request's body: worth another try.
         "RequestTimeoutException" | "RequestTimeout" => StoreError::Unavailable {
@@ -213,6 +209,13 @@ fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason
 fn skewed(msg: &str) -> bool {
     let msg = msg.to_ascii_lowercase();
     msg.contains("signature expired") || msg.contains("skew")
+}
+
+/// A request refused for this host's clock: worth another attempt.
+fn clock_off(msg: String, code: &str, status: u16) -> StoreError {
+    StoreError::Unavailable {
+        message: format!("{msg} ({code}, HTTP {status}: this host's clock is off)"),
+    }
 }
 
 fn by_status(msg: String, code: &str, status: u16) -> StoreError {

@@ -141,12 +141,8 @@ fn check_record(
     if !data.read_data {
         return Ok(None);
     }
-    let file = inner.packs.file(pack)?;
     let key = data.key.as_deref();
-    let aead = match key {
-        Some(_) => inner.packs.aead_file(pack, false)?,
-        None => None,
-    };
+    let (file, aead) = inner.packs.files(pack, key.is_some())?;
     let read = encrypted::read_block(&file, aead.as_deref(), key, record, data.buf);
     let expected = encrypted::checksum(key, record);
     Ok(match read.map(|opened| (opened, Digest::of(data.buf))) {

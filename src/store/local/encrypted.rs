@@ -223,7 +223,7 @@ pub(super) fn read_block(
 /// Reads and opens an encrypted block. `Ok(false)`: it failed its tag (or has no
 /// nonce), and `buf` is zeroed: the caller reports it as a block whose data does not
 /// match its checksum, as it would a damaged plain block.
-pub(super) fn read_encrypted(
+fn read_encrypted(
     file: &File,
     aead: Option<&File>,
     key: &NamedKey,

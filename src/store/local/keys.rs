@@ -62,12 +62,6 @@ impl Keyring {
     pub fn read(path: &Path) -> StoreResult<Keyring> {
         let io = |e| StoreError::io(format!("reading key file {}", path.display()), e);
         let raw = crate::sys::read_checked(path, io, |meta| check_mode(path, meta))?;
-        let raw = String::from_utf8(raw).map_err(|_| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            ))
-        })?;
         Keyring::parse(path, &raw)
     }
 

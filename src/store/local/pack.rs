@@ -161,6 +161,21 @@ impl Packs {
         Ok(file)
     }
 
+    /// Pack `id`'s handle, and its `.aead` sidecar's where the block read from it is
+    /// `encrypted` (`None` if the pack has none).
+    pub fn files(
+        &mut self,
+        id: u32,
+        encrypted: bool,
+    ) -> StoreResult<(Arc<File>, Option<Arc<File>>)> {
+        let file = self.file(id)?;
+        let aead = match encrypted {
+            true => self.aead_file(id, false)?,
+            false => None,
+        };
+        Ok((file, aead))
+    }
+
     /// The digests an idx file lists, by slot (empty when it has no idx).
     pub fn idx_digests(&self, id: u32) -> StoreResult<Vec<Digest>> {
         let path = self.idx_path(id);

@@ -80,10 +80,7 @@ impl Shared {
             })?;
             let files = match record.location.pack {
                 ZERO_PACK => None,
-                pack if key.is_some() => {
-                    Some((inner.packs.file(pack)?, inner.packs.aead_file(pack, false)?))
-                }
-                pack => Some((inner.packs.file(pack)?, None)),
+                pack => Some(inner.packs.files(pack, key.is_some())?),
             };
             (record, files, key)
         };

@@ -18,7 +18,8 @@ pub(crate) struct SlotWriter {
     pub(super) path: PathBuf,
     /// The pack's `.aead` sidecar, for an encrypted block.
     pub(super) aead: Option<Arc<File>>,
-    /// Held while the block is written: shared by every writer of this pack.
+    /// Held while a block is written through the page cache: shared by every writer
+    /// of this pack.
     pub(super) turn: Arc<Mutex<()>>,
 }
 
