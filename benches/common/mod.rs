@@ -166,6 +166,15 @@ pub fn evict(path: &Path) {
     assert_eq!(r, 0, "posix_fadvise on {}", path.display());
 }
 
+/// Reads `path` whole, so that the next reader finds it in the page cache.
+pub fn cache(path: &Path) {
+    std::io::copy(
+        &mut std::fs::File::open(path).unwrap(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+}
+
 /// A dense random image of `EBSNAP_BENCH_MIB` MiB (else `default_mib`), in a temporary
 /// directory under `EBSNAP_BENCH_DIR` (else `.`); the bench's manifests and restore
 /// records stay in a state directory of its own for as long as this lives.

@@ -121,6 +121,25 @@ pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Allocates the disk space of a byte range, growing the file's size to cover it (the
+/// range reads as zeros until written). Fails with EOPNOTSUPP where the filesystem
+/// cannot.
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Where the first data at or after `pos` starts (SEEK_DATA); `None` past the last.
 /// A filesystem without SEEK_DATA fails with EINVAL.
 pub(crate) fn seek_data(file: &File, pos: u64) -> io::Result<Option<u64>> {

@@ -13,7 +13,7 @@ mod watchdog;
 pub(crate) use cache::fully_cached;
 pub use file::set_direct_io;
 pub(crate) use file::{
-    atomic_write, create_private, data_extents, euid, next_data_extent, open_checked,
+    allocate, atomic_write, create_private, data_extents, euid, next_data_extent, open_checked,
     private_dir_all, private_options, punch_hole, read_checked, reopen_direct, seek_data, sync_dir,
     tmp_path, Access,
 };

@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex};
 pub(crate) const SLOTS_PER_PACK: u32 = 2048;
 const IDX_MAGIC: &[u8; 8] = b"EBSNIDX1";
 const IDX_HEADER_LEN: usize = 16;
+/// Slots whose space is allocated at a time ahead of the `O_DIRECT` writes into a pack
+/// (32 MiB). A write past a file's end is an append, which ext4 runs one at a time
+/// under the inode lock, each waiting for its device write; a write into allocated
+/// space within the file is not, and runs beside the others.
+const ALLOCATE_SLOTS: u32 = 64;
 /// Digest recorded for a slot that holds nothing valid (freed, or never finished).
 const NO_DIGEST: Digest = Digest([0; 32]);
 
@@ -45,6 +50,8 @@ pub(crate) struct Packs {
     aead: HashMap<u32, Arc<File>>,
     /// Each pack's writers take turns (see [`SlotWriter::write`]).
     turns: HashMap<u32, Arc<Mutex<()>>>,
+    /// Slots of each `O_DIRECT` pack whose space is allocated (its file is that long).
+    allocated: HashMap<u32, u32>,
 }
 
 impl Packs {
@@ -60,6 +67,7 @@ impl Packs {
             direct: HashMap::new(),
             aead: HashMap::new(),
             turns: HashMap::new(),
+            allocated: HashMap::new(),
         })
     }
 
@@ -228,6 +236,9 @@ impl Packs {
         slots.push(None);
         let location = Location { pack: id, slot };
         let direct = self.direct.get(&id).cloned();
+        if direct.is_some() {
+            self.allocate_ahead(id, slot)?;
+        }
         let aead = match encrypted {
             true => self.aead_file(id, true)?,
             false => None,
@@ -240,6 +251,53 @@ impl Packs {
             aead,
             turn: self.turns.entry(id).or_default().clone(),
         })
+    }
+
+    /// Allocates the space of the slots from `slot` on, unless it is already: see
+    /// [`ALLOCATE_SLOTS`]. A filesystem that cannot is left to append.
+    fn allocate_ahead(&mut self, id: u32, slot: u32) -> StoreResult<()> {
+        let allocated = self.allocated.get(&id).copied().unwrap_or(0);
+        if slot < allocated {
+            return Ok(());
+        }
+        let end = (slot + ALLOCATE_SLOTS).min(SLOTS_PER_PACK);
+        let from = u64::from(slot) * BLOCK_SIZE_U64;
+        let len = u64::from(end - slot) * BLOCK_SIZE_U64;
+        let end = match crate::sys::allocate(&*self.file(id)?, from, len) {
+            Ok(()) => end,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => SLOTS_PER_PACK,
+            Err(e) => {
+                let path = self.pack_path(id);
+                return Err(StoreError::io(
+                    format!("allocating space in {}", path.display()),
+                    e,
+                ));
+            }
+        };
+        self.allocated.insert(id, end);
+        Ok(())
+    }
+
+    /// Gives back the space allocated beyond pack `id`'s reserved slots, so that a
+    /// sealed pack is as long as what it holds (the next reservation allocates again).
+    fn trim(&mut self, id: u32) -> StoreResult<()> {
+        let reserved = self.unsealed[&id].len() as u32;
+        if self.allocated.get(&id).is_none_or(|&a| a <= reserved) {
+            return Ok(());
+        }
+        self.allocated.remove(&id);
+        let path = self.pack_path(id);
+        let file = self.file(id)?;
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
+            .len();
+        let held = u64::from(reserved) * BLOCK_SIZE_U64;
+        if len > held {
+            file.set_len(held)
+                .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
+        }
+        Ok(())
     }
 
     /// Continues the last pack if it has room, else starts a new one.
@@ -348,6 +406,7 @@ impl Packs {
     pub fn seal(&mut self) -> StoreResult<()> {
         let ids: Vec<u32> = self.unsealed.keys().copied().collect();
         for id in ids {
+            self.trim(id)?;
             let file = self.file(id)?;
             file.sync_data().map_err(|e| {
                 StoreError::io(format!("syncing {}", self.pack_path(id).display()), e)
@@ -366,6 +425,7 @@ impl Packs {
             if self.open != Some(id) && settled {
                 self.unsealed.remove(&id);
                 self.direct.remove(&id);
+                self.allocated.remove(&id);
             }
         }
         Ok(())
@@ -451,6 +511,33 @@ fn pack_ids(dir: &Path) -> StoreResult<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Space is allocated ahead of `O_DIRECT` writes, and given back when the pack is
+    /// sealed: a sealed pack is as long as its slots, as after an append.
+    #[test]
+    fn space_allocated_ahead_is_given_back_at_the_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut packs = Packs::new(dir.path()).unwrap();
+        let block = crate::block::BufferPool::new(1).take();
+        for n in 0..3u8 {
+            let slot = packs.reserve(false).unwrap();
+            slot.write(&block).unwrap();
+            packs.written(slot.location, Digest([n + 1; 32]));
+        }
+        let pack = dir.path().join("00000001.pack");
+        let len = || std::fs::metadata(&pack).unwrap().len();
+        if packs.direct.is_empty() {
+            eprintln!("SKIPPED: no O_DIRECT on {}", dir.path().display());
+            return;
+        }
+        assert_eq!(len(), u64::from(ALLOCATE_SLOTS) * BLOCK_SIZE_U64);
+        packs.seal().unwrap();
+        assert_eq!(len(), 3 * BLOCK_SIZE_U64);
+        // The next block allocates again, from where the pack ends.
+        let slot = packs.reserve(false).unwrap();
+        assert_eq!(slot.location.slot, 3);
+        assert_eq!(len(), u64::from(3 + ALLOCATE_SLOTS) * BLOCK_SIZE_U64);
+    }
 
     /// Found by the local_files fuzz target: a slot count whose size overflowed.
     #[test]
