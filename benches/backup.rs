@@ -210,11 +210,11 @@ fn incremental(bin: &Path, dir: &Path) {
     std::fs::remove_file(&image).unwrap();
 }
 
-/// cores x openssl's single-core SHA-256 rate at 512 KiB, in MB/s.
-/// The local store's write path against the machine's durable-write figure, both
-/// from a cold image (as a disk is in the field): `dd bs=8M conv=fdatasync` of the
-/// image, then full backups into a store on the same disk, three runs each (the
-/// fastest counts: this VM's disk is shared). Then a store in tmpfs against
+/// The local store's write path against the machine's durable-write figure, each
+/// from the same state of the image: cold (as a disk is in the field), then in the
+/// page cache (as a file just written). `dd bs=8M conv=fdatasync` of the image, then
+/// full backups into a store on the same disk, three runs each (the fastest counts:
+/// this VM's disk is shared). Then a store in tmpfs against
 /// `--dry-run`, which hashes without writing: what the write path itself costs.
 fn against_dd(bin: &Path, dir: &Path, image: &Path) {
     let best = |f: &mut dyn FnMut() -> Measured| {
@@ -274,6 +274,7 @@ fn against_dd(bin: &Path, dir: &Path, image: &Path) {
     );
 }
 
+/// cores x openssl's single-core SHA-256 rate at 512 KiB, in MB/s.
 fn sha256_limit_mbps() -> f64 {
     let per_core = openssl_sha256_mbps(3).expect("openssl speed runs");
     println!("openssl speed -evp sha256 (512 KiB): {per_core:.0} MB/s per core");

@@ -176,7 +176,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         if self.access == Access::Write {
             let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = inner.packs.seal() {
+            if let Err(e) = inner.packs.close() {
                 tracing::warn!("closing store {}: {e}", self.root.display());
             }
         }
@@ -239,6 +239,13 @@ impl Shared {
         let mut inner = self.lock();
         if placed.writer.is_some() {
             inner.packs.written(placed.location, placed.digest);
+        } else if placed.location.pack != ZERO_PACK
+            && inner.packs.find(placed.digest)? != Some(placed.location)
+        {
+            // The copy found was freed while the lock was let go (a deletion's garbage
+            // collection: no journal named it yet): the block is placed again.
+            drop(inner);
+            return self.put(id, index, block, checksum);
         }
         let entry = inner.get_mut(id)?;
         rules::check_put(&entry.info, index, &block, checksum)?;
