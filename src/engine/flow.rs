@@ -41,6 +41,11 @@ const ROUND_MIN: Duration = Duration::from_millis(50);
 const HISTORY: usize = 16;
 /// Steady rounds between probes.
 const PROBE_EVERY: u32 = 3;
+/// Each probe down that loses the rate doubles the rounds before the next, up to
+/// this many doublings: at the pace, fewer in flight than Little's law needs cost a
+/// fifth of a round's rate each time, and the latency that says how many it needs
+/// varies too much to aim below it.
+const MAX_BACKOFF: u32 = 3;
 /// How far past Little's law the ceiling lies: room for latency's jitter. Each block
 /// in flight costs about 0.8 MiB (the block, and the HTTP client's buffer for it), so
 /// at 100 ms and 1000 requests/s this keeps a transfer under 128 MiB: with 1.15, a
@@ -107,6 +112,8 @@ pub(crate) struct Controller {
     history: VecDeque<Measure>,
     probe: Option<Probe>,
     steady_rounds: u32,
+    /// Doublings of [`PROBE_EVERY`] after probes down that lost the rate.
+    backoff: u32,
 }
 
 impl Controller {
@@ -121,6 +128,7 @@ impl Controller {
             history: VecDeque::with_capacity(HISTORY),
             probe: None,
             steady_rounds: 0,
+            backoff: 0,
         }
     }
 
@@ -211,11 +219,16 @@ impl Controller {
             if !kept {
                 self.set(probe.previous);
             }
+            self.backoff = match (probe.up, kept) {
+                (false, false) => (self.backoff + 1).min(MAX_BACKOFF),
+                (_, true) => 0,
+                (true, false) => self.backoff,
+            };
             self.steady_rounds = 0;
             return;
         }
         self.steady_rounds += 1;
-        if self.steady_rounds < PROBE_EVERY {
+        if self.steady_rounds < PROBE_EVERY << self.backoff {
             return;
         }
         let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;

@@ -45,6 +45,17 @@ fn at_100_ms_it_finds_about_a_hundred_in_flight_for_1000_per_second() {
 }
 
 #[test]
+fn probes_that_lose_the_pace_come_less_and_less_often() {
+    // 100 in flight at 100 ms are exactly 1000 requests/s: each probe down costs a
+    // fifth of a round's rate, so after each that fails the next waits longer.
+    let rounds = simulate(256, Some(1000), 0.1, 1000.0);
+    let lost: Vec<usize> = (10..rounds.len())
+        .filter(|&i| rounds[i].1 < 990.0)
+        .collect();
+    assert!(lost.len() <= 4, "probe rounds {lost:?}: {rounds:?}");
+}
+
+#[test]
 fn with_a_pace_startup_goes_straight_to_what_the_pace_needs() {
     // The first round (32 in flight at 100 ms) measures the latency; the next one
     // has what 1000 requests/s need at it, not 64.
