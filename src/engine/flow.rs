@@ -228,11 +228,18 @@ impl Controller {
             return;
         }
         self.steady_rounds += 1;
-        if self.steady_rounds < PROBE_EVERY << self.backoff {
+        let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
+        let at_cap = self.at_cap(m.rate);
+        // Only a probe down at the pace waits out the backoff: a queue building up is
+        // answered, and a link with room tried, as soon as ever.
+        let wait = match at_cap && !queueing {
+            true => PROBE_EVERY << self.backoff,
+            false => PROBE_EVERY,
+        };
+        if self.steady_rounds < wait {
             return;
         }
-        let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
-        let down = queueing || self.at_cap(m.rate);
+        let down = queueing || at_cap;
         let next = if down {
             (self.limit * 4 / 5).max(self.floor())
         } else {

@@ -160,3 +160,23 @@ async fn a_lower_limit_is_reached_as_requests_leave() {
     }
     assert_eq!(flow.permits.available_permits(), 3);
 }
+
+#[test]
+fn a_queue_building_up_is_answered_whatever_the_backoff() {
+    let mut c = Controller::new(256, Some(1000), Instant::now());
+    c.phase = Phase::Steady;
+    c.limit = 100;
+    c.backoff = MAX_BACKOFF;
+    let at = |rate: f64, ms: u64| Measure {
+        rate,
+        latency: Duration::from_millis(ms),
+    };
+    // At the pace, a probe down waits out the backoff...
+    for _ in 0..PROBE_EVERY {
+        c.decide(at(1000.0, 100));
+    }
+    assert_eq!(c.limit(), 100);
+    // ...but latency that triples is answered now.
+    c.decide(at(600.0, 300));
+    assert!(c.limit() < 100, "{}", c.limit());
+}
