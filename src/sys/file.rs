@@ -106,30 +106,27 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Frees the disk space of a byte range, keeping the file's size (a hole reads as zeros).
 pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate on a descriptor we own; no memory is passed.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    fallocate(
+        file,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        offset,
+        len,
+    )
 }
 
 /// Allocates the disk space of a byte range, growing the file's size to cover it (the
 /// range reads as zeros until written). Fails with EOPNOTSUPP where the filesystem
 /// cannot.
 pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(file, 0, offset, len)
+}
+
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: fallocate on a descriptor we own; no memory is passed.
     let r = unsafe {
         libc::fallocate(
             file.as_raw_fd(),
-            0,
+            mode,
             offset as libc::off_t,
             len as libc::off_t,
         )

@@ -3,10 +3,8 @@
 //! it ([`super::reader`]).
 //!
 //! Reading and hashing used to take turns on each core, so the disk sat idle while a
-//! block was hashed: a cold `--dry-run` of 1 GiB took 1.15-1.6 s on this project's
-//! virtio disk, and 1.0-1.15 s with the reads ahead. One thread reading in order is
-//! enough: four reads in flight at once were no faster there, and cost more system
-//! time in wake-ups.
+//! block was hashed. One thread reading in order is enough: more reads in flight at
+//! once were no faster, and cost more system time in wake-ups.
 
 use super::baseline::Baseline;
 use super::reader::BATCH_BLOCKS;

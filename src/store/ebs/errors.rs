@@ -3,6 +3,7 @@
 //! parse), said plainly and naming the endpoint.
 
 use super::*;
+use aws_runtime::retries::classifiers::THROTTLING_ERRORS;
 use aws_sdk_ebs::config::http::HttpResponse;
 use std::error::Error as StdError;
 
@@ -169,20 +170,12 @@ fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason
         "TagLimitExceeded" => StoreError::limit(Quota::TagsPerSnapshot, msg),
         // EBS's ConcurrentLimitExceededException is its throttle of concurrent calls
         // (the pending-snapshot cap included): worth another try after a while.
-        "RequestThrottledException"
-        | "ConcurrentLimitExceededException"
-        | "ServiceQuotaExceededException"
-        | "RequestLimitExceeded"
-        | "Throttling"
-        | "ThrottlingException"
-        | "ThrottledException"
-        | "RequestThrottled"
-        | "TooManyRequestsException"
-        | "EC2ThrottledException"
-        | "SlowDown"
-        | "PriorRequestNotComplete"
-        | "BandwidthLimitExceeded"
-        | "LimitExceededException" => StoreError::Throttled { message: msg },
+        "ConcurrentLimitExceededException" | "ServiceQuotaExceededException" => {
+            StoreError::Throttled { message: msg }
+        }
+        // Every throttling code the SDK's own retries knew (they are off: RetryStore
+        // is the one retry policy).
+        c if THROTTLING_ERRORS.contains(&c) => StoreError::Throttled { message: msg },
         // A clock this far off is corrected from the answer's Date (the SDK's
         // clock-skew interceptor): the next attempt is signed at the service's time.
         "RequestTimeTooSkewed" => clock_off(msg, code, status),

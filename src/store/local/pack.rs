@@ -13,22 +13,18 @@ use super::map::Location;
 pub(crate) use super::slot::SlotWriter;
 use crate::block::{Digest, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::store::{StoreError, StoreResult};
-use crate::sys::{data_extents, punch_hole};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+mod space;
+
 /// Slots per pack: 1 GiB pack files keep a 1 TiB store near a thousand files.
 pub(crate) const SLOTS_PER_PACK: u32 = 2048;
 const IDX_MAGIC: &[u8; 8] = b"EBSNIDX1";
 const IDX_HEADER_LEN: usize = 16;
-/// Slots whose space is allocated at a time ahead of the `O_DIRECT` writes into a pack
-/// (32 MiB). A write past a file's end is an append, which ext4 runs one at a time
-/// under the inode lock, each waiting for its device write; a write into allocated
-/// space within the file is not, and runs beside the others.
-const ALLOCATE_SLOTS: u32 = 64;
 /// Digest recorded for a slot that holds nothing valid (freed, or never finished).
 const NO_DIGEST: Digest = Digest([0; 32]);
 
@@ -50,6 +46,8 @@ pub(crate) struct Packs {
     aead: HashMap<u32, Arc<File>>,
     /// Each pack's writers take turns (see [`SlotWriter::write`]).
     turns: HashMap<u32, Arc<Mutex<()>>>,
+    /// Times slots were freed in this session (a copy found before may be gone).
+    frees: u64,
     /// Slots of each `O_DIRECT` pack whose space is allocated ahead (the pack's whole
     /// size where allocating failed, and its writes append).
     allocated: HashMap<u32, u32>,
@@ -69,6 +67,7 @@ impl Packs {
             aead: HashMap::new(),
             turns: HashMap::new(),
             allocated: HashMap::new(),
+            frees: 0,
         })
     }
 
@@ -81,19 +80,12 @@ impl Packs {
                 self.remove(id)?;
                 continue;
             }
-            let path = self.pack_path(id);
-            let file = open_rw(&path, false)?;
-            let len = file
-                .metadata()
-                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
-                .len();
-            if len > slots * BLOCK_SIZE_U64 {
+            let file = open_rw(&self.pack_path(id), false)?;
+            if self.cut_back(id, &file, slots)? {
                 tracing::info!(
-                    "cutting {} back to the {slots} blocks its index vouches for",
-                    path.display()
+                    "cut {} back to the {slots} blocks its index vouches for",
+                    self.pack_path(id).display()
                 );
-                file.set_len(slots * BLOCK_SIZE_U64)
-                    .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
             }
         }
         Ok(())
@@ -103,7 +95,7 @@ impl Packs {
         pack_ids(&self.dir)
     }
 
-    fn pack_path(&self, id: u32) -> PathBuf {
+    pub(super) fn pack_path(&self, id: u32) -> PathBuf {
         self.dir.join(format!("{id:08x}.pack"))
     }
 
@@ -256,47 +248,6 @@ impl Packs {
         })
     }
 
-    /// Allocates the space of the slots from `slot` on, unless it is already: see
-    /// [`ALLOCATE_SLOTS`]. Only a help to the writes: where it fails (a filesystem
-    /// without it, or too little space left for a whole step), the pack's writes
-    /// append, as they would without it, and report what the disk says.
-    fn allocate_ahead(&mut self, id: u32, slot: u32, file: &File) {
-        let allocated = self.allocated.get(&id).copied().unwrap_or(0);
-        if slot < allocated {
-            return;
-        }
-        let end = (slot + ALLOCATE_SLOTS).min(SLOTS_PER_PACK);
-        let from = u64::from(slot) * BLOCK_SIZE_U64;
-        let len = u64::from(end - slot) * BLOCK_SIZE_U64;
-        let end = match crate::sys::allocate(file, from, len) {
-            Ok(()) => end,
-            Err(e) => {
-                tracing::debug!("{}: appending: {e}", self.pack_path(id).display());
-                SLOTS_PER_PACK
-            }
-        };
-        self.allocated.insert(id, end);
-    }
-
-    /// Cuts pack `id` back to its reserved slots: space allocated ahead, or grown
-    /// by an allocation that failed part way, is given back.
-    fn trim(&mut self, id: u32) -> StoreResult<()> {
-        let reserved = self.unsealed[&id].len() as u64;
-        self.allocated.remove(&id);
-        let path = self.pack_path(id);
-        let file = self.file(id)?;
-        let len = file
-            .metadata()
-            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
-            .len();
-        let held = reserved * BLOCK_SIZE_U64;
-        if len > held {
-            file.set_len(held)
-                .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
-        }
-        Ok(())
-    }
-
     /// Seals every pack (see [`Packs::seal`]) as the store closes, the open one cut
     /// back to its slots too.
     pub fn close(&mut self) -> StoreResult<()> {
@@ -344,6 +295,18 @@ impl Packs {
         if let Some(dedup) = &mut self.dedup {
             dedup.insert(digest.prefix_u64(), location);
         }
+    }
+
+    /// Slots were freed: the digest index is built again, and the count goes up.
+    fn forget_copies(&mut self) {
+        self.dedup = None;
+        self.frees += 1;
+    }
+
+    /// How many times slots were freed so far: a copy [`Packs::find`] gave is still
+    /// there while this has not changed.
+    pub fn frees(&self) -> u64 {
+        self.frees
     }
 
     /// An existing, fully written copy of the block with `digest`, if the store has one.
@@ -410,10 +373,10 @@ impl Packs {
     pub fn seal(&mut self) -> StoreResult<()> {
         let ids: Vec<u32> = self.unsealed.keys().copied().collect();
         for id in ids {
-            // The open pack keeps the space allocated ahead: the server seals after
-            // every put, and would otherwise allocate and cut back each time.
-            // Best effort: a pack left too long is cut back by the next writer, and the
-            // fsync and idx below are what the puts so far rely on.
+            // Packs left behind are cut back, but not the open one: the server seals
+            // after every put, and would allocate and cut back each time. Best effort:
+            // the next writer cuts back a pack left too long, and the fsync and idx
+            // below are what the puts so far rely on.
             if self.open != Some(id) {
                 if let Err(e) = self.trim(id) {
                     tracing::warn!("{e}");
@@ -437,7 +400,6 @@ impl Packs {
             if self.open != Some(id) && settled {
                 self.unsealed.remove(&id);
                 self.direct.remove(&id);
-                self.allocated.remove(&id);
             }
         }
         Ok(())
@@ -451,71 +413,14 @@ impl Packs {
         )
     }
 
-    /// Frees every slot of pack `id` not in `live`: the idx forgets them first (so no
-    /// new block can be deduplicated onto them), then their space is punched out. A
-    /// pack with nothing live is removed.
-    pub fn free_unused(&mut self, id: u32, live: &[bool]) -> StoreResult<u64> {
-        if self.unsealed.contains_key(&id) {
-            return Ok(0); // in use by this session's writes; the next session frees it
-        }
-        let is_live = |s: usize| live.get(s).copied().unwrap_or(false);
-        let mut digests = self.idx_digests(id)?;
-        let slots = digests.len() as u64;
-        if !(0..digests.len()).any(is_live) {
-            let freed = digests.iter().filter(|d| **d != NO_DIGEST).count() as u64;
-            self.remove(id)?;
-            return Ok(freed);
-        }
-        let newly_dead: Vec<usize> = (0..digests.len())
-            .filter(|&s| !is_live(s) && digests[s] != NO_DIGEST)
-            .collect();
-        if !newly_dead.is_empty() {
-            for &s in &newly_dead {
-                digests[s] = NO_DIGEST;
-            }
-            self.write_idx(id, digests.into_iter())?;
-            self.dedup = None;
-        }
-        // Punch every dead slot that still holds space, not only the newly dead: a crash
-        // or an error after an earlier idx rewrite must not leak the space for good.
-        let path = self.pack_path(id);
-        let file = open_rw(&path, false)?;
-        let slots = slots_holding_space(&file, slots)
-            .map_err(|e| StoreError::io(format!("scanning {}", path.display()), e))?;
-        for s in slots.into_iter().filter(|&s| !is_live(s as usize)) {
-            if let Err(e) = punch_hole(&file, s * BLOCK_SIZE_U64, BLOCK_SIZE_U64) {
-                tracing::warn!("could not free slot {s} of {}: {e}", path.display());
-            }
-        }
-        Ok(newly_dead.len() as u64)
-    }
-
     fn remove(&mut self, id: u32) -> StoreResult<()> {
         self.handles.remove(&id);
         self.aead.remove(&id);
-        self.dedup = None;
+        self.forget_copies();
         remove_if_present(&self.idx_path(id))?;
         remove_if_present(&self.pack_path(id))?;
         remove_if_present(&self.aead_path(id))
     }
-}
-
-/// The slots of a pack of `slots` slots that may hold disk space: those with data
-/// (SEEK_DATA), or all of them where the file holds more space than its data. Space
-/// allocated ahead of a write that never came reads as a hole to SEEK_DATA, yet is
-/// the disk's until punched.
-fn slots_holding_space(file: &File, slots: u64) -> std::io::Result<Vec<u64>> {
-    use std::os::unix::fs::MetadataExt;
-    let extents = data_extents(file)?;
-    let data: u64 = extents.iter().map(|(start, end)| end - start).sum();
-    // Beyond the data, a filesystem keeps its extent tree: far less than half a slot.
-    if file.metadata()?.blocks() * 512 > data + BLOCK_SIZE_U64 / 2 {
-        return Ok((0..slots).collect());
-    }
-    Ok(extents
-        .into_iter()
-        .flat_map(|(start, end)| start / BLOCK_SIZE_U64..end.div_ceil(BLOCK_SIZE_U64))
-        .collect())
 }
 
 fn pack_ids(dir: &Path) -> StoreResult<Vec<u32>> {
@@ -539,85 +444,6 @@ fn pack_ids(dir: &Path) -> StoreResult<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Space is allocated ahead of `O_DIRECT` writes. The open pack keeps it while
-    /// the store is open, even sealed (the server seals after every put); closing
-    /// the store gives it back, and so does the next writer after a crash.
-    #[test]
-    fn space_allocated_ahead_is_given_back_when_the_store_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let pack = dir.path().join("00000001.pack");
-        let len = || std::fs::metadata(&pack).unwrap().len() / BLOCK_SIZE_U64;
-        let mut packs = Packs::new(dir.path()).unwrap();
-        let block = crate::block::BufferPool::new(1).take();
-        let write = |packs: &mut Packs, n: u8| {
-            let slot = packs.reserve(false).unwrap();
-            slot.write(&block).unwrap();
-            packs.written(slot.location, Digest([n; 32]));
-        };
-        for n in 1..=3 {
-            write(&mut packs, n);
-        }
-        if len() != u64::from(ALLOCATE_SLOTS) {
-            eprintln!(
-                "SKIPPED: no O_DIRECT or no fallocate in {}",
-                dir.path().display()
-            );
-            return;
-        }
-        packs.seal().unwrap();
-        assert_eq!(
-            len(),
-            u64::from(ALLOCATE_SLOTS),
-            "the open pack keeps its space"
-        );
-        write(&mut packs, 4);
-        packs.close().unwrap();
-        assert_eq!(len(), 4, "closing cuts the pack back to its slots");
-
-        // A writer that dies with space allocated: the next one cuts it off.
-        let mut crashed = Packs::new(dir.path()).unwrap();
-        let reserved = crashed.reserve(false).unwrap();
-        assert_eq!(reserved.location.slot, 4);
-        assert_eq!(len(), u64::from(4 + ALLOCATE_SLOTS));
-        drop(crashed);
-        Packs::new(dir.path()).unwrap().recover().unwrap();
-        assert_eq!(len(), 4, "recovery cuts the pack back to its idx");
-    }
-
-    /// A slot reserved and sealed but never written holds allocated space that
-    /// SEEK_DATA calls a hole: freeing the pack's dead slots gives it back too.
-    #[test]
-    fn space_of_a_slot_never_written_is_freed() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let pack = dir.path().join("00000001.pack");
-        let mut packs = Packs::new(dir.path()).unwrap();
-        let mut data = crate::block::BufferPool::new(1).take();
-        data.fill(7);
-        let slot = packs.reserve(false).unwrap();
-        slot.write(&data).unwrap();
-        packs.written(slot.location, Digest([1; 32]));
-        let _never_written = packs.reserve(false).unwrap();
-        packs.close().unwrap();
-        let held = || std::fs::metadata(&pack).unwrap().blocks() * 512;
-        if held() < 2 * BLOCK_SIZE_U64 {
-            eprintln!(
-                "SKIPPED: no O_DIRECT or no fallocate in {}",
-                dir.path().display()
-            );
-            return;
-        }
-        let mut later = Packs::new(dir.path()).unwrap();
-        later.free_unused(1, &[true, false]).unwrap();
-        assert!(held() < 2 * BLOCK_SIZE_U64, "{} bytes still held", held());
-        // The live slot keeps its space and its data.
-        assert!(held() >= BLOCK_SIZE_U64);
-        let (file, _) = later.files(1, false).unwrap();
-        let mut back = vec![0; BLOCK_SIZE];
-        Packs::read(&file, Location { pack: 1, slot: 0 }, &mut back).unwrap();
-        assert!(back.iter().all(|&b| b == 7));
-    }
 
     /// Found by the local_files fuzz target: a slot count whose size overflowed.
     #[test]

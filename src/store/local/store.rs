@@ -75,6 +75,8 @@ struct Placed {
     key: Option<Arc<NamedKey>>,
     /// The identity the block is recorded under.
     digest: Digest,
+    /// [`Packs::frees`] when the block was placed.
+    frees: u64,
 }
 
 impl Entry {
@@ -239,11 +241,10 @@ impl Shared {
         let mut inner = self.lock();
         if placed.writer.is_some() {
             inner.packs.written(placed.location, placed.digest);
-        } else if placed.location.pack != ZERO_PACK
-            && inner.packs.find(placed.digest)? != Some(placed.location)
-        {
-            // The copy found was freed while the lock was let go (a deletion's garbage
-            // collection: no journal named it yet): the block is placed again.
+        } else if placed.location.pack != ZERO_PACK && inner.packs.frees() != placed.frees {
+            // Slots were freed while the lock was let go (a deletion's garbage
+            // collection), perhaps the copy found, which no journal named yet: the
+            // block is placed again.
             drop(inner);
             return self.put(id, index, block, checksum);
         }
@@ -293,6 +294,7 @@ impl Shared {
             writer,
             key,
             digest,
+            frees: inner.packs.frees(),
         })
     }
 
