@@ -14,6 +14,12 @@
 //!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
 //!   the rate does not means requests queue at a full link, and they only cost memory.
 //!
+//! - **held after the requests**: when fewer than half the places hold a request
+//!   (Little's law: the rate times the latency), the others wait for the work that
+//!   follows one (hashing, writing), and more of them only hold more blocks: a probe
+//!   halves them, kept if the rate holds. On loopback, a restore that the client's
+//!   CPU bounds ran with 192 places and 4 requests.
+//!
 //! With a pace, probes go no lower than [`MIN_CEILING`]: the pace holds the rate, and
 //! a probe below would cost a round's rate for a few blocks of memory. A byte limit
 //! (`--limit-upload`, [`crate::store::LimitedStore`]) is such a pace, and the time a
@@ -230,18 +236,27 @@ impl Controller {
         self.steady_rounds += 1;
         let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
         let at_cap = self.at_cap(m.rate);
-        // Only a probe down at the pace waits out the backoff: a queue building up is
+        let in_requests = m.rate * m.latency.as_secs_f64();
+        let held_after = self.limit as f64 > 2.0 * in_requests;
+        // Only a probe down that may cost the rate (at the pace, or with the places
+        // held after the requests) waits out the backoff: a queue building up is
         // answered, and a link with room tried, as soon as ever.
-        let wait = match at_cap && !queueing {
+        let wait = match (at_cap || held_after) && !queueing {
             true => PROBE_EVERY << self.backoff,
             false => PROBE_EVERY,
         };
         if self.steady_rounds < wait {
             return;
         }
-        let down = queueing || at_cap;
-        let next = if down {
+        let down = queueing || at_cap || held_after;
+        let next = if queueing || at_cap {
             (self.limit * 4 / 5).max(self.floor())
+        } else if held_after {
+            // Most places wait for the work after a request (hashing, writing), not
+            // for the link: halve them, down to twice what the requests hold.
+            (self.limit / 2)
+                .max((2.0 * in_requests).ceil() as usize)
+                .max(self.floor())
         } else {
             (self.limit * 5 / 4).max(self.limit + 1)
         };

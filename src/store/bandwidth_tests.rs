@@ -206,11 +206,7 @@ fn an_answer_shorter_than_reserved_gives_its_time_back() {
 #[test]
 fn the_flow_is_told_the_limit_as_blocks_a_second_where_it_is_slower() {
     let bandwidth = Bandwidth::new(Some(20 * MIB), Some(100 << 10));
-    let paced = PacedStore::new(
-        MemoryStore::new(),
-        std::num::NonZeroU32::new(30).unwrap(),
-        8,
-    );
+    let paced = PacedStore::new(MemoryStore::new(), std::num::NonZeroU32::new(30), 8);
     let store = LimitedStore::new(paced, bandwidth.clone());
     // 20 MiB/s is 40 blocks a second, more than the 30 requests paced.
     assert_eq!(SnapshotStore::pace(&store, Transfer::Put), Some(30));

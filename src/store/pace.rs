@@ -24,8 +24,8 @@ const CUT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct PacedStore<S> {
     inner: S,
-    max_rate: NonZeroU32,
-    rate: DefaultDirectRateLimiter,
+    /// The pace and its limiter; `None`: no pace, only the window that throttling cuts.
+    rate: Option<(NonZeroU32, DefaultDirectRateLimiter)>,
     window: Window,
 }
 
@@ -36,15 +36,12 @@ impl<S> std::fmt::Debug for PacedStore<S> {
 }
 
 impl<S: SnapshotStore> PacedStore<S> {
-    /// At most `max_rate` block requests per second, and `max_in_flight` at once.
-    pub fn new(inner: S, max_rate: NonZeroU32, max_in_flight: usize) -> Self {
-        // Bursts of a tenth of a second's worth at most: a whole second's burst at the
-        // start would be throttled by a service that counts over shorter spans.
-        let burst = NonZeroU32::new(max_rate.get() / 10).unwrap_or(NonZeroU32::MIN);
+    /// At most `max_rate` block requests per second (any number without), and
+    /// `max_in_flight` at once.
+    pub fn new(inner: S, max_rate: Option<NonZeroU32>, max_in_flight: usize) -> Self {
         PacedStore {
             inner,
-            max_rate,
-            rate: RateLimiter::direct(Quota::per_second(max_rate).allow_burst(burst)),
+            rate: max_rate.map(|rate| (rate, limiter(rate))),
             window: Window::new(max_in_flight.max(1)),
         }
     }
@@ -59,11 +56,21 @@ impl<S: SnapshotStore> PacedStore<S> {
         request: impl std::future::Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let turn = self.window.turn().await;
-        self.rate.until_ready().await;
+        if let Some((_, limiter)) = &self.rate {
+            limiter.until_ready().await;
+        }
         let result = request.await;
         turn.leave(matches!(result, Err(StoreError::Throttled { .. })));
         result
     }
+}
+
+/// `rate` requests a second, in bursts of a tenth of a second's worth at most: a whole
+/// second's burst at the start would be throttled by a service that counts over
+/// shorter spans.
+fn limiter(rate: NonZeroU32) -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(rate.get() / 10).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
 /// An adjustable limit on requests in flight.
@@ -185,7 +192,7 @@ impl<S: SnapshotStore> StoreLayer for PacedStore<S> {
     }
 
     fn pace(&self, _: Transfer) -> Option<u32> {
-        Some(self.max_rate.get())
+        self.rate.as_ref().map(|(rate, _)| rate.get())
     }
 
     async fn put_block(
@@ -238,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_dropped_unfinished_gives_its_place_back() {
-        let store = PacedStore::new(MemoryStore::new(), NonZeroU32::new(1000).unwrap(), 1);
+        let store = PacedStore::new(MemoryStore::new(), NonZeroU32::new(1000), 1);
         let never = store.paced(std::future::pending::<StoreResult<()>>());
         let waited = tokio::time::timeout(Duration::from_millis(10), never).await;
         assert!(waited.is_err());

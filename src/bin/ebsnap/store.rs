@@ -16,10 +16,6 @@ use std::sync::Arc;
 /// Block requests per second EBS accepts for one snapshot.
 const EBS_MAX_RATE: u32 = 1000;
 
-/// A rate no store reaches (half a terabyte of blocks a second): with it, a paced store
-/// keeps only its back-off from throttling.
-const UNCAPPED: u32 = 1_000_000;
-
 /// How to reach and pace a store, besides where it is: the global flags.
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
@@ -118,7 +114,11 @@ fn open_local(
     let store = LimitedStore::new(store, settings.bandwidth.clone());
     // A local store is not paced unless asked: nothing throttles it.
     Ok(match settings.max_rate {
-        Some(rate) => Arc::new(PacedStore::new(store, nonzero(rate), settings.workers)),
+        Some(rate) => Arc::new(PacedStore::new(
+            store,
+            Some(nonzero(rate)),
+            settings.workers,
+        )),
         None => Arc::new(store),
     })
 }
@@ -145,16 +145,17 @@ async fn open_ebs(
     let endpoint = ebs_endpoint(options.endpoint_url.as_deref(), |name| {
         dirs::env_value(name).and_then(|v| v.into_string().ok())
     });
+    // Without a pace, the store keeps only its back-off from throttling, and the flow
+    // finds the rate by itself (a pace it reports would be a rate to aim at).
     let rate = settings
         .max_rate
-        .or_else(|| default_max_rate(endpoint.as_deref()))
-        .unwrap_or(UNCAPPED);
-    tracing::debug!("EBS endpoint {endpoint:?}: at most {rate} block requests a second");
+        .or_else(|| default_max_rate(endpoint.as_deref()));
+    tracing::debug!("EBS endpoint {endpoint:?}: block requests a second at most: {rate:?}");
     let store = EbsStore::connect(options).await?;
     // Inside the pacing: a request waits for its bytes' turn once it has its place,
     // right before it is sent.
     let store = LimitedStore::new(store, settings.bandwidth.clone());
-    let paced = PacedStore::new(store, nonzero(rate), settings.workers);
+    let paced = PacedStore::new(store, rate.map(nonzero), settings.workers);
     Ok(Arc::new(RetryStore::new(paced, RetryPolicy::default())))
 }
 

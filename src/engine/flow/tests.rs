@@ -6,16 +6,36 @@ use super::*;
 /// `capacity` requests/s, with the work always waiting: returns the limit chosen
 /// after each round, and the rate it ran at.
 fn simulate(max: usize, max_rate: Option<u32>, latency: f64, capacity: f64) -> Vec<(usize, f64)> {
+    // Little's law: with `limit` in flight the link delivers limit/latency, up to its
+    // capacity; beyond, requests queue and latency grows.
+    simulate_with(max, max_rate, |limit| {
+        let rate = (limit / latency).min(capacity);
+        (rate, limit / rate)
+    })
+}
+
+/// As [`simulate`], but it is the client's own work after each request (hashing,
+/// writing) that carries at most `capacity` a second: the places beyond wait for it,
+/// and the requests' latency stays `latency`.
+fn simulate_work(max: usize, latency: f64, capacity: f64) -> Vec<(usize, f64)> {
+    simulate_with(max, None, |limit| {
+        ((limit / latency).min(capacity), latency)
+    })
+}
+
+/// Runs the controller with the work always waiting, where `link` gives the rate and
+/// the requests' latency at a limit: the limit chosen after each round, and the rate.
+fn simulate_with(
+    max: usize,
+    max_rate: Option<u32>,
+    link: impl Fn(f64) -> (f64, f64),
+) -> Vec<(usize, f64)> {
     let start = Instant::now();
     let mut c = Controller::new(max, max_rate, start);
     let mut now = start;
     let mut limits = Vec::new();
     for _ in 0..60 {
-        let limit = c.limit() as f64;
-        // Little's law: with `limit` in flight the link delivers limit/latency,
-        // up to its capacity; beyond, requests queue and latency grows.
-        let rate = (limit / latency).min(capacity);
-        let seen = limit / rate;
+        let (rate, seen) = link(c.limit() as f64);
         let n = c.limit();
         for _ in 0..n {
             c.waited();
@@ -96,6 +116,24 @@ fn a_link_without_a_rate_cap_gets_what_fills_it_and_not_much_more() {
         "{rounds:?}"
     );
     assert!(settled.iter().all(|&(_, r)| r >= 1900.0), "{rounds:?}");
+}
+
+#[test]
+fn places_held_by_the_work_after_the_requests_are_given_up() {
+    // A restore on loopback that the client's CPU bounds: 2000 blocks a second, 2 ms
+    // a request, so 4 places hold requests. Startup doubles once for nothing; then
+    // probes halve the places while the rate holds, and do not go below what it needs.
+    let rounds = simulate_work(256, 0.002, 2000.0);
+    let settled = &rounds[30..];
+    assert!(
+        settled.iter().all(|&(l, _)| (4..=16).contains(&l)),
+        "{rounds:?}"
+    );
+    let rate = settled.iter().map(|&(_, r)| r).sum::<f64>() / settled.len() as f64;
+    assert!(rate >= 1900.0, "{rate}: {rounds:?}");
+    // Where the requests themselves fill the places, none are given up.
+    let rounds = simulate_work(256, 0.1, 2000.0);
+    assert!(rounds[10..].iter().all(|&(l, _)| l >= 200), "{rounds:?}");
 }
 
 #[test]
