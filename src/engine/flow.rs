@@ -12,19 +12,21 @@
 //! - **steady**: every few rounds it probes. With latency flat and the rate below
 //!   `max_rate`, a quarter more, kept only if the rate rises. With latency risen (or the
 //!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
-//!   the rate does not means requests queue at a full link, and they only cost memory.
-//!
+//!   the rate does not means requests queue at a full link, and they only cost memory;
 //! - **held after the requests**: when fewer than half the places hold a request
 //!   (Little's law: the rate times the latency), the others wait for the work that
-//!   follows one (hashing, writing), and more of them only hold more blocks: a probe
-//!   halves them, kept if the rate holds. On loopback, a restore that the client's
-//!   CPU bounds ran with 192 places and 4 requests.
+//!   follows one (hashing, writing), and more of them may only hold more blocks: after
+//!   a probe up that gained nothing, the next halves them, judged a round later, kept
+//!   if the rate holds. On loopback, a restore that the client's CPU bounds ran with
+//!   192 places and 4 requests. A round that includes idle time (a backup waiting for
+//!   its disk, a mount between reads) counts the pause in its rate, so it looks held.
 //!
-//! With a pace, probes go no lower than [`MIN_CEILING`]: the pace holds the rate, and
-//! a probe below would cost a round's rate for a few blocks of memory. A byte limit
-//! (`--limit-upload`, [`crate::store::LimitedStore`]) is such a pace, and the time a
-//! request waits for its bytes' turn shows here as latency, as a full link's queue
-//! does: the flow then keeps about what Little's law needs, not what `--workers` allows.
+//! Probes go no lower than [`MIN_CEILING`]: a probe below, or one slow write, would
+//! cost a round's rate for a few blocks of memory. With a pace, the pace holds the
+//! rate. A byte limit (`--limit-upload`, [`crate::store::LimitedStore`]) is such a
+//! pace, and the time a request waits for its bytes' turn shows here as latency, as a
+//! full link's queue does: the flow then keeps about what Little's law needs, not what
+//! `--workers` allows.
 //!
 //! Rounds in which the work never filled the window (the disk is slower than the link)
 //! say nothing about the link and change nothing. Throttling is answered by
@@ -78,12 +80,25 @@ enum Phase {
     Steady,
 }
 
-/// A change being tried: the limit to go back to, and whether it was a step up.
+/// What a probe tries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Move {
+    /// A quarter more: the link may have room.
+    Up,
+    /// A fifth fewer: requests queue at a full link, or wait for the pace.
+    Down,
+    /// Half: most places wait for the work after their request, not for it.
+    Halve,
+}
+
+/// A change being tried: the limit to go back to, what was tried, and whether its
+/// first round is still to pass (see [`Controller::judge`]).
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     previous: usize,
-    up: bool,
+    tried: Move,
     rate_before: f64,
+    settling: bool,
 }
 
 /// The round being measured.
@@ -117,6 +132,8 @@ pub(crate) struct Controller {
     round: Round,
     history: VecDeque<Measure>,
     probe: Option<Probe>,
+    /// What the last probe judged tried, and whether it was kept.
+    last: Option<(Move, bool)>,
     steady_rounds: u32,
     /// Doublings of [`PROBE_EVERY`] after probes down that lost the rate.
     backoff: u32,
@@ -133,6 +150,7 @@ impl Controller {
             round: Round::new(now),
             history: VecDeque::with_capacity(HISTORY),
             probe: None,
+            last: None,
             steady_rounds: 0,
             backoff: 0,
         }
@@ -217,58 +235,82 @@ impl Controller {
 
     fn steady(&mut self, m: Measure) {
         if let Some(probe) = self.probe.take() {
-            let kept = if probe.up {
-                m.rate >= probe.rate_before * 1.05
-            } else {
-                m.rate >= self.best_rate() * 0.95
-            };
-            if !kept {
-                self.set(probe.previous);
-            }
-            self.backoff = match (probe.up, kept) {
-                (false, false) => (self.backoff + 1).min(MAX_BACKOFF),
-                (_, true) => 0,
-                (true, false) => self.backoff,
-            };
-            self.steady_rounds = 0;
-            return;
+            return self.judge(probe, m);
         }
         self.steady_rounds += 1;
         let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
-        let at_cap = self.at_cap(m.rate);
-        let in_requests = m.rate * m.latency.as_secs_f64();
-        let held_after = self.limit as f64 > 2.0 * in_requests;
-        // Only a probe down that may cost the rate (at the pace, or with the places
-        // held after the requests) waits out the backoff: a queue building up is
-        // answered, and a link with room tried, as soon as ever.
-        let wait = match (at_cap || held_after) && !queueing {
-            true => PROBE_EVERY << self.backoff,
-            false => PROBE_EVERY,
+        let halved = self.halved(m);
+        let tried = match (queueing || self.at_cap(m.rate), halved) {
+            (true, _) => Move::Down,
+            (false, Some(_)) => Move::Halve,
+            (false, None) => Move::Up,
+        };
+        // Only a probe down that may cost the rate (at the pace, or halving) waits out
+        // the backoff: a queue building up is answered, and a link with room tried, as
+        // soon as ever.
+        let wait = match (tried, queueing) {
+            (Move::Halve, _) | (Move::Down, false) => PROBE_EVERY << self.backoff,
+            _ => PROBE_EVERY,
         };
         if self.steady_rounds < wait {
             return;
         }
-        let down = queueing || at_cap || held_after;
-        let next = if queueing || at_cap {
-            (self.limit * 4 / 5).max(self.floor())
-        } else if held_after {
-            // Most places wait for the work after a request (hashing, writing), not
-            // for the link: halve them, down to twice what the requests hold.
-            (self.limit / 2)
-                .max((2.0 * in_requests).ceil() as usize)
-                .max(self.floor())
-        } else {
-            (self.limit * 5 / 4).max(self.limit + 1)
+        let next = match (tried, halved) {
+            (Move::Halve, Some(half)) => half,
+            (Move::Down, _) => (self.limit * 4 / 5).max(self.floor()),
+            _ => (self.limit * 5 / 4).max(self.limit + 1),
         };
         let previous = self.limit;
         self.set(next);
         if self.limit != previous {
             self.probe = Some(Probe {
                 previous,
-                up: !down,
+                tried,
                 rate_before: m.rate,
+                settling: tried == Move::Halve,
             });
         }
+    }
+
+    /// The limit a halving would try, if one is due: when fewer than half the places
+    /// hold a request (Little's law: the rate times the latency), the others wait for
+    /// the work after one (hashing, writing), and may only hold its block. Only after
+    /// a probe up gained nothing: where more places do help (a disk whose writes scale
+    /// with the queue), the probes up go on, and a halving kept at a cost of up to 5%
+    /// never follows another. Down to twice what the requests hold, and the floor.
+    fn halved(&self, m: Measure) -> Option<usize> {
+        let in_requests = m.rate * m.latency.as_secs_f64();
+        let half = (self.limit / 2)
+            .max((2.0 * in_requests).ceil() as usize)
+            .max(self.floor());
+        (self.last == Some((Move::Up, false)) && half < self.limit).then_some(half)
+    }
+
+    /// Keeps the probe's limit or goes back. A probe up is kept if the rate rose, one
+    /// down if it held. A halving is judged a round late: the first round after it
+    /// still counts the requests sent before, at the old rate.
+    fn judge(&mut self, probe: Probe, m: Measure) {
+        if probe.settling {
+            self.probe = Some(Probe {
+                settling: false,
+                ..probe
+            });
+            return;
+        }
+        let kept = match probe.tried {
+            Move::Up => m.rate >= probe.rate_before * 1.05,
+            Move::Down | Move::Halve => m.rate >= self.best_rate() * 0.95,
+        };
+        if !kept {
+            self.set(probe.previous);
+        }
+        self.backoff = match (probe.tried, kept) {
+            (_, true) => 0,
+            (Move::Up, false) => self.backoff,
+            (Move::Down | Move::Halve, false) => (self.backoff + 1).min(MAX_BACKOFF),
+        };
+        self.last = Some((probe.tried, kept));
+        self.steady_rounds = 0;
     }
 
     fn set(&mut self, limit: usize) {
@@ -289,14 +331,11 @@ impl Controller {
         }
     }
 
-    /// The fewest a probe tries. With a pace, [`MIN_CEILING`]: the pace, not the
-    /// window, holds the rate, and below that the probes themselves cost it (a quarter
-    /// of a probe round's rate at 4 in flight, for 8 MiB of memory saved).
+    /// The fewest a probe tries, [`MIN_CEILING`]: below, the probes themselves cost
+    /// the rate (a quarter of a probe round's rate at 4 in flight, for 8 MiB of memory
+    /// saved), and so does one slow write.
     fn floor(&self) -> usize {
-        match self.max_rate {
-            Some(_) => MIN_CEILING.min(self.max),
-            None => 1,
-        }
+        MIN_CEILING.min(self.max)
     }
 
     fn at_cap(&self, rate: f64) -> bool {

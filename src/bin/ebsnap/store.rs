@@ -150,7 +150,12 @@ async fn open_ebs(
     let rate = settings
         .max_rate
         .or_else(|| default_max_rate(endpoint.as_deref()));
-    tracing::debug!("EBS endpoint {endpoint:?}: block requests a second at most: {rate:?}");
+    match rate {
+        Some(rate) => {
+            tracing::debug!("EBS endpoint {endpoint:?}: at most {rate} block requests a second")
+        }
+        None => tracing::debug!("EBS endpoint {endpoint:?}: no cap on block requests"),
+    }
     let store = EbsStore::connect(options).await?;
     // Inside the pacing: a request waits for its bytes' turn once it has its place,
     // right before it is sent.

@@ -8,7 +8,7 @@ use super::*;
 fn simulate(max: usize, max_rate: Option<u32>, latency: f64, capacity: f64) -> Vec<(usize, f64)> {
     // Little's law: with `limit` in flight the link delivers limit/latency, up to its
     // capacity; beyond, requests queue and latency grows.
-    simulate_with(max, max_rate, |limit| {
+    simulate_with(max, max_rate, |_, limit| {
         let rate = (limit / latency).min(capacity);
         (rate, limit / rate)
     })
@@ -18,24 +18,25 @@ fn simulate(max: usize, max_rate: Option<u32>, latency: f64, capacity: f64) -> V
 /// writing) that carries at most `capacity` a second: the places beyond wait for it,
 /// and the requests' latency stays `latency`.
 fn simulate_work(max: usize, latency: f64, capacity: f64) -> Vec<(usize, f64)> {
-    simulate_with(max, None, |limit| {
+    simulate_with(max, None, |_, limit| {
         ((limit / latency).min(capacity), latency)
     })
 }
 
 /// Runs the controller with the work always waiting, where `link` gives the rate and
-/// the requests' latency at a limit: the limit chosen after each round, and the rate.
+/// the requests' latency in a round at a limit: the limit chosen after each round, and
+/// the rate.
 fn simulate_with(
     max: usize,
     max_rate: Option<u32>,
-    link: impl Fn(f64) -> (f64, f64),
+    link: impl Fn(usize, f64) -> (f64, f64),
 ) -> Vec<(usize, f64)> {
     let start = Instant::now();
     let mut c = Controller::new(max, max_rate, start);
     let mut now = start;
     let mut limits = Vec::new();
-    for _ in 0..60 {
-        let (rate, seen) = link(c.limit() as f64);
+    for round in 0..60 {
+        let (rate, seen) = link(round, c.limit() as f64);
         let n = c.limit();
         for _ in 0..n {
             c.waited();
@@ -121,19 +122,33 @@ fn a_link_without_a_rate_cap_gets_what_fills_it_and_not_much_more() {
 #[test]
 fn places_held_by_the_work_after_the_requests_are_given_up() {
     // A restore on loopback that the client's CPU bounds: 2000 blocks a second, 2 ms
-    // a request, so 4 places hold requests. Startup doubles once for nothing; then
-    // probes halve the places while the rate holds, and do not go below what it needs.
+    // a request, so 4 places hold requests. Startup doubles once for nothing; then,
+    // each time a probe up gains nothing, one halves the places, while the rate holds.
     let rounds = simulate_work(256, 0.002, 2000.0);
-    let settled = &rounds[30..];
-    assert!(
-        settled.iter().all(|&(l, _)| (4..=16).contains(&l)),
-        "{rounds:?}"
-    );
+    let settled = &rounds[40..];
+    assert!(settled.iter().all(|&(l, _)| l <= 24), "{rounds:?}");
+    assert!(rounds.iter().all(|&(l, _)| l >= MIN_CEILING), "{rounds:?}");
     let rate = settled.iter().map(|&(_, r)| r).sum::<f64>() / settled.len() as f64;
     assert!(rate >= 1900.0, "{rate}: {rounds:?}");
     // Where the requests themselves fill the places, none are given up.
     let rounds = simulate_work(256, 0.1, 2000.0);
     assert!(rounds[10..].iter().all(|&(l, _)| l >= 200), "{rounds:?}");
+}
+
+#[test]
+fn where_more_places_carry_more_the_places_held_after_grow_back() {
+    // A restore whose target writes scale with the queue: 10 ms a request, then 30 ms
+    // writing, so three places in four wait for the disk, and 40 places carry 1000
+    // blocks a second. The disk then gets four times faster in what it carries
+    // (another job on it ended): more places carry more, and the probes up find them.
+    let rounds = simulate_with(256, None, |round, limit| {
+        let capacity = if round < 20 { 1000.0 } else { 4000.0 };
+        ((limit / 0.04).min(capacity), 0.01)
+    });
+    // Apart from a probe's rounds, it holds what the disk carries, before and after.
+    let short = |rounds: &[(usize, f64)], rate| rounds.iter().filter(|&&(_, r)| r < rate).count();
+    assert!(short(&rounds[10..20], 1000.0) <= 2, "{rounds:?}");
+    assert!(short(&rounds[45..], 4000.0) <= 2, "{rounds:?}");
 }
 
 #[test]
