@@ -8,7 +8,8 @@
 //! rate and mean latency with the rounds before:
 //! - **startup**: the limit doubles (with a pace, up to four times, to what Little's
 //!   law says the pace needs at the latency measured) while each step raises the rate
-//!   by a fifth or more and the rate is below `max_rate`;
+//!   by a fifth or more, the rate is below `max_rate`, and at least a quarter of the
+//!   places hold a request (see below);
 //! - **steady**: every few rounds it probes. With latency flat and the rate below
 //!   `max_rate`, a quarter more, kept only if the rate rises. With latency risen (or the
 //!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
@@ -122,6 +123,11 @@ impl Round {
     }
 }
 
+/// How many requests a round had in flight on average (Little's law).
+fn in_requests(m: Measure) -> f64 {
+    m.rate * m.latency.as_secs_f64()
+}
+
 /// The pure decision: fed completions and waits, it says what the limit is.
 #[derive(Debug)]
 pub(crate) struct Controller {
@@ -158,6 +164,13 @@ impl Controller {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The first request starts: the first round counts from here, not from the
+    /// flow's creation (a restore lists blocks first, a resumed backup rereads what it
+    /// put), so that its rate is the link's.
+    pub fn first_request(&mut self, now: Instant) {
+        self.round = Round::new(now);
     }
 
     /// A request found the window full.
@@ -208,6 +221,14 @@ impl Controller {
             // The last step gained little: the knee lies between the two limits.
             self.phase = Phase::Steady;
             self.set((limit * 3 / 2).min(self.limit));
+        } else if before.is_some() && self.share_in_requests(m) < 0.25 {
+            // Three places in four wait for the work after their request: the link is
+            // not what limits, and more places may only hold more blocks; the probes
+            // up find out whether some help. Not one in two, as held_after: a round
+            // leaves out the requests still in flight at its end, and with latencies
+            // spread its Little's law sees fewer than there were. Never in the first
+            // round, whose connections are still being made.
+            self.phase = Phase::Steady;
         } else if self.limit < self.ceiling() {
             self.phase = Phase::Startup {
                 before: Some((m.rate, self.limit)),
@@ -272,18 +293,29 @@ impl Controller {
         }
     }
 
-    /// The limit a halving would try, if one is due: when fewer than half the places
-    /// hold a request (Little's law: the rate times the latency), the others wait for
-    /// the work after one (hashing, writing), and may only hold its block. Only after
-    /// a probe up gained nothing: where more places do help (a disk whose writes scale
-    /// with the queue), the probes up go on, and a halving kept at a cost of up to 5%
-    /// never follows another. Down to twice what the requests hold, and the floor.
+    /// Whether fewer than half the places hold a request (Little's law: the rate times
+    /// the latency): the others wait for the work after one (hashing, writing), and
+    /// may only hold its block.
+    fn held_after(&self, m: Measure) -> bool {
+        self.share_in_requests(m) < 0.5
+    }
+
+    /// The share of the places that held a request in the round `m` measured.
+    fn share_in_requests(&self, m: Measure) -> f64 {
+        in_requests(m) / self.limit as f64
+    }
+
+    /// The limit a halving would try, if one is due: with the places [held
+    /// after](Self::held_after) their requests, and only after a probe up gained
+    /// nothing. Where more places do help (a disk whose writes scale with the queue),
+    /// the probes up go on, and a halving kept at a cost of up to 5% never follows
+    /// another. Down to twice what the requests hold, and the floor.
     fn halved(&self, m: Measure) -> Option<usize> {
-        let in_requests = m.rate * m.latency.as_secs_f64();
         let half = (self.limit / 2)
-            .max((2.0 * in_requests).ceil() as usize)
+            .max((2.0 * in_requests(m)).ceil() as usize)
             .max(self.floor());
-        (self.last == Some((Move::Up, false)) && half < self.limit).then_some(half)
+        let due = self.last == Some((Move::Up, false)) && self.held_after(m);
+        (due && half < self.limit).then_some(half)
     }
 
     /// Keeps the probe's limit or goes back. A probe up is kept if the rate rose, one
@@ -429,7 +461,10 @@ impl Flow {
     fn pass(self: &Arc<Flow>) -> Pass {
         let now = Instant::now();
         let mut s = self.lock();
-        s.span.get_or_insert((now, now));
+        if s.span.is_none() {
+            s.span = Some((now, now));
+            s.controller.first_request(now);
+        }
         drop(s);
         Pass {
             flow: self.clone(),

@@ -140,7 +140,8 @@ fn where_more_places_carry_more_the_places_held_after_grow_back() {
     // A restore whose target writes scale with the queue: 10 ms a request, then 30 ms
     // writing, so three places in four wait for the disk, and 40 places carry 1000
     // blocks a second. The disk then gets four times faster in what it carries
-    // (another job on it ended): more places carry more, and the probes up find them.
+    // (another job on it ended): more places carry more, and the probes up find them,
+    // a quarter more every few rounds.
     let rounds = simulate_with(256, None, |round, limit| {
         let capacity = if round < 20 { 1000.0 } else { 4000.0 };
         ((limit / 0.04).min(capacity), 0.01)
@@ -148,7 +149,8 @@ fn where_more_places_carry_more_the_places_held_after_grow_back() {
     // Apart from a probe's rounds, it holds what the disk carries, before and after.
     let short = |rounds: &[(usize, f64)], rate| rounds.iter().filter(|&&(_, r)| r < rate).count();
     assert!(short(&rounds[10..20], 1000.0) <= 2, "{rounds:?}");
-    assert!(short(&rounds[45..], 4000.0) <= 2, "{rounds:?}");
+    // Within the 5% a probe up must gain to be kept.
+    assert!(short(&rounds[50..], 3800.0) <= 2, "{rounds:?}");
 }
 
 #[test]
@@ -232,4 +234,20 @@ fn a_queue_building_up_is_answered_whatever_the_backoff() {
     // ...but latency that triples is answered now.
     c.decide(at(600.0, 300));
     assert!(c.limit() < 100, "{}", c.limit());
+}
+
+#[tokio::test]
+async fn the_first_round_counts_from_the_first_request() {
+    // A restore lists the snapshot's blocks before it fetches one: the time before
+    // the first request is not the link's, and must not make its rate look low.
+    let flow = Flow::new(256, None);
+    std::thread::sleep(Duration::from_millis(300));
+    let passes: Vec<Pass> =
+        futures::future::join_all((0..INITIAL_LIMIT).map(|_| flow.enter())).await;
+    flow.lock().controller.waited();
+    std::thread::sleep(Duration::from_millis(60));
+    passes.into_iter().for_each(Pass::finished);
+    let rate = flow.lock().controller.history[0].rate;
+    // 32 requests in about 60 ms: some 500 a second, not the 90 counted from creation.
+    assert!(rate > 250.0, "{rate}");
 }
