@@ -260,11 +260,12 @@ impl Controller {
         }
         self.steady_rounds += 1;
         let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
-        let halved = self.halved(m);
-        let tried = match (queueing || self.at_cap(m.rate), halved) {
-            (true, _) => Move::Down,
-            (false, Some(_)) => Move::Halve,
-            (false, None) => Move::Up,
+        let (tried, next) = if queueing || self.at_cap(m.rate) {
+            (Move::Down, (self.limit * 4 / 5).max(self.floor()))
+        } else if let Some(half) = self.halved(m) {
+            (Move::Halve, half)
+        } else {
+            (Move::Up, (self.limit * 5 / 4).max(self.limit + 1))
         };
         // Only a probe down that may cost the rate (at the pace, or halving) waits out
         // the backoff: a queue building up is answered, and a link with room tried, as
@@ -276,11 +277,6 @@ impl Controller {
         if self.steady_rounds < wait {
             return;
         }
-        let next = match (tried, halved) {
-            (Move::Halve, Some(half)) => half,
-            (Move::Down, _) => (self.limit * 4 / 5).max(self.floor()),
-            _ => (self.limit * 5 / 4).max(self.limit + 1),
-        };
         let previous = self.limit;
         self.set(next);
         if self.limit != previous {
