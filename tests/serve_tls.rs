@@ -150,6 +150,17 @@ fn without_the_bundle_the_certificate_is_refused_clearly() {
         .output()
         .unwrap();
     assert!(failed(&out).contains("is not trusted"));
+    // The block requests' own client (src/store/ebs/http.rs) refuses it the same way.
+    let image = tls.env.path("image");
+    make_image(&image, 2 * BLOCK, &[(0, BLOCK as usize)], 3);
+    let out = tls
+        .ebsnap(&["backup", "--full", image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = failed(&out);
+    assert!(stderr.contains("StartSnapshot"), "{stderr}");
+    assert!(stderr.contains("is not trusted"), "{stderr}");
+    assert!(stderr.contains(&tls.server.url), "{stderr}");
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub use super::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, MANAGED_TAG, PARE
 mod ca_bundle;
 mod convert;
 mod errors;
+mod http;
 mod xml_check;
 use convert::*;
 
@@ -72,7 +73,8 @@ impl EbsStore {
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        if let Some(client) = ca_bundle::http_client(options).await? {
+        let clients = ca_bundle::http_clients(options).await?;
+        if let Some(client) = clients.sdk {
             loader = loader.http_client(client);
         }
         if let Some((id, secret)) = &options.static_credentials {
@@ -109,8 +111,12 @@ impl EbsStore {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let identity = format!("ebs:{region}:{}", endpoint.as_deref().unwrap_or("aws"));
+        let mut ebs = aws_sdk_ebs::config::Builder::from(&config);
+        if let Some(client) = clients.blocks {
+            ebs = ebs.http_client(client);
+        }
         Ok(EbsStore {
-            ebs: aws_sdk_ebs::Client::new(&config),
+            ebs: aws_sdk_ebs::Client::from_conf(ebs.build()),
             ec2: aws_sdk_ec2::Client::from_conf(
                 aws_sdk_ec2::config::Builder::from(&config)
                     .interceptor(xml_check::XmlCheck)

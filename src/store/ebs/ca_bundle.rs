@@ -1,6 +1,7 @@
 //! A custom CA bundle for the EBS client, found where the AWS CLI and boto3 look:
 //! `AWS_CA_BUNDLE`, else the selected profile's `ca_bundle`. The Rust SDK reads
-//! neither, so this does, and hands the SDK an HTTPS client that trusts it.
+//! neither, so this does, and hands the SDK an HTTPS client that trusts it, and the
+//! block requests' client ([`super::http`]) the same roots.
 //!
 //! As with the AWS CLI (botocore passes the bundle to urllib3 as its only CA file),
 //! the bundle replaces the system's roots rather than adding to them: an operator who
@@ -29,14 +30,31 @@ impl Source {
     }
 }
 
-/// An HTTPS client trusting the bundle `options` resolve to, if any.
-pub(super) async fn http_client(
-    options: &EbsOptions,
-) -> StoreResult<Option<aws_sdk_ebs::config::SharedHttpClient>> {
+/// The HTTP clients: the SDK's (EC2, the credential chain), set only where a bundle
+/// replaces its roots, and the block requests', trusting the same roots (none where a
+/// proxy is set: those go through the SDK's client, which follows it).
+pub(super) struct Clients {
+    pub(super) sdk: Option<aws_sdk_ebs::config::SharedHttpClient>,
+    pub(super) blocks: Option<aws_sdk_ebs::config::SharedHttpClient>,
+}
+
+/// The clients for the bundle `options` resolve to, if any.
+pub(super) async fn http_clients(options: &EbsOptions) -> StoreResult<Clients> {
+    let blocks = |roots| match super::http::proxied() {
+        true => {
+            tracing::debug!("a proxy is set: block requests go through the SDK's client");
+            None
+        }
+        false => Some(super::http::client(roots)),
+    };
     let Some((path, source)) = bundle_path(options).await else {
-        return Ok(None);
+        return Ok(Clients {
+            sdk: None,
+            blocks: blocks(super::http::Roots::System),
+        });
     };
     let pem = read_bundle(&path, source)?;
+    let blocks = blocks(super::http::Roots::Bundle(pem.clone()));
     let trust = TrustStore::empty()
         .with_native_roots(false)
         .with_pem_certificate(pem);
@@ -48,7 +66,10 @@ pub(super) async fn http_client(
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
         .build_https();
-    Ok(Some(client))
+    Ok(Clients {
+        sdk: Some(client),
+        blocks,
+    })
 }
 
 /// The bundle to trust: the option, else `AWS_CA_BUNDLE`, else the profile's
