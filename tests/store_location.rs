@@ -118,6 +118,27 @@ fn ebs_plus_http_reaches_an_ebsnap_serve() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&logged.stderr);
     assert!(stderr.contains("no cap on block requests"), "{stderr}");
+    // Block requests go through ebsnap's own client (small read buffers), unless a
+    // proxy is set: then through the SDK's, which follows it.
+    assert!(
+        stderr.contains("block requests: ebsnap's client"),
+        "{stderr}"
+    );
+    let mut proxied = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
+    let logged = env
+        .aws_client(&mut proxied, (KEY_ID, SECRET))
+        .args(["--store", &location, "verify", &id, "--json"])
+        .env("EBSNAP_LOG", "ebsnap=debug")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&logged.stderr);
+    assert!(logged.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("block requests go through the SDK's client"),
+        "{stderr}"
+    );
     // The same endpoint through `--store ebs --endpoint-url` is the same store: the next
     // backup is incremental on top of the first.
     let second = ok_json(ebsnap_at(

@@ -71,12 +71,15 @@ impl Env {
 
     /// Gives an AWS client (ebsnap, boto3) the key pair `key` and nothing of the
     /// host's AWS setup: no config or credentials file, no instance metadata, no
-    /// profile or session token.
+    /// profile or session token, no proxy (the tests' servers are on 127.0.0.1).
     pub fn aws_client<'c>(
         &self,
         cmd: &'c mut std::process::Command,
         key: (&str, &str),
     ) -> &'c mut std::process::Command {
+        for proxy in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"] {
+            cmd.env_remove(proxy).env_remove(proxy.to_lowercase());
+        }
         cmd.env("AWS_ACCESS_KEY_ID", key.0)
             .env("AWS_SECRET_ACCESS_KEY", key.1)
             .env("AWS_CONFIG_FILE", self.path("no-aws-config"))

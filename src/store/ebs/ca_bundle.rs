@@ -8,6 +8,7 @@
 //! names a bundle decides exactly whom the client trusts.
 
 use super::*;
+use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::path::{Path, PathBuf};
@@ -45,7 +46,13 @@ pub(super) async fn http_clients(options: &EbsOptions) -> StoreResult<Clients> {
             tracing::debug!("a proxy is set: block requests go through the SDK's client");
             None
         }
-        false => Some(super::http::client(roots)),
+        false => {
+            tracing::debug!(
+                "block requests: ebsnap's client, {} KiB read buffers",
+                super::http::READ_BUFFER / 1024
+            );
+            Some(super::http::client(roots))
+        }
     };
     let Some((path, source)) = bundle_path(options).await else {
         return Ok(Clients {
@@ -62,10 +69,20 @@ pub(super) async fn http_clients(options: &EbsOptions) -> StoreResult<Clients> {
         .with_trust_store(trust)
         .build()
         .map_err(|e| bundle_error(&path, source, e.to_string()))?;
-    let client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(context)
-        .build_https();
+    // Through the proxy the environment names, as the SDK's default client goes.
+    let client = aws_smithy_http_client::Builder::new().build_with_connector_fn(
+        move |settings, components| {
+            let mut builder = aws_smithy_http_client::Connector::builder()
+                .proxy_config(ProxyConfig::from_env())
+                .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+                .tls_context(context.clone());
+            builder.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                builder.set_sleep_impl(components.sleep_impl());
+            }
+            builder.build()
+        },
+    );
     Ok(Clients {
         sdk: Some(client),
         blocks,

@@ -6,12 +6,15 @@
 //! requests a second a restore holds 120 to 140 connections: 50 to 57 MiB of buffers,
 //! most of hyper's 66 MiB at the restore's peak. The SDK's client does not let the
 //! buffer be sized (its hyper builder is not public), so the EBS client gets this one;
-//! EC2 and the credential chain keep the SDK's. It does what the SDK's does otherwise:
-//! rustls with aws-lc-rs, HTTP/2 where the endpoint offers it, a connect timeout over
-//! DNS, TCP and TLS together, and connections poisoned after a transient failure. It
-//! has no proxy support: where a proxy is set, the SDK's client stays ([`proxied`]).
-//! A block's body still arrives in pieces that [`super::EbsStore::gather`] copies into
-//! one pooled buffer: a smaller buffer only cuts it into more pieces.
+//! EC2 and the credential chain keep the SDK's. Like the SDK's, it speaks rustls with
+//! aws-lc-rs, offers HTTP/2 (where an endpoint takes it, hyper's h2 windows bound the
+//! buffering instead; `ebsnap serve` speaks HTTP/1.1, where the figures above are
+//! from), puts one connect timeout over DNS, TCP and TLS, and lets the SDK poison a
+//! connection after a transient failure. Unlike it, it reports no connection
+//! addresses or telemetry, and goes through no proxy: where one is set, the SDK's
+//! client stays ([`proxied`]). A block's body still arrives in pieces that
+//! [`super::EbsStore::gather`] copies into one pooled buffer: a smaller buffer only
+//! cuts it into more pieces.
 
 use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
@@ -40,7 +43,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(super) const READ_BUFFER: usize = 64 * 1024;
 
 /// Whether the environment names a proxy (the variables the SDK's client follows):
-/// then the block requests keep that client, which goes through it.
+/// then the block requests keep that client, which goes through it. Any of them counts,
+/// whatever `NO_PROXY` says: reading too much here costs only the smaller buffers.
 pub(super) fn proxied() -> bool {
     names_a_proxy(|name| std::env::var_os(name))
 }
@@ -211,13 +215,20 @@ fn connection_metadata(captured: &CaptureConnection) -> Option<ConnectionMetadat
     )
 }
 
-/// hyper's failures by meaning: one of our timeouts, else an I/O failure (a refused or
-/// broken connection, TLS among them), which is worth another attempt.
+/// hyper's failures by meaning, as the SDK's client sorts them: one of our timeouts; a
+/// request hyper refused to send (a user error, not worth another attempt); else an
+/// I/O failure (a refused or broken connection, TLS among them), worth another.
 fn connector_error(e: hyper_util::client::legacy::Error) -> ConnectorError {
     let mut next = std::error::Error::source(&e);
     while let Some(cause) = next {
         if cause.is::<TimedOut>() {
             return ConnectorError::timeout(e.into());
+        }
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return ConnectorError::user(e.into());
         }
         next = cause.source();
     }
