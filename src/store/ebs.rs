@@ -73,9 +73,13 @@ impl EbsStore {
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        let clients = ca_bundle::http_clients(options).await?;
-        if let Some(client) = clients.sdk {
-            loader = loader.http_client(client);
+        let bundle = ca_bundle::bundle(options).await?;
+        let block_client = http::block_client(match &bundle {
+            Some(bundle) => http::Roots::Bundle(bundle.pem.clone()),
+            None => http::Roots::System,
+        });
+        if let Some(bundle) = bundle {
+            loader = loader.http_client(bundle.sdk_client);
         }
         if let Some((id, secret)) = &options.static_credentials {
             loader = loader.credentials_provider(aws_sdk_ebs::config::Credentials::new(
@@ -112,7 +116,7 @@ impl EbsStore {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let identity = format!("ebs:{region}:{}", endpoint.as_deref().unwrap_or("aws"));
         let mut ebs = aws_sdk_ebs::config::Builder::from(&config);
-        if let Some(client) = clients.blocks {
+        if let Some(client) = block_client {
             ebs = ebs.http_client(client);
         }
         Ok(EbsStore {

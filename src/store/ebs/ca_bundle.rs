@@ -1,7 +1,7 @@
 //! A custom CA bundle for the EBS client, found where the AWS CLI and boto3 look:
 //! `AWS_CA_BUNDLE`, else the selected profile's `ca_bundle`. The Rust SDK reads
-//! neither, so this does, and hands the SDK an HTTPS client that trusts it, and the
-//! block requests' client ([`super::http`]) the same roots.
+//! neither, so this does, and hands the SDK an HTTPS client that trusts it (and the
+//! block requests' client, [`super::http`], the same roots).
 //!
 //! As with the AWS CLI (botocore passes the bundle to urllib3 as its only CA file),
 //! the bundle replaces the system's roots rather than adding to them: an operator who
@@ -31,61 +31,44 @@ impl Source {
     }
 }
 
-/// The HTTP clients: the SDK's (EC2, the credential chain), set only where a bundle
-/// replaces its roots, and the block requests', trusting the same roots (none where a
-/// proxy is set: those go through the SDK's client, which follows it).
-pub(super) struct Clients {
-    pub(super) sdk: Option<aws_sdk_ebs::config::SharedHttpClient>,
-    pub(super) blocks: Option<aws_sdk_ebs::config::SharedHttpClient>,
+/// A bundle to trust: its certificates (PEM), and the SDK's HTTPS client trusting them.
+pub(super) struct Bundle {
+    pub(super) pem: Vec<u8>,
+    pub(super) sdk_client: aws_sdk_ebs::config::SharedHttpClient,
 }
 
-/// The clients for the bundle `options` resolve to, if any.
-pub(super) async fn http_clients(options: &EbsOptions) -> StoreResult<Clients> {
-    let blocks = |roots| match super::http::proxied() {
-        true => {
-            tracing::debug!("a proxy is set: block requests go through the SDK's client");
-            None
-        }
-        false => {
-            tracing::debug!(
-                "block requests: ebsnap's client, {} KiB read buffers",
-                super::http::READ_BUFFER / 1024
-            );
-            Some(super::http::client(roots))
-        }
-    };
+/// The bundle `options` resolve to, if any.
+pub(super) async fn bundle(options: &EbsOptions) -> StoreResult<Option<Bundle>> {
     let Some((path, source)) = bundle_path(options).await else {
-        return Ok(Clients {
-            sdk: None,
-            blocks: blocks(super::http::Roots::System),
-        });
+        return Ok(None);
     };
     let pem = read_bundle(&path, source)?;
-    let blocks = blocks(super::http::Roots::Bundle(pem.clone()));
     let trust = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(pem);
+        .with_pem_certificate(pem.clone());
     let context = TlsContext::builder()
         .with_trust_store(trust)
         .build()
         .map_err(|e| bundle_error(&path, source, e.to_string()))?;
-    // Through the proxy the environment names, as the SDK's default client goes.
-    let client = aws_smithy_http_client::Builder::new().build_with_connector_fn(
-        move |settings, components| {
-            let mut builder = aws_smithy_http_client::Connector::builder()
-                .proxy_config(ProxyConfig::from_env())
-                .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-                .tls_context(context.clone());
-            builder.set_connector_settings(settings.cloned());
-            if let Some(components) = components {
-                builder.set_sleep_impl(components.sleep_impl());
-            }
-            builder.build()
-        },
-    );
-    Ok(Clients {
-        sdk: Some(client),
-        blocks,
+    Ok(Some(Bundle {
+        pem,
+        sdk_client: sdk_client(context),
+    }))
+}
+
+/// The SDK's HTTPS client with `context`'s roots, through the proxy the environment
+/// names, as the SDK's default client goes.
+fn sdk_client(context: TlsContext) -> aws_sdk_ebs::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut builder = aws_smithy_http_client::Connector::builder()
+            .proxy_config(ProxyConfig::from_env())
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context.clone());
+        builder.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            builder.set_sleep_impl(components.sleep_impl());
+        }
+        builder.build()
     })
 }
 

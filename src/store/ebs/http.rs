@@ -40,12 +40,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The most a connection buffers of an answer: a block arrives in eight reads, where
 /// hyper's default would keep 408 KiB on every pooled connection.
-pub(super) const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Whether the environment names a proxy (the variables the SDK's client follows):
 /// then the block requests keep that client, which goes through it. Any of them counts,
 /// whatever `NO_PROXY` says: reading too much here costs only the smaller buffers.
-pub(super) fn proxied() -> bool {
+fn proxied() -> bool {
     names_a_proxy(|name| std::env::var_os(name))
 }
 
@@ -84,8 +84,20 @@ struct BlockClient {
 
 type Timeouts = (Option<Duration>, Option<Duration>);
 
+/// The block requests' client, trusting `roots`; none where a proxy is set (they keep
+/// the SDK's client then).
+pub(super) fn block_client(roots: Roots) -> Option<SharedHttpClient> {
+    if proxied() {
+        tracing::debug!("a proxy is set: block requests go through the SDK's client");
+        return None;
+    }
+    let kib = READ_BUFFER / 1024;
+    tracing::debug!("block requests: ebsnap's client, {kib} KiB read buffers");
+    Some(client(roots))
+}
+
 /// A client trusting `roots`.
-pub(super) fn client(roots: Roots) -> SharedHttpClient {
+fn client(roots: Roots) -> SharedHttpClient {
     SharedHttpClient::new(BlockClient {
         roots,
         connectors: Mutex::default(),
