@@ -422,3 +422,99 @@ fn answer_all(listener: TcpListener, body: &'static str) {
         let _ = stream.write_all(answer.as_bytes());
     }
 }
+
+/// `HTTPS_PROXY` is followed by every request, the block requests' included, with a
+/// CA bundle too: the endpoint's port has nothing listening on it, and only the proxy
+/// knows where the server is.
+#[test]
+fn every_request_goes_through_the_proxy_the_environment_names() {
+    let tls = Tls::start();
+    let server = tls.server.url.trim_start_matches("https://").to_owned();
+    let unreachable = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("localhost:{}", unreachable.local_addr().unwrap().port());
+    drop(unreachable);
+    let proxy = ConnectProxy::start(&endpoint, &server);
+    let image = tls.env.path("image");
+    make_image(&image, 3 * BLOCK, &[(0, 2 * BLOCK as usize)], 9);
+    let run = |args: &[&str]| {
+        let mut command = client(&tls.env, &format!("https://{endpoint}"), args);
+        command
+            .env("AWS_CA_BUNDLE", &tls.certs.ca)
+            .env("HTTPS_PROXY", &proxy.url)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        ok_json(command.output().unwrap())
+    };
+    let backup = run(&["backup", image.to_str().unwrap()]);
+    let id = backup["snapshot_id"].as_str().unwrap().to_owned();
+    let restored = tls.env.path("restored");
+    run(&["restore", &id, restored.to_str().unwrap()]);
+    assert_same_content(&image, &restored);
+    assert!(proxy.tunnels() > 0);
+}
+
+/// An HTTP CONNECT proxy on 127.0.0.1 that tunnels requests for `endpoint` to `server`.
+struct ConnectProxy {
+    url: String,
+    tunnels: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectProxy {
+    fn start(endpoint: &str, server: &str) -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tunnels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, endpoint, server) = (tunnels.clone(), endpoint.to_owned(), server.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (count, endpoint, server) = (count.clone(), endpoint.clone(), server.clone());
+                std::thread::spawn(move || {
+                    if tunnel(client, &endpoint, &server) {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        ConnectProxy { url, tunnels }
+    }
+
+    fn tunnels(&self) -> usize {
+        self.tunnels.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads one CONNECT request; for `endpoint`, answers 200 and splices the client with
+/// `server` until either side closes.
+fn tunnel(mut client: TcpStream, endpoint: &str, server: &str) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).unwrap_or(0) == 0 {
+            return false;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let asked = head
+        .strip_prefix("CONNECT ")
+        .and_then(|r| r.split_whitespace().next());
+    if asked != Some(endpoint) {
+        let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
+        return false;
+    }
+    let upstream = TcpStream::connect(server).unwrap();
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .unwrap();
+    let (mut from_client, mut to_server) =
+        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let sending = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut from_server, mut to_client) = (upstream, client);
+    let _ = std::io::copy(&mut from_server, &mut to_client);
+    let _ = to_client.shutdown(std::net::Shutdown::Write);
+    let _ = sending.join();
+    true
+}
