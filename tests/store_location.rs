@@ -108,14 +108,21 @@ fn ebs_plus_http_reaches_an_ebsnap_serve() {
     assert_same_content(&image, &restored);
     assert_eq!(run(&["verify", &id, "--against", img])["ok"], true);
     assert_eq!(run(&["show", &id])["status"], "completed");
+    // A verify with the debug log, under `proxy` (with 127.0.0.1 exempt) if given.
+    let verify_logged = |proxy: Option<&str>| {
+        let mut verify = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
+        env.aws_client(&mut verify, (KEY_ID, SECRET))
+            .args(["--store", &location, "verify", &id, "--json"])
+            .env("EBSNAP_LOG", "ebsnap=debug");
+        if let Some(proxy) = proxy {
+            verify
+                .env("https_proxy", proxy)
+                .env("NO_PROXY", "127.0.0.1");
+        }
+        verify.output().unwrap()
+    };
     // An endpoint that is not Amazon's has no default cap on block requests.
-    let mut verify = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
-    let logged = env
-        .aws_client(&mut verify, (KEY_ID, SECRET))
-        .args(["--store", &location, "verify", &id, "--json"])
-        .env("EBSNAP_LOG", "ebsnap=debug")
-        .output()
-        .unwrap();
+    let logged = verify_logged(None);
     let stderr = String::from_utf8_lossy(&logged.stderr);
     assert!(stderr.contains("no cap on block requests"), "{stderr}");
     // Block requests go through ebsnap's own client (small read buffers), unless a
@@ -124,15 +131,7 @@ fn ebs_plus_http_reaches_an_ebsnap_serve() {
         stderr.contains("block requests: ebsnap's client"),
         "{stderr}"
     );
-    let mut proxied = Command::new(assert_cmd::cargo::cargo_bin("ebsnap"));
-    let logged = env
-        .aws_client(&mut proxied, (KEY_ID, SECRET))
-        .args(["--store", &location, "verify", &id, "--json"])
-        .env("EBSNAP_LOG", "ebsnap=debug")
-        .env("https_proxy", "http://127.0.0.1:9")
-        .env("NO_PROXY", "127.0.0.1")
-        .output()
-        .unwrap();
+    let logged = verify_logged(Some("http://127.0.0.1:9"));
     let stderr = String::from_utf8_lossy(&logged.stderr);
     assert!(logged.status.success(), "{stderr}");
     assert!(

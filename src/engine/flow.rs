@@ -138,8 +138,8 @@ pub(crate) struct Controller {
     round: Round,
     history: VecDeque<Measure>,
     probe: Option<Probe>,
-    /// What the last probe judged tried, and whether it was kept.
-    last: Option<(Move, bool)>,
+    /// Whether the last probe judged went up and gained nothing.
+    up_gained_nothing: bool,
     steady_rounds: u32,
     /// Doublings of [`PROBE_EVERY`] after probes down that lost the rate.
     backoff: u32,
@@ -156,7 +156,7 @@ impl Controller {
             round: Round::new(now),
             history: VecDeque::with_capacity(HISTORY),
             probe: None,
-            last: None,
+            up_gained_nothing: false,
             steady_rounds: 0,
             backoff: 0,
         }
@@ -307,11 +307,13 @@ impl Controller {
     /// the probes up go on, and a halving kept at a cost of up to 5% never follows
     /// another. Down to twice what the requests hold, and the floor.
     fn halved(&self, m: Measure) -> Option<usize> {
+        if !self.up_gained_nothing || !self.held_after(m) {
+            return None;
+        }
         let half = (self.limit / 2)
             .max((2.0 * in_requests(m)).ceil() as usize)
             .max(self.floor());
-        let due = self.last == Some((Move::Up, false)) && self.held_after(m);
-        (due && half < self.limit).then_some(half)
+        (half < self.limit).then_some(half)
     }
 
     /// Keeps the probe's limit or goes back. A probe up is kept if the rate rose, one
@@ -337,7 +339,7 @@ impl Controller {
             (Move::Up, false) => self.backoff,
             (Move::Down | Move::Halve, false) => (self.backoff + 1).min(MAX_BACKOFF),
         };
-        self.last = Some((probe.tried, kept));
+        self.up_gained_nothing = probe.tried == Move::Up && !kept;
         self.steady_rounds = 0;
     }
 

@@ -75,7 +75,7 @@ impl EbsStore {
         }
         let bundle = ca_bundle::bundle(options).await?;
         let block_client = http::block_client(match &bundle {
-            Some(bundle) => http::Roots::Bundle(bundle.pem.clone()),
+            Some(bundle) => http::Roots::Bundle(bundle.roots.clone()),
             None => http::Roots::System,
         });
         if let Some(bundle) = bundle {

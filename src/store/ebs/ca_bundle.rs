@@ -31,9 +31,9 @@ impl Source {
     }
 }
 
-/// A bundle to trust: its certificates (PEM), and the SDK's HTTPS client trusting them.
+/// A bundle to trust: its certificates, and the SDK's HTTPS client trusting them.
 pub(super) struct Bundle {
-    pub(super) pem: Vec<u8>,
+    pub(super) roots: Arc<rustls::RootCertStore>,
     pub(super) sdk_client: aws_sdk_ebs::config::SharedHttpClient,
 }
 
@@ -42,16 +42,16 @@ pub(super) async fn bundle(options: &EbsOptions) -> StoreResult<Option<Bundle>> 
     let Some((path, source)) = bundle_path(options).await else {
         return Ok(None);
     };
-    let pem = read_bundle(&path, source)?;
+    let (pem, roots) = read_bundle(&path, source)?;
     let trust = TrustStore::empty()
         .with_native_roots(false)
-        .with_pem_certificate(pem.clone());
+        .with_pem_certificate(pem);
     let context = TlsContext::builder()
         .with_trust_store(trust)
         .build()
         .map_err(|e| bundle_error(&path, source, e.to_string()))?;
     Ok(Some(Bundle {
-        pem,
+        roots: Arc::new(roots),
         sdk_client: sdk_client(context),
     }))
 }
@@ -116,9 +116,9 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
-/// The bundle's bytes, once every certificate in it parses: the SDK would panic on
-/// one that does not.
-fn read_bundle(path: &Path, source: Source) -> StoreResult<Vec<u8>> {
+/// The bundle's bytes (for the SDK's client, which would panic on a certificate that
+/// does not parse) and its certificates, once every one parses.
+fn read_bundle(path: &Path, source: Source) -> StoreResult<(Vec<u8>, rustls::RootCertStore)> {
     let pem = std::fs::read(path).map_err(|e| StoreError::Io {
         context: format!("reading {} {}", source.as_str(), path.display()),
         source: e,
@@ -139,7 +139,7 @@ fn read_bundle(path: &Path, source: Source) -> StoreResult<Vec<u8>> {
             .add(cert)
             .map_err(|e| bundle_error(path, source, format!("certificate {}: {e}", n + 1)))?;
     }
-    Ok(pem)
+    Ok((pem, roots))
 }
 
 fn bundle_error(path: &Path, source: Source, message: String) -> StoreError {

@@ -107,7 +107,7 @@ fn unreadable_answer(endpoint: &str, context: &str, status: u16, why: String) ->
 
 /// The first error of type `T` in `err`'s chain, looking inside I/O errors too (whose
 /// `source` skips the error they wrap).
-fn find<'e, T: StdError + 'static>(err: &'e (dyn StdError + 'static)) -> Option<&'e T> {
+pub(super) fn find<'e, T: StdError + 'static>(err: &'e (dyn StdError + 'static)) -> Option<&'e T> {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(found) = e.downcast_ref::<T>() {

@@ -56,11 +56,12 @@ fn names_a_proxy(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
         .any(|name| var(&name).is_some_and(|v| !v.is_empty()))
 }
 
-/// Whom the client trusts: the system's roots, or a CA bundle (PEM) instead of them.
+/// Whom the client trusts: the system's roots, or a CA bundle's instead of them (as
+/// `ca_bundle` read and checked it).
 #[derive(Clone, Debug)]
 pub(super) enum Roots {
     System,
-    Bundle(Vec<u8>),
+    Bundle(Arc<rustls::RootCertStore>),
 }
 
 /// The system's roots, read once a process (as the SDK does) and only when needed.
@@ -93,15 +94,10 @@ pub(super) fn block_client(roots: Roots) -> Option<SharedHttpClient> {
     }
     let kib = READ_BUFFER / 1024;
     tracing::debug!("block requests: ebsnap's client, {kib} KiB read buffers");
-    Some(client(roots))
-}
-
-/// A client trusting `roots`.
-fn client(roots: Roots) -> SharedHttpClient {
-    SharedHttpClient::new(BlockClient {
+    Some(SharedHttpClient::new(BlockClient {
         roots,
         connectors: Mutex::default(),
-    })
+    }))
 }
 
 /// rustls with aws-lc-rs, the provider the SDK's client uses.
@@ -110,22 +106,11 @@ fn tls_config(roots: &Roots) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs speaks TLS 1.2 and 1.3")
-        .with_root_certificates(root_store(roots))
+        .with_root_certificates(match roots {
+            Roots::System => SYSTEM_ROOTS.clone(),
+            Roots::Bundle(store) => store.clone(),
+        })
         .with_no_client_auth()
-}
-
-/// The bundle was checked certificate by certificate when it was read
-/// (`ca_bundle::read_bundle`).
-fn root_store(roots: &Roots) -> Arc<rustls::RootCertStore> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    match roots {
-        Roots::System => SYSTEM_ROOTS.clone(),
-        Roots::Bundle(pem) => {
-            let mut store = rustls::RootCertStore::empty();
-            store.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
-            Arc::new(store)
-        }
-    }
 }
 
 impl HttpClient for BlockClient {
@@ -144,7 +129,6 @@ impl HttpClient for BlockClient {
 }
 
 /// One pool of connections, with the SDK's connect and read timeouts.
-#[derive(Clone)]
 struct Connector {
     client: Client<Timed, SdkBody>,
     read_timeout: Option<Duration>,
@@ -231,20 +215,13 @@ fn connection_metadata(captured: &CaptureConnection) -> Option<ConnectionMetadat
 /// request hyper refused to send (a user error, not worth another attempt); else an
 /// I/O failure (a refused or broken connection, TLS among them), worth another.
 fn connector_error(e: hyper_util::client::legacy::Error) -> ConnectorError {
-    let mut next = std::error::Error::source(&e);
-    while let Some(cause) = next {
-        if cause.is::<TimedOut>() {
-            return ConnectorError::timeout(e.into());
-        }
-        if cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-        {
-            return ConnectorError::user(e.into());
-        }
-        next = cause.source();
+    if super::errors::find::<TimedOut>(&e).is_some() {
+        ConnectorError::timeout(e.into())
+    } else if super::errors::find::<hyper::Error>(&e).is_some_and(hyper::Error::is_user) {
+        ConnectorError::user(e.into())
+    } else {
+        ConnectorError::io(e.into())
     }
-    ConnectorError::io(e.into())
 }
 
 /// A limit that ran out.
@@ -306,7 +283,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn connector(connect_timeout: Option<Duration>) -> Connector {
-        Connector::new(&Roots::Bundle(Vec::new()), (connect_timeout, None))
+        let nobody = Arc::new(rustls::RootCertStore::empty());
+        Connector::new(&Roots::Bundle(nobody), (connect_timeout, None))
     }
 
     fn get(url: &str, capture: Option<&CaptureSmithyConnection>) -> HttpRequest {
