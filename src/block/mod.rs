@@ -4,6 +4,7 @@
 //! knows about stores, the network or the UI.
 
 mod aggregate;
+mod arena;
 mod digest;
 pub mod identity;
 pub mod manifest;

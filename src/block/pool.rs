@@ -3,12 +3,12 @@
 //! up as a tenth of a backup's CPU time. Buffers return to the pool when the last
 //! `Bytes` referring to them is dropped (after the store has written them).
 //!
-//! Buffers are aligned to 4 KiB so that a store may hand them to `O_DIRECT` writes,
-//! which skip the page cache copy.
+//! Buffers are aligned to 4 KiB (to the block, in fact: see [`super::arena`], where
+//! they live) so that a store may hand them to `O_DIRECT` writes, which skip the page
+//! cache copy.
 
-use super::BLOCK_SIZE;
+use super::{arena, BLOCK_SIZE};
 use bytes::Bytes;
-use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +23,10 @@ pub fn direct_io_fits(buf: &[u8], offset: u64) -> bool {
         && offset.is_multiple_of(BUFFER_ALIGN as u64)
 }
 
-/// One block-sized, 4 KiB-aligned, zero-initialized heap buffer.
+/// One block-sized buffer, aligned to the block (so also to 4 KiB), living in the
+/// [`arena`](super::arena). Its contents are unspecified, though initialized: often
+/// another buffer's bytes, of another snapshot, even from another pool. Whoever takes
+/// one overwrites all of it (a partial last block is filled with zeros by its reader).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
 }
@@ -33,15 +36,8 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    fn layout() -> Layout {
-        Layout::from_size_align(BLOCK_SIZE, BUFFER_ALIGN).expect("valid layout")
-    }
-
     pub fn new() -> Self {
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc_zeroed(Self::layout()) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(Self::layout()));
-        AlignedBuf { ptr }
+        AlignedBuf { ptr: arena::take() }
     }
 }
 
@@ -54,7 +50,8 @@ impl Default for AlignedBuf {
 impl std::ops::Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr is a live, initialized allocation of BLOCK_SIZE bytes.
+        // SAFETY: ptr is a live slot of BLOCK_SIZE bytes, initialized (mapped zeros or
+        // an earlier buffer's bytes).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), BLOCK_SIZE) }
     }
 }
@@ -68,8 +65,8 @@ impl std::ops::DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with the same layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout()) }
+        // SAFETY: taken in `new`, and this buffer was its one owner.
+        unsafe { arena::give_back(self.ptr) }
     }
 }
 
