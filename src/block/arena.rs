@@ -18,6 +18,7 @@
 //! only while it uses them.
 
 use super::BLOCK_SIZE;
+use memmap2::{Advice, MmapMut};
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
@@ -41,17 +42,28 @@ struct Chunks {
     free_slots: usize,
 }
 
-static CHUNKS: Mutex<Chunks> = Mutex::new(Chunks::new());
+/// The slots, and the mappings that hold them by chunk base (dropping one unmaps it).
+struct Arena {
+    chunks: Chunks,
+    maps: BTreeMap<usize, MmapMut>,
+}
+
+static ARENA: Mutex<Arena> = Mutex::new(Arena {
+    chunks: Chunks::new(),
+    maps: BTreeMap::new(),
+});
 
 /// A block-sized slot, aligned to the block: zeros when its chunk is new, else what
 /// the last buffer there held. Fails the process, as `alloc` does, when the kernel has
 /// no memory to map.
 pub(super) fn take() -> NonNull<u8> {
-    let found = lock().take();
+    let found = lock().chunks.take();
     // Mapped outside the lock: the other threads' buffers need not wait for it.
     let addr = found.unwrap_or_else(|| {
-        let base = map_chunk();
-        lock().take_from_new(base)
+        let (base, map) = map_chunk();
+        let mut arena = lock();
+        arena.maps.insert(base, map);
+        arena.chunks.take_from_new(base)
     });
     NonNull::new(addr as *mut u8).expect("mapped memory is not null")
 }
@@ -66,16 +78,17 @@ pub(super) unsafe fn give_back(ptr: NonNull<u8>) {
         // SAFETY: the slot is BLOCK_SIZE bytes of ours, unused now.
         unsafe { ptr.as_ptr().write_bytes(0xA5, BLOCK_SIZE) };
     }
-    let to_unmap = lock().give_back(ptr.as_ptr() as usize);
-    for base in to_unmap {
-        // SAFETY: the whole chunk is free, out of the lists, and was mapped by map_chunk.
-        let unmapped = unsafe { libc::munmap(base as *mut libc::c_void, CHUNK) };
-        debug_assert_eq!(unmapped, 0, "munmap of a chunk");
-    }
+    let unused: Vec<MmapMut> = {
+        let mut arena = lock();
+        let bases = arena.chunks.give_back(ptr.as_ptr() as usize);
+        bases.iter().filter_map(|b| arena.maps.remove(b)).collect()
+    };
+    // Unmapped here, outside the lock.
+    drop(unused);
 }
 
-fn lock() -> MutexGuard<'static, Chunks> {
-    CHUNKS.lock().unwrap_or_else(|e| e.into_inner())
+fn lock() -> MutexGuard<'static, Arena> {
+    ARENA.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Chunks {
@@ -145,44 +158,20 @@ impl Chunks {
 }
 
 /// Maps a chunk at a `CHUNK`-aligned address (so that it can be one huge page) and asks
-/// for a huge page. Returns its base.
-fn map_chunk() -> usize {
-    let len = 2 * CHUNK;
-    // SAFETY: an anonymous private mapping at an address the kernel picks.
-    let raw = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
+/// for a huge page. Returns its base, and the mapping that holds it: twice its size,
+/// for an aligned chunk to lie inside. The rest is never touched, so it costs address
+/// space, not memory.
+fn map_chunk() -> (usize, MmapMut) {
+    let mut map = MmapMut::map_anon(2 * CHUNK).unwrap_or_else(|_| {
         let layout = std::alloc::Layout::from_size_align(CHUNK, CHUNK).expect("valid layout");
-        std::alloc::handle_alloc_error(layout);
-    }
-    let start = raw as usize;
+        std::alloc::handle_alloc_error(layout)
+    });
+    // The mutable pointer: the slots are written through addresses taken from it.
+    let start = map.as_mut_ptr() as usize;
     let base = start.next_multiple_of(CHUNK);
-    // SAFETY: both ranges lie inside the mapping just made, outside the chunk kept.
-    unsafe {
-        unmap(start, base - start);
-        unmap(base + CHUNK, start + len - (base + CHUNK));
-        // Only advice: without huge pages the chunk is plain pages.
-        libc::madvise(base as *mut libc::c_void, CHUNK, libc::MADV_HUGEPAGE);
-    }
-    base
-}
-
-/// # Safety
-/// `[start, start + len)` is mapped and unused.
-unsafe fn unmap(start: usize, len: usize) {
-    if len > 0 {
-        // SAFETY: as the caller promises.
-        let unmapped = unsafe { libc::munmap(start as *mut libc::c_void, len) };
-        debug_assert_eq!(unmapped, 0, "munmap of a chunk's margin");
-    }
+    // Only advice: without huge pages the chunk is plain pages.
+    let _ = map.advise_range(Advice::HugePage, base - start, CHUNK);
+    (base, map)
 }
 
 #[cfg(test)]
