@@ -18,8 +18,7 @@
 //! only while it uses them.
 
 use super::BLOCK_SIZE;
-use memmap2::{Advice, MmapMut};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
@@ -35,35 +34,26 @@ const ALL_FREE: u8 = ((1u16 << SLOTS) - 1) as u8;
 const KEPT_FREE: usize = 32;
 
 /// The free slots: chunks with some free (base address to the mask of free slots),
-/// and chunks with all four free.
+/// and chunks with all four free; and every chunk mapped, free or not, so that a slot
+/// that is not one of ours is caught before it enters the lists.
 struct Chunks {
     partly: BTreeMap<usize, u8>,
     empty: Vec<usize>,
     free_slots: usize,
+    mapped: BTreeSet<usize>,
 }
 
-/// The slots, and the mappings that hold them by chunk base (dropping one unmaps it).
-struct Arena {
-    chunks: Chunks,
-    maps: BTreeMap<usize, MmapMut>,
-}
-
-static ARENA: Mutex<Arena> = Mutex::new(Arena {
-    chunks: Chunks::new(),
-    maps: BTreeMap::new(),
-});
+static CHUNKS: Mutex<Chunks> = Mutex::new(Chunks::new());
 
 /// A block-sized slot, aligned to the block: zeros when its chunk is new, else what
 /// the last buffer there held. Fails the process, as `alloc` does, when the kernel has
 /// no memory to map.
 pub(super) fn take() -> NonNull<u8> {
-    let found = lock().chunks.take();
+    let found = lock().take();
     // Mapped outside the lock: the other threads' buffers need not wait for it.
     let addr = found.unwrap_or_else(|| {
-        let (base, map) = map_chunk();
-        let mut arena = lock();
-        arena.maps.insert(base, map);
-        arena.chunks.take_from_new(base)
+        let base = map_chunk();
+        lock().take_from_new(base)
     });
     NonNull::new(addr as *mut u8).expect("mapped memory is not null")
 }
@@ -78,17 +68,16 @@ pub(super) unsafe fn give_back(ptr: NonNull<u8>) {
         // SAFETY: the slot is BLOCK_SIZE bytes of ours, unused now.
         unsafe { ptr.as_ptr().write_bytes(0xA5, BLOCK_SIZE) };
     }
-    let unused: Vec<MmapMut> = {
-        let mut arena = lock();
-        let bases = arena.chunks.give_back(ptr.as_ptr() as usize);
-        bases.iter().filter_map(|b| arena.maps.remove(b)).collect()
-    };
-    // Unmapped here, outside the lock.
-    drop(unused);
+    let to_unmap = lock().give_back(ptr.as_ptr() as usize);
+    for base in to_unmap {
+        // SAFETY: the whole chunk is free, out of the lists, and was mapped by map_chunk.
+        let unmapped = unsafe { libc::munmap(base as *mut libc::c_void, CHUNK) };
+        debug_assert_eq!(unmapped, 0, "munmap of a chunk");
+    }
 }
 
-fn lock() -> MutexGuard<'static, Arena> {
-    ARENA.lock().unwrap_or_else(|e| e.into_inner())
+fn lock() -> MutexGuard<'static, Chunks> {
+    CHUNKS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Chunks {
@@ -97,15 +86,14 @@ impl Chunks {
             partly: BTreeMap::new(),
             empty: Vec::new(),
             free_slots: 0,
+            mapped: BTreeSet::new(),
         }
     }
 
     /// A free slot's address, if one is mapped: from the chunk with the fewest free
     /// slots (so that the others may empty and go back), else from an empty one.
     fn take(&mut self) -> Option<usize> {
-        let free_count = |(_, mask): &(&usize, &u8)| mask.count_ones();
-        let fullest = self.partly.iter().min_by_key(free_count).map(|(b, _)| *b);
-        let base = fullest.or_else(|| {
+        let base = self.fullest().or_else(|| {
             let base = self.empty.pop()?;
             self.partly.insert(base, ALL_FREE);
             Some(base)
@@ -113,8 +101,25 @@ impl Chunks {
         Some(self.claim(base))
     }
 
+    /// The partly used chunk with the fewest free slots; the scan, under the one lock,
+    /// ends at a chunk with only one.
+    fn fullest(&self) -> Option<usize> {
+        let mut fullest: Option<(usize, u32)> = None;
+        for (base, mask) in &self.partly {
+            let free = mask.count_ones();
+            if fullest.is_none_or(|(_, least)| free < least) {
+                fullest = Some((*base, free));
+            }
+            if free == 1 {
+                break;
+            }
+        }
+        fullest.map(|(base, _)| base)
+    }
+
     /// A slot of the chunk just mapped at `base`; its others become free.
     fn take_from_new(&mut self, base: usize) -> usize {
+        self.mapped.insert(base);
         self.partly.insert(base, ALL_FREE);
         self.free_slots += SLOTS;
         self.claim(base)
@@ -138,6 +143,12 @@ impl Chunks {
     /// Frees the slot at `addr`; returns the chunks to unmap (out of the lists now).
     fn give_back(&mut self, addr: usize) -> Vec<usize> {
         let (base, slot) = (addr & !(CHUNK - 1), (addr % CHUNK) / BLOCK_SIZE);
+        // A chunk unmapped already, or never ours: entering it in the lists would hand
+        // out memory the kernel may have given to someone else.
+        assert!(
+            self.mapped.contains(&base),
+            "a slot freed twice, or not ours"
+        );
         assert!(!self.empty.contains(&base), "a slot freed twice");
         let mask = self.partly.entry(base).or_insert(0);
         assert_eq!(*mask & (1 << slot), 0, "a slot freed twice");
@@ -151,6 +162,7 @@ impl Chunks {
         while self.free_slots > KEPT_FREE {
             let Some(base) = self.empty.pop() else { break };
             self.free_slots -= SLOTS;
+            self.mapped.remove(&base);
             to_unmap.push(base);
         }
         to_unmap
@@ -158,20 +170,49 @@ impl Chunks {
 }
 
 /// Maps a chunk at a `CHUNK`-aligned address (so that it can be one huge page) and asks
-/// for a huge page. Returns its base, and the mapping that holds it: twice its size,
-/// for an aligned chunk to lie inside. The rest is never touched, so it costs address
-/// space, not memory.
-fn map_chunk() -> (usize, MmapMut) {
-    let mut map = MmapMut::map_anon(2 * CHUNK).unwrap_or_else(|_| {
+/// for a huge page. Returns its base.
+///
+/// Twice a chunk is mapped, for an aligned chunk to lie inside, and the margins are
+/// unmapped at once. By hand, not with memmap2: its mappings cannot be cut down, and a
+/// margin kept would count against the commit limit (`vm.overcommit_memory=2`,
+/// `ulimit -v`) for the chunk's whole life, halving the buffers a strict host allows.
+fn map_chunk() -> usize {
+    let len = 2 * CHUNK;
+    // SAFETY: an anonymous private mapping at an address the kernel picks.
+    let raw = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
         let layout = std::alloc::Layout::from_size_align(CHUNK, CHUNK).expect("valid layout");
-        std::alloc::handle_alloc_error(layout)
-    });
-    // The mutable pointer: the slots are written through addresses taken from it.
-    let start = map.as_mut_ptr() as usize;
+        std::alloc::handle_alloc_error(layout);
+    }
+    let start = raw as usize;
     let base = start.next_multiple_of(CHUNK);
-    // Only advice: without huge pages the chunk is plain pages.
-    let _ = map.advise_range(Advice::HugePage, base - start, CHUNK);
-    (base, map)
+    // SAFETY: both ranges lie inside the mapping just made, outside the chunk kept.
+    unsafe {
+        unmap(start, base - start);
+        unmap(base + CHUNK, start + len - (base + CHUNK));
+        // Only advice: without huge pages the chunk is plain pages.
+        libc::madvise(base as *mut libc::c_void, CHUNK, libc::MADV_HUGEPAGE);
+    }
+    base
+}
+
+/// # Safety
+/// `[start, start + len)` is mapped and unused.
+unsafe fn unmap(start: usize, len: usize) {
+    if len > 0 {
+        // SAFETY: as the caller promises.
+        let unmapped = unsafe { libc::munmap(start as *mut libc::c_void, len) };
+        debug_assert_eq!(unmapped, 0, "munmap of a chunk's margin");
+    }
 }
 
 #[cfg(test)]

@@ -76,14 +76,52 @@ fn a_slot_freed_twice_is_caught() {
 }
 
 #[test]
+#[should_panic(expected = "not ours")]
+fn a_slot_of_a_chunk_gone_back_is_caught() {
+    let (mut chunks, mut mapped) = (Chunks::new(), 0);
+    let count = KEPT_FREE + 2 * SLOTS;
+    let addrs = take_slots(&mut chunks, &mut mapped, count);
+    let unmapped: Vec<usize> = addrs.iter().flat_map(|a| chunks.give_back(*a)).collect();
+    let gone = *unmapped
+        .first()
+        .expect("a chunk went back past the kept slots");
+    // Its slot, given back again: the chunk must not come back into the lists.
+    chunks.give_back(gone);
+}
+
+#[test]
+#[should_panic(expected = "not ours")]
+fn a_slot_of_a_chunk_never_mapped_is_caught() {
+    let (mut chunks, mut mapped) = (Chunks::new(), 0);
+    take_slots(&mut chunks, &mut mapped, 1);
+    chunks.give_back(7 * CHUNK + BLOCK_SIZE);
+}
+
+#[test]
+fn the_fullest_chunk_is_the_first_found_with_one_free_slot() {
+    let (mut chunks, mut mapped) = (Chunks::new(), 0);
+    let addrs = take_slots(&mut chunks, &mut mapped, 3 * SLOTS);
+    // Chunk one gets two slots free, chunk two one, chunk three one.
+    for addr in [addrs[0], addrs[1], addrs[SLOTS], addrs[2 * SLOTS]] {
+        chunks.give_back(addr);
+    }
+    assert_eq!(
+        chunks.fullest(),
+        Some(2 * CHUNK),
+        "the first with one free slot"
+    );
+}
+
+#[test]
 fn a_mapped_chunk_is_aligned_zeros_and_writable() {
-    let (base, map) = map_chunk();
+    let base = map_chunk();
     assert_eq!(base % CHUNK, 0);
-    // SAFETY: the chunk is CHUNK bytes inside `map`, which outlives the slice.
+    // SAFETY: the chunk is CHUNK bytes mapped for us alone.
     let chunk = unsafe { std::slice::from_raw_parts_mut(base as *mut u8, CHUNK) };
     assert!(chunk.iter().all(|b| *b == 0));
     chunk.fill(1);
-    drop(map);
+    // SAFETY: mapped by map_chunk, and the slice is not used again.
+    assert_eq!(unsafe { libc::munmap(base as *mut libc::c_void, CHUNK) }, 0);
 }
 
 #[test]
