@@ -15,6 +15,7 @@
 use super::access::{Caller, Operation};
 use super::error::{EbsError, Ec2Error};
 use super::{connections, sigv4, AppState, Key, MAX_BODY};
+use crate::block::{BufferPool, BLOCK_SIZE};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -23,7 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 /// Requests handled at once. Each may hold a block (512 KiB) in memory, so this bounds
@@ -318,6 +319,7 @@ fn refusal(kind: Kind, request: &impl Described, e: sigv4::AuthError) -> Refused
 }
 
 /// Why a request's body could not be taken.
+#[derive(Debug)]
 enum BodyError {
     /// Over [`MAX_BODY`], as announced or as sent.
     TooLarge,
@@ -356,6 +358,31 @@ async fn timed_read(
     }
 }
 
+/// A block's body (PutSnapshotBlock's), into a block buffer of the arena rather than
+/// the heap: glibc keeps a freed 512 KiB allocation in its per-thread heaps once its
+/// mmap threshold has risen past it, and an idle `serve` held 27 + 8 MiB of them after
+/// one 1 GiB backup. The arena gives wholly free chunks back (see `block/arena.rs`).
+/// The buffer is also aligned, so the local store writes it with `O_DIRECT`, where a
+/// heap buffer's block went through the page cache.
+async fn read_block_body(body: Body) -> Result<Bytes, BodyError> {
+    /// Keeps no spares of its own: the arena keeps some slots warm already.
+    static BLOCK_BODIES: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(0));
+    let mut stream = body.into_data_stream();
+    let mut buf = BLOCK_BODIES.take();
+    let mut len = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
+        let end = len + chunk.len();
+        if end > BLOCK_SIZE {
+            return Err(BodyError::TooLarge);
+        }
+        buf[len..end].copy_from_slice(&chunk);
+        len = end;
+    }
+    // Shorter than announced: hyper has refused it already; the handler sees the length.
+    Ok(BLOCK_BODIES.freeze(buf).slice(..len))
+}
+
 /// Reads the body of a request not yet proven: each chunk takes its size from the
 /// budget of unproven bytes (waiting while it is spent), given back when the request is
 /// proven or refused.
@@ -383,6 +410,9 @@ async fn read_unproven(
 /// without a length (chunked) is counted as it arrives and refused as soon as it passes
 /// the limit, so a client can never make the server hold more than that.
 async fn read_body(body: Body, declared: usize) -> Result<Bytes, BodyError> {
+    if declared == BLOCK_SIZE {
+        return read_block_body(body).await;
+    }
     let mut stream = body.into_data_stream();
     let mut out = BytesMut::with_capacity(declared);
     while let Some(chunk) = stream.next().await {
@@ -428,5 +458,40 @@ fn body_error(kind: Kind, e: BodyError) -> Refused {
         EbsError::new(status, error_type, message)
             .into_response()
             .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(pieces: Vec<Vec<u8>>) -> Body {
+        let stream = futures::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+        Body::from_stream(stream)
+    }
+
+    #[tokio::test]
+    async fn a_block_body_arrives_whole_from_its_pieces_in_an_aligned_buffer() {
+        let data: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect();
+        let pieces = data.chunks(64 * 1024 + 3).map(<[u8]>::to_vec).collect();
+        let got = read_body(body_of(pieces), BLOCK_SIZE).await.unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert!(
+            crate::block::direct_io_fits(&got, 0),
+            "aligned for O_DIRECT"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_block_body_past_its_length_is_refused_and_a_short_one_keeps_its_length() {
+        let long = vec![vec![1; BLOCK_SIZE], vec![2]];
+        let refused = read_body(body_of(long), BLOCK_SIZE).await;
+        assert!(matches!(refused, Err(BodyError::TooLarge)));
+        let short = read_body(body_of(vec![vec![3; 1000]]), BLOCK_SIZE).await;
+        assert_eq!(
+            short.unwrap().len(),
+            1000,
+            "the handler sees the short length"
+        );
     }
 }
