@@ -362,8 +362,10 @@ async fn timed_read(
 /// the heap: glibc keeps a freed 512 KiB allocation in its per-thread heaps once its
 /// mmap threshold has risen past it, and an idle `serve` held 27 + 8 MiB of them after
 /// one 1 GiB backup. The arena gives wholly free chunks back (see `block/arena.rs`).
-/// The buffer is also aligned, so the local store writes it with `O_DIRECT`, where a
-/// heap buffer's block went through the page cache.
+/// The buffer is also aligned, so an unencrypted local store on a disk writes it with
+/// `O_DIRECT`, where a heap buffer's block went through the page cache (an encrypted
+/// store writes its own aligned copy either way). The slot is taken before the first
+/// byte comes: a stalled body holds 512 KiB, as many as [`MAX_IN_FLIGHT`] allows.
 async fn read_block_body(body: Body) -> Result<Bytes, BodyError> {
     /// Keeps no spares of its own: the arena keeps some slots warm already.
     static BLOCK_BODIES: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(0));
