@@ -13,7 +13,7 @@ pub(crate) mod source;
 
 pub use aggregate::{LinearAggregate, OutOfOrder};
 pub use digest::{is_zero, Digest, HashedBlock};
-pub use pool::{direct_io_fits, AlignedBuf, BufferPool, BUFFER_ALIGN};
+pub use pool::{direct_io_fits, AlignedBuf, BlockFill, BufferPool, PastBlockEnd, BUFFER_ALIGN};
 pub use source::{DataBlocks, Source, SourceKind};
 
 use std::fmt;

@@ -106,12 +106,54 @@ impl BufferPool {
         })
     }
 
+    /// A buffer of this pool to fill from pieces as they arrive (an HTTP body's).
+    pub fn fill(self: &Arc<Self>) -> BlockFill {
+        BlockFill {
+            buf: self.take(),
+            len: 0,
+            pool: self.clone(),
+        }
+    }
+
     /// Returns a buffer that was never frozen.
     pub fn recycle(&self, buf: AlignedBuf) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         if spare.len() < self.keep {
             spare.push(buf);
         }
+    }
+}
+
+/// A pooled buffer filled piece by piece: the one copy a body that arrives in pieces
+/// needs, into memory aligned for `O_DIRECT`.
+pub struct BlockFill {
+    buf: AlignedBuf,
+    len: usize,
+    pool: Arc<BufferPool>,
+}
+
+/// A piece would have taken a [`BlockFill`] past the end of its block.
+#[derive(Debug)]
+pub struct PastBlockEnd;
+
+impl BlockFill {
+    /// Appends `piece`, unless it would pass the block's end.
+    pub fn push(&mut self, piece: &[u8]) -> Result<(), PastBlockEnd> {
+        let end = self.len + piece.len();
+        let room = self.buf.get_mut(self.len..end).ok_or(PastBlockEnd)?;
+        room.copy_from_slice(piece);
+        self.len = end;
+        Ok(())
+    }
+
+    /// Bytes filled so far.
+    pub fn filled(&self) -> usize {
+        self.len
+    }
+
+    /// What was filled, as `Bytes` that give the buffer back to its pool when dropped.
+    pub fn freeze(self) -> Bytes {
+        self.pool.freeze(self.buf).slice(..self.len)
     }
 }
 

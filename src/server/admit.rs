@@ -370,19 +370,13 @@ async fn read_block_body(body: Body) -> Result<Bytes, BodyError> {
     /// Keeps no spares of its own: the arena keeps some slots warm already.
     static BLOCK_BODIES: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(0));
     let mut stream = body.into_data_stream();
-    let mut buf = BLOCK_BODIES.take();
-    let mut len = 0;
+    let mut fill = BLOCK_BODIES.fill();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| BodyError::Malformed(e.to_string()))?;
-        let end = len + chunk.len();
-        if end > BLOCK_SIZE {
-            return Err(BodyError::TooLarge);
-        }
-        buf[len..end].copy_from_slice(&chunk);
-        len = end;
+        fill.push(&chunk).map_err(|_| BodyError::TooLarge)?;
     }
     // Shorter than announced: hyper has refused it already; the handler sees the length.
-    Ok(BLOCK_BODIES.freeze(buf).slice(..len))
+    Ok(fill.freeze())
 }
 
 /// Reads the body of a request not yet proven: each chunk takes its size from the

@@ -150,20 +150,16 @@ impl EbsStore {
         let unusable = |message: String| StoreError::Unavailable {
             message: format!("{context}: {message}"),
         };
-        let mut buf = self.buffers.take();
-        let mut len = 0;
+        let mut fill = self.buffers.fill();
         while let Some(piece) = body.try_next().await.map_err(|e| unusable(e.to_string()))? {
-            let end = len + piece.len();
-            if end > BLOCK_SIZE {
-                return Err(unusable(format!("more than {BLOCK_SIZE} bytes")));
-            }
-            buf[len..end].copy_from_slice(&piece);
-            len = end;
+            fill.push(&piece)
+                .map_err(|_| unusable(format!("more than {BLOCK_SIZE} bytes")))?;
         }
-        if len != BLOCK_SIZE {
+        if fill.filled() != BLOCK_SIZE {
+            let len = fill.filled();
             return Err(unusable(format!("{len} bytes instead of {BLOCK_SIZE}")));
         }
-        Ok(self.buffers.freeze(buf))
+        Ok(fill.freeze())
     }
 }
 
