@@ -34,3 +34,16 @@ mod ebs {
 
     ebsnap::conformance_tests!(make().await);
 }
+
+/// The same, with PutSnapshotBlock and GetSnapshotBlock through the SDK's orchestrator
+/// (as where a proxy is set) instead of ebsnap's own signed requests.
+mod ebs_through_the_sdk {
+    use super::server;
+
+    async fn make() -> (ebsnap::store::EbsStore, server::TestServer) {
+        let server = server::TestServer::start(true).await;
+        (server.client_through_the_sdk().await, server)
+    }
+
+    ebsnap::conformance_tests!(make().await);
+}

@@ -7,7 +7,7 @@
 //! are hidden again when a snapshot is described.
 
 use super::*;
-use crate::block::{BlockIndex, BufferPool, Digest, HashedBlock, BLOCK_SIZE};
+use crate::block::{BlockFill, BlockIndex, BufferPool, Digest, HashedBlock, BLOCK_SIZE};
 use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types as et;
@@ -22,6 +22,7 @@ pub use super::ebs_tags::{CHECKSUM_TAG, COUNT_TAG, FIELD_TAGS, MANAGED_TAG, PARE
 
 mod ca_bundle;
 mod convert;
+mod direct;
 mod errors;
 mod http;
 mod xml_check;
@@ -43,6 +44,10 @@ pub struct EbsOptions {
     /// CA certificates (PEM) to trust instead of the system's; unset: `AWS_CA_BUNDLE`,
     /// else the profile's `ca_bundle`, else the system's roots.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// PutSnapshotBlock and GetSnapshotBlock through the SDK's orchestrator, as where a
+    /// proxy is set, instead of ebsnap's own signed requests (`direct.rs`): for tests of
+    /// that path.
+    pub sdk_block_calls: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -52,8 +57,10 @@ pub struct EbsStore {
     identity: String,
     /// The endpoint, as errors name it.
     endpoint: String,
-    /// Buffers that fetched blocks are gathered into (see [`EbsStore::gather`]).
+    /// Buffers that fetched blocks are gathered into (see [`gather`]).
     buffers: Arc<BufferPool>,
+    /// The block calls without the SDK's orchestrator; none where they keep the SDK's.
+    direct: Option<Arc<direct::BlockCalls>>,
 }
 
 /// Spare fetched-block buffers kept for reuse: enough for the blocks that land
@@ -74,10 +81,11 @@ impl EbsStore {
             loader = loader.endpoint_url(url);
         }
         let bundle = ca_bundle::bundle(options).await?;
-        let block_client = http::block_client(match &bundle {
+        let roots = match &bundle {
             Some(bundle) => http::Roots::Bundle(bundle.roots.clone()),
             None => http::Roots::System,
-        });
+        };
+        let block_client = http::block_client(roots.clone());
         if let Some(bundle) = bundle {
             loader = loader.http_client(bundle.sdk_client);
         }
@@ -90,7 +98,7 @@ impl EbsStore {
         loader = loader.timeout_config(
             TimeoutConfig::builder()
                 .operation_attempt_timeout(timeout)
-                .connect_timeout(Duration::from_secs(10))
+                .connect_timeout(http::CONNECT_TIMEOUT)
                 .build(),
         );
         // One retry policy, ours (`RetryStore`, which wraps every store): the SDK's
@@ -115,6 +123,18 @@ impl EbsStore {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let identity = format!("ebs:{region}:{}", endpoint.as_deref().unwrap_or("aws"));
+        let endpoint = endpoint.unwrap_or_else(|| format!("of AWS in {region}"));
+        let direct = match options.sdk_block_calls {
+            true => None,
+            false => direct::BlockCalls::new(direct::Setup {
+                config: &config,
+                roots: &roots,
+                endpoint: &endpoint,
+                attempt_timeout: timeout,
+            })
+            .await?
+            .map(Arc::new),
+        };
         let mut ebs = aws_sdk_ebs::config::Builder::from(&config);
         if let Some(client) = block_client {
             ebs = ebs.http_client(client);
@@ -127,8 +147,9 @@ impl EbsStore {
                     .build(),
             ),
             identity,
-            endpoint: endpoint.unwrap_or_else(|| format!("of AWS in {region}")),
+            endpoint,
             buffers: BufferPool::new(SPARE_BUFFERS),
+            direct,
         })
     }
 
@@ -143,24 +164,83 @@ impl EbsStore {
         errors::sdk_error(&self.endpoint, context, err)
     }
 
-    /// Gathers a block's body, which arrives in pieces, into one pooled buffer: the
-    /// one copy it needs anyway, into memory aligned for a restore's `O_DIRECT`
-    /// writes. Anything but exactly one block is an unusable answer.
-    async fn gather(&self, mut body: ByteStream, context: &str) -> StoreResult<Bytes> {
-        let unusable = |message: String| StoreError::Unavailable {
-            message: format!("{context}: {message}"),
-        };
-        let mut fill = self.buffers.fill();
-        while let Some(piece) = body.try_next().await.map_err(|e| unusable(e.to_string()))? {
-            fill.push(&piece)
-                .map_err(|_| unusable(format!("more than {BLOCK_SIZE} bytes")))?;
-        }
-        if fill.filled() != BLOCK_SIZE {
-            let len = fill.filled();
-            return Err(unusable(format!("{len} bytes instead of {BLOCK_SIZE}")));
-        }
-        Ok(fill.freeze())
+    /// PutSnapshotBlock through the SDK; the checksum the service computed, if it says.
+    async fn sdk_put_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        block: &HashedBlock,
+        checksum: Digest,
+    ) -> StoreResult<Option<Digest>> {
+        let out = self
+            .ebs
+            .put_snapshot_block()
+            .snapshot_id(id.as_str())
+            .block_index(sdk_index(index)?)
+            .block_data(ByteStream::from(block.data().clone()))
+            .data_length(BLOCK_SIZE as i32)
+            .checksum(checksum.to_base64())
+            .checksum_algorithm(et::ChecksumAlgorithm::ChecksumAlgorithmSha256)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(&format!("PutSnapshotBlock {id} block {index}"), e))?;
+        Ok(out.checksum().and_then(Digest::from_base64))
     }
+
+    /// GetSnapshotBlock through the SDK.
+    async fn sdk_get_block(
+        &self,
+        id: &SnapshotId,
+        index: BlockIndex,
+        token: &BlockToken,
+    ) -> StoreResult<FetchedBlock> {
+        let context = format!("GetSnapshotBlock {id} block {index}");
+        let out = self
+            .ebs
+            .get_snapshot_block()
+            .snapshot_id(id.as_str())
+            .block_index(sdk_index(index)?)
+            .block_token(&token.0)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(&context, e))?;
+        let checksum = out
+            .checksum()
+            .and_then(Digest::from_base64)
+            .ok_or_else(|| StoreError::Unavailable {
+                message: format!("{context}: no checksum in the answer"),
+            })?;
+        let body = out.block_data.into_inner();
+        let data = gather(self.buffers.fill(), body, &context).await?;
+        Ok(FetchedBlock { data, checksum })
+    }
+}
+
+/// Gathers a block's body, which arrives in pieces, into one pooled buffer: the one
+/// copy it needs anyway, into memory aligned for a restore's `O_DIRECT` writes.
+/// Anything but exactly one block is an unusable answer.
+async fn gather<B>(mut fill: BlockFill, body: B, context: &str) -> StoreResult<Bytes>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let unusable = |message: String| StoreError::Unavailable {
+        message: format!("{context}: {message}"),
+    };
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|e| unusable(e.to_string()))?;
+        let Ok(piece) = frame.into_data() else {
+            continue;
+        };
+        fill.push(&piece)
+            .map_err(|_| unusable(format!("more than {BLOCK_SIZE} bytes")))?;
+    }
+    if fill.filled() != BLOCK_SIZE {
+        let len = fill.filled();
+        return Err(unusable(format!("{len} bytes instead of {BLOCK_SIZE}")));
+    }
+    Ok(fill.freeze())
 }
 
 #[async_trait]
@@ -228,21 +308,13 @@ impl SnapshotStore for EbsStore {
         block: HashedBlock,
         checksum: Digest,
     ) -> StoreResult<()> {
-        let out = self
-            .ebs
-            .put_snapshot_block()
-            .snapshot_id(id.as_str())
-            .block_index(sdk_index(index)?)
-            .block_data(ByteStream::from(block.data().clone()))
-            .data_length(BLOCK_SIZE as i32)
-            .checksum(checksum.to_base64())
-            .checksum_algorithm(et::ChecksumAlgorithm::ChecksumAlgorithmSha256)
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(&format!("PutSnapshotBlock {id} block {index}"), e))?;
+        let computed = match &self.direct {
+            Some(direct) => direct.put(id, index, &block, checksum).await?,
+            None => self.sdk_put_block(id, index, &block, checksum).await?,
+        };
         // The service answers with the checksum it computed: one more check on the way.
-        match out.checksum().map(Digest::from_base64) {
-            Some(Some(d)) if d != block.digest() => Err(StoreError::corrupt(
+        match computed {
+            Some(d) if d != block.digest() => Err(StoreError::corrupt(
                 format!("block {index} of {id}"),
                 format!(
                     "the service computed checksum {d}, ebsnap sent {}",
@@ -370,24 +442,10 @@ impl SnapshotStore for EbsStore {
         index: BlockIndex,
         token: &BlockToken,
     ) -> StoreResult<FetchedBlock> {
-        let context = format!("GetSnapshotBlock {id} block {index}");
-        let out = self
-            .ebs
-            .get_snapshot_block()
-            .snapshot_id(id.as_str())
-            .block_index(sdk_index(index)?)
-            .block_token(&token.0)
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(&context, e))?;
-        let checksum = out
-            .checksum()
-            .and_then(Digest::from_base64)
-            .ok_or_else(|| StoreError::Unavailable {
-                message: format!("{context}: no checksum in the answer"),
-            })?;
-        let data = self.gather(out.block_data, &context).await?;
-        Ok(FetchedBlock { data, checksum })
+        match &self.direct {
+            Some(direct) => direct.get(id, index, token, self.buffers.fill()).await,
+            None => self.sdk_get_block(id, index, token).await,
+        }
     }
 
     async fn describe_snapshot(&self, id: &SnapshotId) -> StoreResult<SnapshotInfo> {

@@ -54,13 +54,25 @@ impl TestServer {
     }
 
     pub async fn client_with_secret(&self, secret: &str) -> EbsStore {
+        EbsStore::connect(&self.options(secret)).await.unwrap()
+    }
+
+    /// ebsnap's EBS store with its block calls through the SDK's orchestrator.
+    pub async fn client_through_the_sdk(&self) -> EbsStore {
         let options = EbsOptions {
+            sdk_block_calls: true,
+            ..self.options(SECRET)
+        };
+        EbsStore::connect(&options).await.unwrap()
+    }
+
+    fn options(&self, secret: &str) -> EbsOptions {
+        EbsOptions {
             region: Some("us-east-1".into()),
             endpoint_url: Some(self.url.clone()),
             static_credentials: Some((KEY_ID.into(), secret.into())),
             ..EbsOptions::default()
-        };
-        EbsStore::connect(&options).await.unwrap()
+        }
     }
 }
 

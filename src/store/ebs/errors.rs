@@ -52,6 +52,26 @@ where
     }
 }
 
+/// A block call (`direct.rs`) that got no answer: TLS that failed, said plainly; a
+/// request hyper refused to send (not worth another attempt); else a connection that
+/// failed, was refused or timed out connecting (worth another).
+pub(super) fn transport_error(
+    endpoint: &str,
+    context: &str,
+    err: &(dyn StdError + 'static),
+) -> StoreError {
+    if let Some(tls) = find::<rustls::Error>(err) {
+        return tls_error(endpoint, context, tls);
+    }
+    if find::<hyper::Error>(err).is_some_and(hyper::Error::is_user) {
+        return StoreError::invalid(
+            ValidationReason::InvalidParameterValue,
+            format!("{context}: {}", display(err)),
+        );
+    }
+    unavailable(context, err)
+}
+
 fn unavailable(context: &str, err: &(dyn StdError + 'static)) -> StoreError {
     StoreError::Unavailable {
         message: format!("{context}: {}", display(err)),
@@ -146,7 +166,12 @@ fn service_error<E: ProvideErrorMetadata>(
 /// What an error answer means, from its code (and its status where the code is not
 /// known). ebsnap makes one attempt per SDK call and retries in `RetryStore`, so a
 /// code the SDK's own retries took for throttling or clock skew must say so here.
-fn by_code(code: &str, status: u16, msg: String, reason: Option<ValidationReason>) -> StoreError {
+pub(super) fn by_code(
+    code: &str,
+    status: u16,
+    msg: String,
+    reason: Option<ValidationReason>,
+) -> StoreError {
     match code {
         "ResourceNotFoundException" | "InvalidSnapshot.NotFound" => {
             StoreError::NotFound { what: msg }

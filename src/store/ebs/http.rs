@@ -85,11 +85,11 @@ struct BlockClient {
 
 type Timeouts = (Option<Duration>, Option<Duration>);
 
-/// The block requests' client, trusting `roots`; none where a proxy is set (they keep
-/// the SDK's client then).
+/// The EBS requests' client under the SDK, trusting `roots`; none where a proxy is set
+/// (they keep the SDK's client then).
 pub(super) fn block_client(roots: Roots) -> Option<SharedHttpClient> {
     if proxied() {
-        tracing::debug!("a proxy is set: block requests go through the SDK's client");
+        tracing::debug!("a proxy is set: EBS requests go through the SDK's client");
         return None;
     }
     let kib = READ_BUFFER / 1024;
@@ -127,6 +127,21 @@ impl HttpClient for BlockClient {
         made.clone()
     }
 }
+
+/// The client of the block calls ebsnap sends itself (`direct.rs`): hyper's, on the
+/// connector below, under the SDK's connect limit; none where a proxy is set.
+pub(super) type DirectClient = Client<Timed, SdkBody>;
+
+pub(super) fn direct_client(roots: &Roots) -> Option<DirectClient> {
+    if proxied() {
+        tracing::debug!("a proxy is set: block calls go through the SDK");
+        return None;
+    }
+    Some(Connector::new(roots, (Some(CONNECT_TIMEOUT), None)).client)
+}
+
+/// The limit on connecting (DNS, TCP, TLS), the SDK's calls' and the block calls'.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One pool of connections, with the SDK's connect and read timeouts.
 struct Connector {
@@ -245,7 +260,7 @@ impl std::error::Error for TimedOut {}
 /// The HTTPS connector under one limit for all of connecting, as the SDK's: hyper's
 /// own connect timeout covers only TCP, and splits it among the addresses.
 #[derive(Clone)]
-struct Timed {
+pub(super) struct Timed {
     inner: HttpsConnector<TcpConnector>,
     limit: Option<Duration>,
 }
