@@ -24,6 +24,7 @@ use super::http::{self, DirectClient};
 use super::*;
 use crate::block::BlockFill;
 use aws_smithy_types::body::SdkBody;
+use hyper_util::client::legacy::connect::capture_connection;
 use signer::Signer;
 use std::time::SystemTime;
 
@@ -173,6 +174,7 @@ impl BlockCalls {
             .headers_mut()
             .insert("user-agent", ::http::HeaderValue::from_static(USER_AGENT));
         let sent = self.signer.sign(&mut request, context).await?;
+        let connection = capture_connection(&mut request);
         let answer = self
             .client
             .request(request)
@@ -180,6 +182,13 @@ impl BlockCalls {
             .map_err(|e| errors::transport_error(&self.endpoint, context, &e))?;
         self.signer
             .learn_skew(sent, SystemTime::now(), answer.headers());
+        if answer.status().is_server_error() {
+            // As the SDK does after a transient failure: the next attempt opens another
+            // connection, which may reach a healthier host behind the endpoint.
+            if let Some(connected) = connection.connection_metadata().as_ref() {
+                connected.poison();
+            }
+        }
         Ok(answer)
     }
 
@@ -249,5 +258,118 @@ mod endpoint {
             ValidationReason::InvalidParameterValue,
             format!("no EBS endpoint: {why}"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server that answers every request with `answer`, and counts its connections.
+    async fn answering(answer: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn connect(url: &str, attempt_timeout: Duration) -> EbsStore {
+        let options = EbsOptions {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(url.to_owned()),
+            static_credentials: Some(("AKIDTEST".into(), "secret".into())),
+            attempt_timeout: Some(attempt_timeout),
+            ..EbsOptions::default()
+        };
+        let store = EbsStore::connect(&options).await.unwrap();
+        assert!(
+            store.direct.is_some(),
+            "no proxy is set: the calls are ours"
+        );
+        store
+    }
+
+    async fn get(store: &EbsStore) -> StoreResult<FetchedBlock> {
+        let id: SnapshotId = "snap-0123456789abcdef0".parse().unwrap();
+        let token = BlockToken("AAAB+/==".into());
+        store.get_block(&id, BlockIndex(7), &token).await
+    }
+
+    const THROTTLED: &str =
+        "HTTP/1.1 400 Bad Request\r\nx-amzn-errortype: RequestThrottledException\r\n\
+        content-length: 47\r\n\r\n{\"message\":\"slow\",\"Reason\":\"ACCOUNT_THROTTLED\"}";
+    const FAILED: &str = "HTTP/1.1 500 Internal Server Error\r\n\
+        x-amzn-errortype: InternalServerException\r\ncontent-length: 2\r\n\r\n{}";
+
+    #[tokio::test]
+    async fn a_throttle_keeps_the_connection_and_a_server_error_poisons_it() {
+        let (url, accepted) = answering(THROTTLED).await;
+        let store = connect(&url, Duration::from_secs(5)).await;
+        for _ in 0..2 {
+            let e = get(&store).await.unwrap_err();
+            assert!(matches!(e, StoreError::Throttled { .. }), "{e:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not reused");
+        let (url, accepted) = answering(FAILED).await;
+        let store = connect(&url, Duration::from_secs(5)).await;
+        for _ in 0..2 {
+            let e = get(&store).await.unwrap_err();
+            assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the failed one was reused"
+        );
+    }
+
+    /// Headers that arrive and a body that never ends: the attempt limit covers the
+    /// body too (the SDK's covers the answer's head only).
+    #[tokio::test]
+    async fn a_body_that_stalls_is_cut_at_the_attempt_limit() {
+        let stalled =
+            "HTTP/1.1 200 OK\r\nx-amz-checksum: B4VNL+8pega6gWheZgwzLeNtXRjVRpJ9MNqtbX/aFUE=\r\n\
+            content-length: 524288\r\n\r\nonly this";
+        let (url, _) = answering(stalled).await;
+        let store = connect(&url, Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let e = get(&store).await.unwrap_err();
+        let StoreError::Unavailable { message } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(
+            message.contains("no answer from") && message.contains("300ms"),
+            "{message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_or_shorter_than_a_block_is_refused() {
+        let long =
+            "HTTP/1.1 200 OK\r\nx-amz-checksum: B4VNL+8pega6gWheZgwzLeNtXRjVRpJ9MNqtbX/aFUE=\r\n\
+            content-length: 9\r\n\r\nonly this";
+        let (url, _) = answering(long).await;
+        let e = get(&connect(&url, Duration::from_secs(5)).await)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("9 bytes instead of 524288"), "{e}");
     }
 }

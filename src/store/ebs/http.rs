@@ -5,16 +5,18 @@
 //! and the connection keeps that buffer while it waits in the pool. At 100 ms and 1000
 //! requests a second a restore holds 120 to 140 connections: 50 to 57 MiB of buffers,
 //! most of hyper's 66 MiB at the restore's peak. The SDK's client does not let the
-//! buffer be sized (its hyper builder is not public), so the EBS client gets this one;
-//! EC2 and the credential chain keep the SDK's. Like the SDK's, it speaks rustls with
+//! buffer be sized (its hyper builder is not public), so the EBS client gets this one,
+//! both under the SDK (its EBS calls) and beside it (the block calls ebsnap sends
+//! itself, `direct.rs`, on a pool of their own); EC2 and the credential chain keep the
+//! SDK's. Like the SDK's, it speaks rustls with
 //! aws-lc-rs, offers HTTP/2 (where an endpoint takes it, hyper's h2 windows bound the
 //! buffering instead; `ebsnap serve` speaks HTTP/1.1, where the figures above are
 //! from), puts one connect timeout over DNS, TCP and TLS, and lets the SDK poison a
 //! connection after a transient failure. Unlike it, it reports no connection
 //! addresses or telemetry, and goes through no proxy: where one is set, the SDK's
 //! client stays ([`proxied`]). A block's body still arrives in pieces that
-//! [`super::EbsStore::gather`] copies into one pooled buffer: a smaller buffer only
-//! cuts it into more pieces.
+//! [`super::gather`] copies into one pooled buffer: a smaller buffer only cuts it into
+//! more pieces.
 
 use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{

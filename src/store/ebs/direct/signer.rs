@@ -248,6 +248,54 @@ mod tests {
         assert_eq!(signer.skew_ms.load(Ordering::Relaxed), 0);
     }
 
+    /// A chain that counts its calls, handing out credentials that expire `lasting`
+    /// from now.
+    #[derive(Debug)]
+    struct Counting {
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        lasting: Duration,
+    }
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let expiry = SystemTime::now() + self.lasting;
+            let credentials = Credentials::new("AKID", "secret", None, Some(expiry), "test");
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(credentials))
+        }
+    }
+
+    async fn calls_for_three_signatures(lasting: Duration) -> usize {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let chain = Counting {
+            calls: calls.clone(),
+            lasting,
+        };
+        let signer = Signer::new(SharedCredentialsProvider::new(chain), "us-east-1".into());
+        for _ in 0..3 {
+            let mut request = ::http::Request::get("https://ebs.us-east-1.amazonaws.com/snapshots")
+                .body(SdkBody::empty())
+                .unwrap();
+            signer.sign(&mut request, "test").await.unwrap();
+            assert!(request.headers().contains_key("authorization"));
+        }
+        calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn the_chain_is_asked_again_only_when_its_credentials_are_about_to_expire() {
+        assert_eq!(
+            calls_for_three_signatures(Duration::from_secs(3600)).await,
+            1
+        );
+        assert_eq!(calls_for_three_signatures(Duration::from_secs(5)).await, 3);
+    }
+
     #[test]
     fn credentials_near_their_expiry_are_not_fresh() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
