@@ -132,7 +132,7 @@ impl EbsStore {
                 endpoint: &endpoint,
                 attempt_timeout: timeout,
             })
-            .await?
+            .await
             .map(Arc::new),
         };
         let mut ebs = aws_sdk_ebs::config::Builder::from(&config);
@@ -443,7 +443,7 @@ impl SnapshotStore for EbsStore {
         token: &BlockToken,
     ) -> StoreResult<FetchedBlock> {
         match &self.direct {
-            Some(direct) => direct.get(id, index, token, self.buffers.fill()).await,
+            Some(direct) => direct.get(id, index, token, &self.buffers).await,
             None => self.sdk_get_block(id, index, token).await,
         }
     }

@@ -52,24 +52,18 @@ where
     }
 }
 
-/// A block call (`direct.rs`) that got no answer: TLS that failed, said plainly; a
-/// request hyper refused to send (not worth another attempt); else a connection that
-/// failed, was refused or timed out connecting (worth another).
+/// A block call (`direct.rs`) that got no answer: TLS that failed, said plainly; else
+/// a connection that failed, was refused, went away or timed out connecting, worth
+/// another attempt (as the SDK's calls take every dispatch failure).
 pub(super) fn transport_error(
     endpoint: &str,
     context: &str,
     err: &(dyn StdError + 'static),
 ) -> StoreError {
-    if let Some(tls) = find::<rustls::Error>(err) {
-        return tls_error(endpoint, context, tls);
+    match find::<rustls::Error>(err) {
+        Some(tls) => tls_error(endpoint, context, tls),
+        None => unavailable(context, err),
     }
-    if find::<hyper::Error>(err).is_some_and(hyper::Error::is_user) {
-        return StoreError::invalid(
-            ValidationReason::InvalidParameterValue,
-            format!("{context}: {}", display(err)),
-        );
-    }
-    unavailable(context, err)
 }
 
 fn unavailable(context: &str, err: &(dyn StdError + 'static)) -> StoreError {

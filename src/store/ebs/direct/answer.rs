@@ -27,29 +27,35 @@ pub(super) async fn read_limited(mut body: hyper::body::Incoming, limit: usize) 
     read
 }
 
-/// What an error answer means: its type from `x-amzn-ErrorType` (up to any `:`), else
-/// from the body's `__type` (after any `#`) or `code`; its message and `Reason` from the
-/// body. An answer with no type (a proxy's error page) is judged by its status.
+/// What an error answer means, read as the SDK's JSON protocols read it: its type
+/// from `x-amzn-ErrorType`, else the body's `code`, else its `__type`, less any `:url`
+/// suffix and `namespace#` prefix; its message and `Reason` from the body, and the
+/// request id for a support case. An answer with no type (a proxy's error page) is
+/// judged by its status.
 pub(super) fn error(context: &str, head: &::http::response::Parts, body: &[u8]) -> StoreError {
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let field = |names: &[&str]| {
-        let json = json.as_ref()?;
-        names
-            .iter()
-            .find_map(|n| json.get(*n)?.as_str().map(str::to_owned))
-    };
-    let code = head
-        .headers
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .map(|t| t.split(':').next().unwrap_or_default().to_owned())
-        .or_else(|| field(&["__type", "code"]))
-        .map(|t| t.rsplit('#').next().unwrap_or_default().to_owned())
+    let field = |name: &str| json.as_ref()?.get(name)?.as_str().map(str::to_owned);
+    let header = |name: &str| head.headers.get(name)?.to_str().ok().map(str::to_owned);
+    let code = header("x-amzn-errortype")
+        .or_else(|| field("code"))
+        .or_else(|| field("__type"))
         .unwrap_or_default();
-    let message = field(&["message", "Message"]).unwrap_or_else(|| "no message".to_owned());
-    let reason = field(&["Reason"]).and_then(|r| r.parse().ok());
-    let status = head.status.as_u16();
-    errors::by_code(&code, status, format!("{context}: {message}"), reason)
+    let message = ["message", "Message", "errorMessage"]
+        .into_iter()
+        .find_map(field)
+        .unwrap_or_else(|| "no message".to_owned());
+    let message = match header("x-amzn-requestid") {
+        Some(id) => format!("{context}: {message} (request {id})"),
+        None => format!("{context}: {message}"),
+    };
+    let reason = field("Reason").and_then(|r| r.parse().ok());
+    errors::by_code(sanitized(&code), head.status.as_u16(), message, reason)
+}
+
+/// An error type less its `:url` suffix, then its `namespace#` prefix.
+fn sanitized(code: &str) -> &str {
+    let code = code.split(':').next().unwrap_or_default();
+    code.rsplit('#').next().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -93,6 +99,28 @@ mod tests {
         assert!(
             matches!(coded, StoreError::AccessDenied { .. }),
             "{coded:?}"
+        );
+    }
+
+    #[test]
+    fn an_error_names_its_request() {
+        let (head, ()) = ::http::Response::builder()
+            .status(500)
+            .header("x-amzn-requestid", "2af8f013-250a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let e = error(
+            "PutSnapshotBlock snap-0 block 1",
+            &head,
+            br#"{"errorMessage":"oops"}"#,
+        );
+        let StoreError::Unavailable { message } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(
+            message.contains("oops (request 2af8f013-250a)"),
+            "{message}"
         );
     }
 

@@ -15,14 +15,21 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// cache's margin.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 
+/// How long credentials without an expiry are used before the chain is asked again:
+/// the SDK's identity cache's default.
+const UNDATED_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
 /// Beyond this round trip an answer's `Date` says too little about the service's
 /// clock to correct ours by (the SDK's limit).
 const MAX_TRUSTED_ROUND_TRIP: Duration = Duration::from_secs(15 * 60);
 
 pub(super) struct Signer {
     provider: SharedCredentialsProvider,
-    /// The last credentials the chain gave; one refresh at a time.
-    cached: tokio::sync::Mutex<Option<Credentials>>,
+    /// The last credentials the chain gave, and until when (on the service's clock)
+    /// they are used: read by every call, written by a refresh.
+    cached: std::sync::RwLock<Option<(Credentials, SystemTime)>>,
+    /// Held by the one refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
     region: String,
     /// How far the service's clock is ahead of ours, in milliseconds.
     skew_ms: AtomicI64,
@@ -32,7 +39,8 @@ impl Signer {
     pub fn new(provider: SharedCredentialsProvider, region: String) -> Signer {
         Signer {
             provider,
-            cached: tokio::sync::Mutex::default(),
+            cached: std::sync::RwLock::default(),
+            refreshing: tokio::sync::Mutex::default(),
             region,
             skew_ms: AtomicI64::new(0),
         }
@@ -64,21 +72,33 @@ impl Signer {
         Ok(now)
     }
 
-    /// Credentials from the cache, or fresh from the chain where they are about to
-    /// expire: a chain that asks IMDS or STS must not be asked once per block.
+    /// Credentials from the cache, or fresh from the chain once they are due: a chain
+    /// that asks IMDS or STS must not be asked once per block. Calls that find them due
+    /// together wait for one refresh.
     async fn credentials(&self, context: &str) -> StoreResult<Credentials> {
-        let mut cached = self.cached.lock().await;
-        let now = SystemTime::now();
-        if let Some(c) = cached.as_ref().filter(|c| fresh(c, now)) {
-            return Ok(c.clone());
+        if let Some(c) = self.cached_until_due() {
+            return Ok(c);
+        }
+        let _refreshing = self.refreshing.lock().await;
+        if let Some(c) = self.cached_until_due() {
+            return Ok(c);
         }
         let loaded = self
             .provider
             .provide_credentials()
             .await
             .map_err(|e| no_credentials(context, &e))?;
-        *cached = Some(loaded.clone());
+        let due = due(&loaded, self.service_time(SystemTime::now()));
+        let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
+        *cached = Some((loaded.clone(), due));
         Ok(loaded)
+    }
+
+    fn cached_until_due(&self) -> Option<Credentials> {
+        let now = self.service_time(SystemTime::now());
+        let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
+        let (credentials, due) = cached.as_ref()?;
+        (*due > now).then(|| credentials.clone())
     }
 
     /// Our time, corrected by what the service's answers said of its clock.
@@ -115,10 +135,14 @@ impl Signer {
     }
 }
 
-fn fresh(credentials: &Credentials, now: SystemTime) -> bool {
-    credentials
-        .expiry()
-        .is_none_or(|expiry| expiry > now + EXPIRY_MARGIN)
+/// When credentials loaded at `now` are asked for again: shortly before they expire,
+/// or, where they say no expiry, after the SDK's default lifetime (a profile's keys
+/// may be rotated, a `credential_process` may answer otherwise).
+fn due(credentials: &Credentials, now: SystemTime) -> SystemTime {
+    match credentials.expiry() {
+        Some(expiry) => expiry.checked_sub(EXPIRY_MARGIN).unwrap_or(expiry),
+        None => now + UNDATED_LIFETIME,
+    }
 }
 
 fn server_time(headers: &::http::HeaderMap) -> Option<SystemTime> {
@@ -177,15 +201,15 @@ fn unsignable(context: &str, e: &dyn std::fmt::Display) -> StoreError {
     )
 }
 
-/// A chain that has no credentials, or is set up wrong, will not have them on the next
-/// attempt; one that failed to reach its source (IMDS, STS, SSO) may.
+/// A chain set up wrong will not have credentials on the next attempt; one that found
+/// none, or failed to reach its source (IMDS, STS, SSO), may.
 fn no_credentials(context: &str, e: &CredentialsError) -> StoreError {
     let why = aws_smithy_types::error::display::DisplayErrorContext(e);
     let message = format!("{context}: no credentials to sign with: {why}");
     match e {
-        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
-            StoreError::AccessDenied { message }
-        }
+        CredentialsError::InvalidConfiguration(_) => StoreError::AccessDenied { message },
+        // Not loaded is also what IMDS says when it cannot be reached: at an hourly
+        // refresh, a blip that the next attempt may not meet.
         _ => StoreError::Unavailable { message },
     }
 }
@@ -297,12 +321,27 @@ mod tests {
     }
 
     #[test]
-    fn credentials_near_their_expiry_are_not_fresh() {
+    fn credentials_are_due_shortly_before_they_expire_or_after_a_while() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let expiring =
-            |s| Credentials::new("A", "s", None, Some(now + Duration::from_secs(s)), "t");
-        assert!(fresh(&Credentials::new("A", "s", None, None, "t"), now));
-        assert!(fresh(&expiring(60), now));
-        assert!(!fresh(&expiring(5), now));
+        let expiry = now + Duration::from_secs(60);
+        let expiring = Credentials::new("A", "s", None, Some(expiry), "t");
+        assert_eq!(due(&expiring, now), expiry - EXPIRY_MARGIN);
+        let undated = Credentials::new("A", "s", None, None, "t");
+        assert_eq!(due(&undated, now), now + UNDATED_LIFETIME);
+    }
+
+    #[test]
+    fn a_chain_that_found_nothing_may_next_time_and_one_set_up_wrong_will_not() {
+        use aws_credential_types::provider::error::CredentialsError as E;
+        let unavailable = no_credentials("c", &E::not_loaded("IMDS is not reachable"));
+        assert!(
+            matches!(unavailable, StoreError::Unavailable { .. }),
+            "{unavailable:?}"
+        );
+        let wrong = no_credentials("c", &E::invalid_configuration("a loop of profiles"));
+        assert!(
+            matches!(wrong, StoreError::AccessDenied { .. }),
+            "{wrong:?}"
+        );
     }
 }
