@@ -85,7 +85,7 @@ impl EbsStore {
             Some(bundle) => http::Roots::Bundle(bundle.roots.clone()),
             None => http::Roots::System,
         };
-        let block_client = http::block_client(roots.clone());
+        let ebs_client = http::ebs_client(roots.clone());
         if let Some(bundle) = bundle {
             loader = loader.http_client(bundle.sdk_client);
         }
@@ -136,7 +136,7 @@ impl EbsStore {
             .map(Arc::new),
         };
         let mut ebs = aws_sdk_ebs::config::Builder::from(&config);
-        if let Some(client) = block_client {
+        if let Some(client) = ebs_client {
             ebs = ebs.http_client(client);
         }
         Ok(EbsStore {
@@ -151,6 +151,14 @@ impl EbsStore {
             buffers: BufferPool::new(SPARE_BUFFERS),
             direct,
         })
+    }
+
+    /// Whether PutSnapshotBlock and GetSnapshotBlock go out as ebsnap's own signed
+    /// requests (`direct.rs`) rather than through the SDK: for tests that must know
+    /// which path they ran.
+    #[doc(hidden)]
+    pub fn sends_block_calls_itself(&self) -> bool {
+        self.direct.is_some()
     }
 
     fn sdk_error<E>(
@@ -207,12 +215,17 @@ impl EbsStore {
         let checksum = out
             .checksum()
             .and_then(Digest::from_base64)
-            .ok_or_else(|| StoreError::Unavailable {
-                message: format!("{context}: no checksum in the answer"),
-            })?;
+            .ok_or_else(|| no_checksum(&context))?;
         let body = out.block_data.into_inner();
         let data = gather(self.buffers.fill(), body, &context).await?;
         Ok(FetchedBlock { data, checksum })
+    }
+}
+
+/// A fetched block's answer that says no checksum to check it by.
+fn no_checksum(context: &str) -> StoreError {
+    StoreError::Unavailable {
+        message: format!("{context}: no checksum in the answer"),
     }
 }
 

@@ -54,7 +54,12 @@ impl TestServer {
     }
 
     pub async fn client_with_secret(&self, secret: &str) -> EbsStore {
-        EbsStore::connect(&self.options(secret)).await.unwrap()
+        let store = EbsStore::connect(&self.options(secret)).await.unwrap();
+        assert!(
+            store.sends_block_calls_itself() || proxied(),
+            "the block calls went through the SDK"
+        );
+        store
     }
 
     /// ebsnap's EBS store with its block calls through the SDK's orchestrator.
@@ -63,7 +68,9 @@ impl TestServer {
             sdk_block_calls: true,
             ..self.options(SECRET)
         };
-        EbsStore::connect(&options).await.unwrap()
+        let store = EbsStore::connect(&options).await.unwrap();
+        assert!(!store.sends_block_calls_itself());
+        store
     }
 
     fn options(&self, secret: &str) -> EbsOptions {
@@ -74,6 +81,15 @@ impl TestServer {
             ..EbsOptions::default()
         }
     }
+}
+
+/// Whether the environment names a proxy, as the EBS store reads it: then its block
+/// calls are the SDK's whatever the test asks.
+fn proxied() -> bool {
+    ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"]
+        .iter()
+        .flat_map(|name| [name.to_string(), name.to_lowercase()])
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 impl Drop for TestServer {

@@ -149,12 +149,14 @@ fn service_error<E: ProvideErrorMetadata>(
     let code = err.code().unwrap_or("");
     let msg = format!("{context}: {}", err.message().unwrap_or("no message"));
     let status = raw.status().as_u16();
-    let reason = raw
-        .body()
-        .bytes()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .and_then(|v| v["Reason"].as_str().and_then(|r| r.parse().ok()));
+    let reason = raw.body().bytes().and_then(reason_of);
     by_code(code, status, msg, reason)
+}
+
+/// The `Reason` an EBS error answer's JSON body gives.
+pub(super) fn reason_of(body: &[u8]) -> Option<ValidationReason> {
+    let body = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    body["Reason"].as_str()?.parse().ok()
 }
 
 /// What an error answer means, from its code (and its status where the code is not

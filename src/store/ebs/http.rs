@@ -47,7 +47,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Whether the environment names a proxy (the variables the SDK's client follows):
 /// then the block requests keep that client, which goes through it. Any of them counts,
 /// whatever `NO_PROXY` says: reading too much here costs only the smaller buffers.
-fn proxied() -> bool {
+pub(super) fn proxied() -> bool {
     names_a_proxy(|name| std::env::var_os(name))
 }
 
@@ -80,7 +80,7 @@ static SYSTEM_ROOTS: LazyLock<Arc<rustls::RootCertStore>> = LazyLock::new(|| {
 /// The client: one connector per distinct pair of timeouts the SDK asks for (in
 /// practice one), each with its own pool.
 #[derive(Debug)]
-struct BlockClient {
+struct EbsClient {
     roots: Roots,
     connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
 }
@@ -89,14 +89,14 @@ type Timeouts = (Option<Duration>, Option<Duration>);
 
 /// The EBS requests' client under the SDK, trusting `roots`; none where a proxy is set
 /// (they keep the SDK's client then).
-pub(super) fn block_client(roots: Roots) -> Option<SharedHttpClient> {
+pub(super) fn ebs_client(roots: Roots) -> Option<SharedHttpClient> {
     if proxied() {
         tracing::debug!("a proxy is set: EBS requests go through the SDK's client");
         return None;
     }
     let kib = READ_BUFFER / 1024;
-    tracing::debug!("block requests: ebsnap's client, {kib} KiB read buffers");
-    Some(SharedHttpClient::new(BlockClient {
+    tracing::debug!("EBS requests: ebsnap's client, {kib} KiB read buffers");
+    Some(SharedHttpClient::new(EbsClient {
         roots,
         connectors: Mutex::default(),
     }))
@@ -115,7 +115,7 @@ fn tls_config(roots: &Roots) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-impl HttpClient for BlockClient {
+impl HttpClient for EbsClient {
     fn http_connector(
         &self,
         settings: &HttpConnectorSettings,

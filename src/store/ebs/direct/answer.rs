@@ -5,11 +5,8 @@ use super::*;
 use http_body_util::BodyExt;
 
 /// A header's value, where it is text.
-pub(super) fn header<'a>(
-    answer: &'a ::http::Response<hyper::body::Incoming>,
-    name: &str,
-) -> Option<&'a str> {
-    answer.headers().get(name)?.to_str().ok()
+pub(super) fn header<'a>(headers: &'a ::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok()
 }
 
 /// Up to `limit` bytes of `body`; what arrived before a failure, if it fails.
@@ -35,8 +32,8 @@ pub(super) async fn read_limited(mut body: hyper::body::Incoming, limit: usize) 
 pub(super) fn error(context: &str, head: &::http::response::Parts, body: &[u8]) -> StoreError {
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
     let field = |name: &str| json.as_ref()?.get(name)?.as_str().map(str::to_owned);
-    let header = |name: &str| head.headers.get(name)?.to_str().ok().map(str::to_owned);
-    let code = header("x-amzn-errortype")
+    let code = header(&head.headers, "x-amzn-errortype")
+        .map(str::to_owned)
         .or_else(|| field("code"))
         .or_else(|| field("__type"))
         .unwrap_or_default();
@@ -44,18 +41,12 @@ pub(super) fn error(context: &str, head: &::http::response::Parts, body: &[u8]) 
         .into_iter()
         .find_map(field)
         .unwrap_or_else(|| "no message".to_owned());
-    let message = match header("x-amzn-requestid") {
+    let message = match header(&head.headers, "x-amzn-requestid") {
         Some(id) => format!("{context}: {message} (request {id})"),
         None => format!("{context}: {message}"),
     };
-    let reason = field("Reason").and_then(|r| r.parse().ok());
-    errors::by_code(sanitized(&code), head.status.as_u16(), message, reason)
-}
-
-/// An error type less its `:url` suffix, then its `namespace#` prefix.
-fn sanitized(code: &str) -> &str {
-    let code = code.split(':').next().unwrap_or_default();
-    code.rsplit('#').next().unwrap_or_default()
+    let code = aws_smithy_schema::error_envelope::sanitize_error_code(&code);
+    errors::by_code(code, head.status.as_u16(), message, errors::reason_of(body))
 }
 
 #[cfg(test)]
@@ -90,6 +81,21 @@ mod tests {
         assert!(
             matches!(&typed, StoreError::NotFound { what } if what.contains("gone")),
             "{typed:?}"
+        );
+        let both = answer(
+            400,
+            Some("RequestThrottledException"),
+            r#"{"__type":"ValidationException","message":"m"}"#,
+        );
+        assert!(matches!(both, StoreError::Throttled { .. }), "{both:?}");
+        let suffixed = answer(
+            400,
+            None,
+            r#"{"__type":"a.b#RequestThrottledException:http://x/"}"#,
+        );
+        assert!(
+            matches!(suffixed, StoreError::Throttled { .. }),
+            "{suffixed:?}"
         );
         let coded = answer(
             403,

@@ -8,6 +8,7 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
 };
+use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::identity::Identity;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -191,8 +192,6 @@ fn signable(request: &::http::Request<SdkBody>) -> Result<SignableRequest<'_>, B
         body,
     )?)
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn unsignable(context: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::invalid(
