@@ -125,19 +125,26 @@ fn ebs_plus_http_reaches_an_ebsnap_serve() {
     let logged = verify_logged(None);
     let stderr = String::from_utf8_lossy(&logged.stderr);
     assert!(stderr.contains("no cap on block requests"), "{stderr}");
-    // Block requests go through ebsnap's own client (small read buffers), unless a
-    // proxy is set: then through the SDK's, which follows it.
+    // EBS requests go through ebsnap's own client (small read buffers), the block
+    // calls without the SDK, unless a proxy is set: then all go through the SDK's
+    // client, which follows it.
+    assert!(stderr.contains("EBS requests: ebsnap's client"), "{stderr}");
     assert!(
-        stderr.contains("block requests: ebsnap's client"),
+        stderr.contains("block calls: signed and sent by ebsnap"),
         "{stderr}"
     );
     let logged = verify_logged(Some("http://127.0.0.1:9"));
     let stderr = String::from_utf8_lossy(&logged.stderr);
     assert!(logged.status.success(), "{stderr}");
     assert!(
-        stderr.contains("block requests go through the SDK's client"),
+        stderr.contains("EBS requests go through the SDK's client"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("a proxy is set: block calls go through the SDK"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("signed and sent by ebsnap"), "{stderr}");
     // The same endpoint through `--store ebs --endpoint-url` is the same store: the next
     // backup is incremental on top of the first.
     let second = ok_json(ebsnap_at(

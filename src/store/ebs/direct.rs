@@ -82,6 +82,7 @@ impl BlockCalls {
                 return None;
             }
         };
+        tracing::debug!("block calls: signed and sent by ebsnap to {base}");
         Some(BlockCalls {
             client,
             base,
