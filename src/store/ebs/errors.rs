@@ -258,6 +258,28 @@ mod tests {
         by_code(code, status, msg.to_owned(), None)
     }
 
+    /// The block calls' failures without an answer: an untrusted certificate, however
+    /// deep in the chain, is refused plainly (not retried); anything else is retried.
+    #[test]
+    fn a_block_call_without_an_answer_is_retried_unless_tls_refused_it() {
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, untrusted);
+        let refused = transport_error("https://h:1", "GetSnapshotBlock snap-0 block 1", &wrapped);
+        let StoreError::AccessDenied { message } = &refused else {
+            panic!("{refused:?}");
+        };
+        assert!(
+            message.contains("https://h:1") && message.contains("AWS_CA_BUNDLE"),
+            "{message}"
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let retried = transport_error("https://h:1", "PutSnapshotBlock snap-0 block 1", &reset);
+        assert!(
+            matches!(retried, StoreError::Unavailable { .. }),
+            "{retried:?}"
+        );
+    }
+
     #[test]
     fn every_throttling_code_the_sdk_retried_is_a_throttle() {
         for code in [
