@@ -25,6 +25,8 @@ mod convert;
 mod direct;
 mod errors;
 mod http;
+#[cfg(test)]
+mod test_server;
 mod xml_check;
 use convert::*;
 
@@ -124,16 +126,16 @@ impl EbsStore {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let identity = format!("ebs:{region}:{}", endpoint.as_deref().unwrap_or("aws"));
         let endpoint = endpoint.unwrap_or_else(|| format!("of AWS in {region}"));
-        let direct = match options.sdk_block_calls {
-            true => None,
-            false => direct::BlockCalls::new(direct::Setup {
-                config: &config,
-                roots: &roots,
-                endpoint: &endpoint,
-                attempt_timeout: timeout,
-            })
-            .await
-            .map(Arc::new),
+        let setup = direct::Setup {
+            config: &config,
+            roots: &roots,
+            endpoint: &endpoint,
+            attempt_timeout: timeout,
+        };
+        let direct = if options.sdk_block_calls {
+            None
+        } else {
+            direct::BlockCalls::new(setup).await.map(Arc::new)
         };
         let mut ebs = aws_sdk_ebs::config::Builder::from(&config);
         if let Some(client) = ebs_client {
@@ -159,6 +161,13 @@ impl EbsStore {
     #[doc(hidden)]
     pub fn sends_block_calls_itself(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Whether the environment names a proxy, as the store reads it: then its block
+    /// calls are the SDK's, whatever [`EbsOptions`] asks (for tests).
+    #[doc(hidden)]
+    pub fn proxy_in_environment() -> bool {
+        http::proxied()
     }
 
     fn sdk_error<E>(

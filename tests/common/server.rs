@@ -56,7 +56,7 @@ impl TestServer {
     pub async fn client_with_secret(&self, secret: &str) -> EbsStore {
         let store = EbsStore::connect(&self.options(secret)).await.unwrap();
         assert!(
-            store.sends_block_calls_itself() || proxied(),
+            store.sends_block_calls_itself() || EbsStore::proxy_in_environment(),
             "the block calls went through the SDK"
         );
         store
@@ -81,15 +81,6 @@ impl TestServer {
             ..EbsOptions::default()
         }
     }
-}
-
-/// Whether the environment names a proxy, as the EBS store reads it: then its block
-/// calls are the SDK's whatever the test asks.
-fn proxied() -> bool {
-    ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"]
-        .iter()
-        .flat_map(|name| [name.to_string(), name.to_lowercase()])
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 impl Drop for TestServer {

@@ -28,8 +28,8 @@ use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection}
 use signer::Signer;
 use std::time::SystemTime;
 
-/// What a percent-encoded piece of a request's path or query keeps as is: RFC 3986's
-/// unreserved characters (as the SDK encodes labels and query values).
+/// What a percent-encoded query value keeps as is: RFC 3986's unreserved characters
+/// (as the SDK encodes query values).
 const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
@@ -146,9 +146,9 @@ impl BlockCalls {
     }
 
     /// The block's URI; an index the service's `i32` cannot hold is refused here, as
-    /// the SDK's calls refuse it.
+    /// the SDK's calls refuse it. A `SnapshotId` is `snap-` and hex digits, nothing
+    /// to encode.
     fn block_uri(&self, id: &SnapshotId, index: BlockIndex) -> StoreResult<String> {
-        let id = percent_encoding::utf8_percent_encode(id.as_str(), UNRESERVED);
         let index = sdk_index(index)?;
         Ok(format!("{}/snapshots/{id}/blocks/{index}", self.base))
     }
@@ -300,62 +300,9 @@ mod endpoint {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_server::{answer, answering, answering_in_pieces};
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
-
-    /// A server that answers every request (its head and `content-length` body read)
-    /// with `answer`, and counts its connections.
-    async fn answering(answer: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-        answering_in_pieces(vec![answer]).await
-    }
-
-    /// The same, with a pause between the answer's pieces.
-    async fn answering_in_pieces(answer: Vec<Vec<u8>>) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (count, answer) = (accepted.clone(), Arc::new(answer));
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(answer_each(socket, answer.clone()));
-            }
-        });
-        (url, accepted)
-    }
-
-    async fn answer_each(socket: tokio::net::TcpStream, answer: Arc<Vec<Vec<u8>>>) {
-        let mut socket = BufReader::new(socket);
-        loop {
-            let mut body = 0;
-            let mut line = String::new();
-            while {
-                line.clear();
-                socket.read_line(&mut line).await.is_ok_and(|n| n > 0) && line != "\r\n"
-            } {
-                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    body = n.trim().parse().unwrap();
-                }
-            }
-            if line != "\r\n" {
-                return;
-            }
-            let mut skipped = vec![0; body];
-            if socket.read_exact(&mut skipped).await.is_err() {
-                return;
-            }
-            for (i, piece) in answer.iter().enumerate() {
-                if i > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                if socket.get_mut().write_all(piece).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
+    use std::sync::atomic::Ordering;
 
     /// The store on `url`; none where a proxy is set (the calls are then the SDK's).
     async fn connect(url: &str, attempt_timeout: Duration) -> Option<EbsStore> {
@@ -382,12 +329,6 @@ mod tests {
     async fn get(store: &EbsStore) -> StoreResult<FetchedBlock> {
         let token = BlockToken("AAAB+/==".into());
         store.get_block(&id(), BlockIndex(7), &token).await
-    }
-
-    fn answer(head: &str, body: &[u8]) -> Vec<u8> {
-        let mut answer = format!("{head}\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
-        answer.extend_from_slice(body);
-        answer
     }
 
     const ZERO_CHECKSUM: &str = "x-amz-checksum: B4VNL+8pega6gWheZgwzLeNtXRjVRpJ9MNqtbX/aFUE=";

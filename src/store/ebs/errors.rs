@@ -149,13 +149,15 @@ fn service_error<E: ProvideErrorMetadata>(
     let code = err.code().unwrap_or("");
     let msg = format!("{context}: {}", err.message().unwrap_or("no message"));
     let status = raw.status().as_u16();
-    let reason = raw.body().bytes().and_then(reason_of);
-    by_code(code, status, msg, reason)
+    let body = raw
+        .body()
+        .bytes()
+        .and_then(|b| serde_json::from_slice(b).ok());
+    by_code(code, status, msg, body.as_ref().and_then(reason_of))
 }
 
 /// The `Reason` an EBS error answer's JSON body gives.
-pub(super) fn reason_of(body: &[u8]) -> Option<ValidationReason> {
-    let body = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+pub(super) fn reason_of(body: &serde_json::Value) -> Option<ValidationReason> {
     body["Reason"].as_str()?.parse().ok()
 }
 

@@ -294,9 +294,9 @@ impl tower_service::Service<http::Uri> for Timed {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_server::{answer, answering};
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::atomic::Ordering;
     use tokio::net::TcpListener;
 
     fn connector(connect_timeout: Option<Duration>) -> Connector {
@@ -312,30 +312,6 @@ mod tests {
         HttpRequest::try_from(request).unwrap()
     }
 
-    /// A server that answers every request on every connection with "ok", and counts
-    /// the connections.
-    async fn counting_server() -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if socket.write_all(answer).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        (url, accepted)
-    }
-
     async fn answered(connector: &Connector, request: HttpRequest) {
         let response = connector.call(request).await.unwrap();
         assert_eq!(response.status().as_u16(), 200);
@@ -345,7 +321,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_reused_until_the_sdk_poisons_it() {
-        let (url, accepted) = counting_server().await;
+        let (url, accepted) = answering(answer("HTTP/1.1 200 OK", b"ok")).await;
+        let url = format!("{url}/");
         let connector = connector(None);
         answered(&connector, get(&url, None)).await;
         answered(&connector, get(&url, None)).await;

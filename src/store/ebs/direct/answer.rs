@@ -46,7 +46,8 @@ pub(super) fn error(context: &str, head: &::http::response::Parts, body: &[u8]) 
         None => format!("{context}: {message}"),
     };
     let code = aws_smithy_schema::error_envelope::sanitize_error_code(&code);
-    errors::by_code(code, head.status.as_u16(), message, errors::reason_of(body))
+    let reason = json.as_ref().and_then(errors::reason_of);
+    errors::by_code(code, head.status.as_u16(), message, reason)
 }
 
 #[cfg(test)]

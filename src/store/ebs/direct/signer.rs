@@ -26,9 +26,10 @@ const MAX_TRUSTED_ROUND_TRIP: Duration = Duration::from_secs(15 * 60);
 
 pub(super) struct Signer {
     provider: SharedCredentialsProvider,
-    /// The last credentials the chain gave, and until when (on the service's clock)
+    /// The last credentials the chain gave, as the identity aws-sigv4 signs with (made
+    /// once per refresh, not once per call), and until when (on the service's clock)
     /// they are used: read by every call, written by a refresh.
-    cached: std::sync::RwLock<Option<(Credentials, SystemTime)>>,
+    cached: std::sync::RwLock<Option<(Identity, SystemTime)>>,
     /// Held by the one refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
     region: String,
@@ -54,7 +55,7 @@ impl Signer {
         request: &mut ::http::Request<SdkBody>,
         context: &str,
     ) -> StoreResult<SystemTime> {
-        let identity = Identity::from(self.credentials(context).await?);
+        let identity = self.identity(context).await?;
         let now = SystemTime::now();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
@@ -76,7 +77,7 @@ impl Signer {
     /// Credentials from the cache, or fresh from the chain once they are due: a chain
     /// that asks IMDS or STS must not be asked once per block. Calls that find them due
     /// together wait for one refresh.
-    async fn credentials(&self, context: &str) -> StoreResult<Credentials> {
+    async fn identity(&self, context: &str) -> StoreResult<Identity> {
         if let Some(c) = self.cached_until_due() {
             return Ok(c);
         }
@@ -90,16 +91,17 @@ impl Signer {
             .await
             .map_err(|e| no_credentials(context, &e))?;
         let due = due(&loaded, self.service_time(SystemTime::now()));
+        let identity = Identity::from(loaded);
         let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
-        *cached = Some((loaded.clone(), due));
-        Ok(loaded)
+        *cached = Some((identity.clone(), due));
+        Ok(identity)
     }
 
-    fn cached_until_due(&self) -> Option<Credentials> {
+    fn cached_until_due(&self) -> Option<Identity> {
         let now = self.service_time(SystemTime::now());
         let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
-        let (credentials, due) = cached.as_ref()?;
-        (*due > now).then(|| credentials.clone())
+        let (identity, due) = cached.as_ref()?;
+        (*due > now).then(|| identity.clone())
     }
 
     /// Our time, corrected by what the service's answers said of its clock.
