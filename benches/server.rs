@@ -10,7 +10,10 @@
 //! for AWS, whose own disks are not the client's cost. Each row: MiB/s for the whole command (start and
 //! completion included), block requests/s over the transfer, that as a share of
 //! `--max-rate`, the client's peak RSS and its CPU-s per GiB (user + system); restore
-//! rows add the final fsync's share of the restore. The image is read cold (dropped
+//! rows add the final fsync's share of the restore. Last, the server's CPU per GiB over
+//! the same command, and how many of the machine's cores the two kept busy together:
+//! where that nears the core count, the machine, not the flow or the link, sets the
+//! pace (the server stands in for AWS, whose CPU is not the client's). The image is read cold (dropped
 //! from the page cache before each backup), as a disk is in the field; each restore
 //! runs twice, with O_DIRECT writes (the default) and through the page cache
 //! (`--no-direct-io`, writeback started as blocks land), the two ways of making it
@@ -54,9 +57,9 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "| latency | direction | MiB/s | requests/s | % of --max-rate | peak RSS MiB | CPU-s/GiB | seconds | transfer s | fsync % |"
+        "| latency | direction | MiB/s | requests/s | % of --max-rate | peak RSS MiB | CPU-s/GiB | seconds | transfer s | fsync % | server CPU-s/GiB | cores busy |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut cpu_lines = Vec::new();
     for (latency, rate) in [
         (0, None),
@@ -73,6 +76,7 @@ fn main() {
         };
         let client = Client {
             bin: &bin,
+            server: &server,
             url: server.first_word("http://"),
             dir: dir.path(),
             rate,
@@ -112,8 +116,8 @@ fn cpu_repeated(client: &Client, image: &Path, target: &Path, size_mib: u64) -> 
     let (mut backups, mut restores) = (Vec::new(), Vec::new());
     for _ in 0..CPU_RUNS {
         let (backup, id) = client.backup(image);
-        backups.push(backup.cpu_seconds / gib);
-        restores.push(client.restore(&id, target, None).cpu_seconds / gib);
+        backups.push(backup.client.cpu_seconds / gib);
+        restores.push(client.restore(&id, target, None).client.cpu_seconds / gib);
         std::fs::remove_file(target).unwrap();
     }
     let mut lines = Vec::new();
@@ -145,7 +149,8 @@ fn references(image: &Path, dir: &Path, size_mib: u64) {
     );
 }
 
-fn row(label: &str, direction: &str, size_mib: u64, m: &Measured, rate: Option<u32>) {
+fn row(label: &str, direction: &str, size_mib: u64, run: &Run, rate: Option<u32>) {
+    let m = &run.client;
     let report: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
     let blocks = size_mib * MIB / BLOCK;
     let transfer = report["transfer_seconds"].as_f64().unwrap_or(f64::NAN);
@@ -156,18 +161,28 @@ fn row(label: &str, direction: &str, size_mib: u64, m: &Measured, rate: Option<u
     let fsync = report["sync_seconds"].as_f64().map_or("-".to_owned(), |s| {
         format!("{:.1}%", 100.0 * s / report["seconds"].as_f64().unwrap())
     });
+    let gib = size_mib as f64 / 1024.0;
     println!(
-        "| {label} | {direction} | {:.0} | {per_second:.0} | {share} | {:.1} | {:.2} | {:.2} | {transfer:.2} | {fsync} |",
+        "| {label} | {direction} | {:.0} | {per_second:.0} | {share} | {:.1} | {:.2} | {:.2} | {transfer:.2} | {fsync} | {:.2} | {:.2} |",
         size_mib as f64 / m.seconds,
         m.peak_rss as f64 / MIB as f64,
-        m.cpu_seconds / (size_mib as f64 / 1024.0),
+        m.cpu_seconds / gib,
         m.seconds,
+        run.server_cpu_seconds / gib,
+        (m.cpu_seconds + run.server_cpu_seconds) / m.seconds,
     );
+}
+
+/// One client command, measured, and the server's CPU time over it.
+struct Run {
+    client: Measured,
+    server_cpu_seconds: f64,
 }
 
 /// The EBS store pointed at the server, with default flags but the pace.
 struct Client<'a> {
     bin: &'a Path,
+    server: &'a Spawned,
     url: &'a str,
     dir: &'a Path,
     rate: Option<u32>,
@@ -190,15 +205,25 @@ impl Client<'_> {
     }
 
     /// A full backup of `image`, read cold from the disk, as a device is in the field.
-    fn backup(&self, image: &Path) -> (Measured, String) {
+    fn backup(&self, image: &Path) -> (Run, String) {
         common::evict(image);
-        let m = measure(self.command().args(["backup", "--full"]).arg(image));
-        let report: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+        let run = self.run(self.command().args(["backup", "--full"]).arg(image));
+        let report: serde_json::Value = serde_json::from_slice(&run.client.stdout).unwrap();
         let id = report["snapshot_id"].as_str().unwrap().to_owned();
-        (m, id)
+        (run, id)
     }
 
-    fn restore(&self, id: &str, target: &Path, extra: Option<&str>) -> Measured {
-        measure(self.command().args(["restore", id]).arg(target).args(extra))
+    fn restore(&self, id: &str, target: &Path, extra: Option<&str>) -> Run {
+        self.run(self.command().args(["restore", id]).arg(target).args(extra))
+    }
+
+    /// Measures `cmd`, and the server's CPU time while it ran.
+    fn run(&self, cmd: &mut Command) -> Run {
+        let before = self.server.cpu_seconds();
+        let client = measure(cmd);
+        Run {
+            server_cpu_seconds: self.server.cpu_seconds() - before,
+            client,
+        }
     }
 }

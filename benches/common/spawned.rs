@@ -37,6 +37,20 @@ impl Spawned {
         Spawned::start(cmd)
     }
 
+    /// The CPU time (user + system, all its threads) the child has used so far, from
+    /// `/proc/PID/stat`.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // The command name (field 2) may hold spaces: count fields after its `)`.
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime, fields 14 and 15 of the whole line, in clock ticks.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf reads a constant of the system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        ticks as f64 / per_second as f64
+    }
+
     pub fn first_word(&self, prefix: &str) -> &str {
         let word = self.line.split_whitespace().find(|w| w.starts_with(prefix));
         word.unwrap_or_else(|| panic!("no {prefix} in {:?}", self.line))
