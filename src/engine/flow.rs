@@ -9,7 +9,8 @@
 //! - **startup**: the limit doubles (with a pace, up to four times, to what Little's
 //!   law says the pace needs at the latency measured) while each step raises the rate
 //!   by a fifth or more, the rate is below `max_rate`, and at least a quarter of the
-//!   places hold a request (see below);
+//!   places hold a request (see below). A step whose rate fell is measured once more
+//!   before it counts: that round stalled, for a link at its knee holds its rate;
 //! - **steady**: every few rounds it probes. With latency flat and the rate below
 //!   `max_rate`, a quarter more, kept only if the rate rises. With latency risen (or the
 //!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
@@ -74,9 +75,12 @@ struct Measure {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {
-    /// Stepping up; the round before the last step: its rate and its limit.
+    /// Stepping up; the round before the last step: its rate and its limit; and
+    /// whether the step's rounds were measured twice already (see
+    /// [`Controller::start_up`]).
     Startup {
         before: Option<(f64, usize)>,
+        remeasured: bool,
     },
     Steady,
 }
@@ -152,7 +156,10 @@ impl Controller {
             limit: INITIAL_LIMIT.min(max),
             max,
             max_rate: max_rate.map(f64::from),
-            phase: Phase::Startup { before: None },
+            phase: Phase::Startup {
+                before: None,
+                remeasured: false,
+            },
             round: Round::new(now),
             history: VecDeque::with_capacity(HISTORY),
             probe: None,
@@ -201,7 +208,7 @@ impl Controller {
         self.history.push_back(m);
         let was = self.limit;
         match self.phase {
-            Phase::Startup { before } => self.start_up(m, before),
+            Phase::Startup { before, remeasured } => self.start_up(m, before, remeasured),
             Phase::Steady => self.steady(m),
         }
         tracing::debug!(
@@ -212,11 +219,21 @@ impl Controller {
         );
     }
 
-    fn start_up(&mut self, m: Measure, before: Option<(f64, usize)>) {
+    fn start_up(&mut self, m: Measure, before: Option<(f64, usize)>, remeasured: bool) {
         if self.at_cap(m.rate) {
             self.phase = Phase::Steady;
             // A step may have gone past what the pace needs at the latency now known.
             self.set(self.limit);
+        } else if !remeasured && before.is_some_and(|(rate, _)| m.rate < rate * 0.9) {
+            // More in flight carried fewer requests than fewer did. A link at its knee
+            // holds its rate; a round that stalled (the host, the disk, a pause of the
+            // server) loses it, and taken for the knee it would leave the limit low for
+            // the whole transfer: at 100 ms, 48 in flight after one stall of 700 ms.
+            // Measured once more at this limit before anything is concluded.
+            self.phase = Phase::Startup {
+                before,
+                remeasured: true,
+            };
         } else if let Some((_, limit)) = before.filter(|&(rate, _)| m.rate < rate * 1.2) {
             // The last step gained little: the knee lies between the two limits.
             self.phase = Phase::Steady;
@@ -232,6 +249,7 @@ impl Controller {
         } else if self.limit < self.ceiling() {
             self.phase = Phase::Startup {
                 before: Some((m.rate, self.limit)),
+                remeasured: false,
             };
             self.set(self.step_up(m.latency));
         } else {

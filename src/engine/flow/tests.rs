@@ -66,6 +66,24 @@ fn at_100_ms_it_finds_about_a_hundred_in_flight_for_1000_per_second() {
 }
 
 #[test]
+fn a_round_that_stalls_in_startup_does_not_leave_the_limit_low() {
+    // At 100 ms and 1000 requests/s, the second round stalls for 700 ms (as a shared
+    // host's did): its rate falls below the first's at four times the places.
+    let rounds = simulate_with(256, Some(1000), |round, limit| {
+        if round == 1 {
+            return (125.0, 0.7);
+        }
+        let rate = (limit / 0.1).min(1000.0);
+        (rate, limit / rate)
+    });
+    let settled = &rounds[5..];
+    assert!(
+        settled.iter().all(|&(l, _)| (80..=160).contains(&l)),
+        "{rounds:?}"
+    );
+}
+
+#[test]
 fn probes_that_lose_the_pace_come_less_and_less_often() {
     // 100 in flight at 100 ms are exactly 1000 requests/s: each probe down costs a
     // fifth of a round's rate, so after each that fails the next waits longer.
