@@ -13,9 +13,9 @@
 //! rows add the final fsync's share of the restore. Last, the server's CPU per GiB over
 //! the same command, and how many of the machine's cores the two kept busy together:
 //! where that nears the core count, the machine, not the flow or the link, sets the
-//! pace (the server stands in for AWS, whose CPU is not the client's). The image is read cold (dropped
-//! from the page cache before each backup), as a disk is in the field; each restore
-//! runs twice, with O_DIRECT writes (the default) and through the page cache
+//! pace (the server stands in for AWS, whose CPU is not the client's). The image is
+//! read cold (dropped from the page cache before each backup), as a disk is in the
+//! field; each restore runs twice, with O_DIRECT writes (the default) and through the page cache
 //! (`--no-direct-io`, writeback started as blocks land), the two ways of making it
 //! durable. Beside them, the machine's
 //! references from the same run: `openssl speed -evp sha256` and `dd conv=fdatasync`.
@@ -77,7 +77,6 @@ fn main() {
         let client = Client {
             bin: &bin,
             server: &server,
-            url: server.first_word("http://"),
             dir: dir.path(),
             rate,
         };
@@ -183,15 +182,15 @@ struct Run {
 struct Client<'a> {
     bin: &'a Path,
     server: &'a Spawned,
-    url: &'a str,
     dir: &'a Path,
     rate: Option<u32>,
 }
 
 impl Client<'_> {
     fn command(&self) -> Command {
+        let url = self.server.first_word("http://");
         let mut cmd = Command::new(self.bin);
-        cmd.args(["--store", "ebs", "--endpoint-url", self.url])
+        cmd.args(["--store", "ebs", "--endpoint-url", url])
             .args(["--region", "us-east-1", "--json", "-q"])
             .env("AWS_ACCESS_KEY_ID", KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)

@@ -76,8 +76,8 @@ struct Measure {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {
     /// Stepping up; the round before the last step: its rate and its limit; and
-    /// whether the step's rounds were measured twice already (see
-    /// [`Controller::start_up`]).
+    /// whether the last step has been measured a second time already, after a round
+    /// whose rate fell (see [`Controller::start_up`]).
     Startup {
         before: Option<(f64, usize)>,
         remeasured: bool,
