@@ -147,6 +147,10 @@ pub(crate) struct Controller {
     steady_rounds: u32,
     /// Doublings of [`PROBE_EVERY`] after probes down that lost the rate.
     backoff: u32,
+    /// The least latency of a round below the pace: the link's own, where the
+    /// latency of a round at the pace also counts the wait for it (see
+    /// [`Controller::down_floor`]).
+    link_latency: Option<Duration>,
 }
 
 impl Controller {
@@ -166,6 +170,7 @@ impl Controller {
             up_gained_nothing: false,
             steady_rounds: 0,
             backoff: 0,
+            link_latency: None,
         }
     }
 
@@ -206,6 +211,9 @@ impl Controller {
             self.history.pop_front();
         }
         self.history.push_back(m);
+        if !self.at_cap(m.rate) {
+            self.link_latency = Some(self.link_latency.map_or(m.latency, |l| l.min(m.latency)));
+        }
         let was = self.limit;
         match self.phase {
             Phase::Startup { before, remeasured } => self.start_up(m, before, remeasured),
@@ -279,7 +287,8 @@ impl Controller {
         self.steady_rounds += 1;
         let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
         let (tried, next) = if queueing || self.at_cap(m.rate) {
-            (Move::Down, (self.limit * 4 / 5).max(self.floor()))
+            let floor = self.down_floor(m.rate);
+            (Move::Down, (self.limit * 4 / 5).max(floor).min(self.limit))
         } else if let Some(half) = self.halved(m) {
             (Move::Halve, half)
         } else {
@@ -384,6 +393,20 @@ impl Controller {
     /// saved), and so does one slow write.
     fn floor(&self) -> usize {
         MIN_CEILING.min(self.max)
+    }
+
+    /// The fewest a probe down tries after a round at `rate`: the [floor](Self::floor),
+    /// and at the pace what the pace needs at the link's latency (Little's law), for
+    /// fewer cannot carry it. Not the base latency: once at the pace, each round's
+    /// latency also counts the wait for it, and under a byte limit (40 blocks/s) that
+    /// is most of it. At 100 ms, a probe from 143 to 114 that a lucky round
+    /// kept, and then one to 92, left a backup at 850 requests/s for the rest of it.
+    fn down_floor(&self, rate: f64) -> usize {
+        let paced = match (self.at_cap(rate), self.link_latency) {
+            (true, Some(latency)) => self.needed(latency),
+            _ => 0,
+        };
+        self.floor().max(paced)
     }
 
     fn at_cap(&self, rate: f64) -> bool {

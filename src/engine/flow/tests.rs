@@ -84,6 +84,16 @@ fn a_round_that_stalls_in_startup_does_not_leave_the_limit_low() {
 }
 
 #[test]
+fn at_the_pace_probes_down_keep_what_the_pace_needs() {
+    // 1000 requests/s at 100 ms need 100 in flight: a probe below can only lose the
+    // pace, and a lucky round would keep it.
+    let rounds = simulate(256, Some(1000), 0.1, 1000.0);
+    assert!(rounds[3..].iter().all(|&(l, _)| l >= 100), "{rounds:?}");
+    let rate = rounds[3..].iter().map(|&(_, r)| r).sum::<f64>() / (rounds.len() - 3) as f64;
+    assert!(rate >= 990.0, "{rate}: {rounds:?}");
+}
+
+#[test]
 fn probes_that_lose_the_pace_come_less_and_less_often() {
     // 100 in flight at 100 ms are exactly 1000 requests/s: each probe down costs a
     // fifth of a round's rate, so after each that fails the next waits longer.
