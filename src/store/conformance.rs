@@ -239,6 +239,36 @@ pub async fn bad_puts_are_refused(store: &dyn SnapshotStore) {
     ));
 }
 
+/// Figures said ahead of completion ([`SnapshotStore::prepare_completion`]) are only
+/// ever a head start: completion checks and records its own, and one said wrongly
+/// never stands in for them.
+pub async fn figures_said_ahead_never_stand_for_completions(store: &dyn SnapshotStore) {
+    let b = block(7);
+    let mut agg = LinearAggregate::new();
+    agg.push(BlockIndex(0), &b.digest()).unwrap();
+    let aggregate = Some(agg.finish());
+    for ahead in [(1, aggregate), (2, Some(Digest::zero_block())), (1, None)] {
+        let id = store
+            .start_snapshot(StartSnapshot::new(1))
+            .await
+            .unwrap()
+            .id;
+        store
+            .put_block(&id, BlockIndex(0), b.clone(), b.digest())
+            .await
+            .unwrap();
+        store
+            .prepare_completion(&id, ahead.0, ahead.1)
+            .await
+            .unwrap();
+        let status = store.complete_snapshot(&id, 1, aggregate).await.unwrap();
+        assert_eq!(status, SnapshotStatus::Completed, "{ahead:?}");
+        let info = store.describe_snapshot(&id).await.unwrap();
+        let completed = (info.changed_blocks_count, info.aggregate);
+        assert_eq!(completed, (Some(1), aggregate), "said ahead: {ahead:?}");
+    }
+}
+
 pub async fn block_tokens_are_checked(store: &dyn SnapshotStore) {
     let a = snapshot_with(store, None, 1, &[(1, 1), (2, 2)]).await;
     let b = snapshot_with(store, None, 1, &[(1, 1)]).await;
@@ -489,7 +519,8 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make; round_trip, encrypted_lineages_read_back, metadata_is_kept, pages_are_clamped_and_resume,
             children_inherit_and_override, unrelated_snapshots_are_refused, bad_puts_are_refused,
-            block_tokens_are_checked, start_is_validated_and_idempotent, delete_keeps_children_whole,
+            block_tokens_are_checked, figures_said_ahead_never_stand_for_completions,
+            start_is_validated_and_idempotent, delete_keeps_children_whole,
             client_token_retries_match_the_request_as_made, a_parent_with_a_pending_child_is_not_deleted,
             tags_are_added_replaced_and_removed);
     };

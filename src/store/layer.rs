@@ -44,6 +44,17 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug {
         self.inner().flush(id).await
     }
 
+    async fn prepare_completion(
+        &self,
+        id: &SnapshotId,
+        changed_blocks_count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<()> {
+        self.inner()
+            .prepare_completion(id, changed_blocks_count, aggregate)
+            .await
+    }
+
     async fn complete_snapshot(
         &self,
         id: &SnapshotId,
@@ -126,6 +137,15 @@ impl<L: StoreLayer> SnapshotStore for L {
 
     async fn flush(&self, id: &SnapshotId) -> StoreResult<()> {
         StoreLayer::flush(self, id).await
+    }
+
+    async fn prepare_completion(
+        &self,
+        id: &SnapshotId,
+        changed_blocks_count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<()> {
+        StoreLayer::prepare_completion(self, id, changed_blocks_count, aggregate).await
     }
 
     async fn complete_snapshot(

@@ -164,6 +164,16 @@ impl<S: SnapshotStore> SnapshotStore for RetryStore<S> {
             .await
     }
 
+    async fn prepare_completion(
+        &self,
+        id: &SnapshotId,
+        count: u64,
+        aggregate: Option<Digest>,
+    ) -> StoreResult<()> {
+        // Not retried: completion, which is, records what a failure here did not.
+        self.inner.prepare_completion(id, count, aggregate).await
+    }
+
     async fn complete_snapshot(
         &self,
         id: &SnapshotId,
