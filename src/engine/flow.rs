@@ -14,7 +14,9 @@
 //! - **steady**: every few rounds it probes. With latency flat and the rate below
 //!   `max_rate`, a quarter more, kept only if the rate rises. With latency risen (or the
 //!   rate at `max_rate`), a fifth less, kept if the rate holds: latency that rises while
-//!   the rate does not means requests queue at a full link, and they only cost memory;
+//!   the rate does not means requests queue at a full link, and they only cost memory.
+//!   At `max_rate`, no fewer than it needs at the link's latency, where rounds below
+//!   it tell that latency;
 //! - **held after the requests**: when fewer than half the places hold a request
 //!   (Little's law: the rate times the latency), the others wait for the work that
 //!   follows one (hashing, writing), and more of them may only hold more blocks: after
@@ -147,10 +149,9 @@ pub(crate) struct Controller {
     steady_rounds: u32,
     /// Doublings of [`PROBE_EVERY`] after probes down that lost the rate.
     backoff: u32,
-    /// The least latency of a round below the pace: the link's own, where the
-    /// latency of a round at the pace also counts the wait for it (see
-    /// [`Controller::down_floor`]).
-    link_latency: Option<Duration>,
+    /// The least latency of any round below the pace, where no request waited for it
+    /// (see [`Controller::link_latency`]).
+    below_pace: Option<Duration>,
 }
 
 impl Controller {
@@ -170,7 +171,7 @@ impl Controller {
             up_gained_nothing: false,
             steady_rounds: 0,
             backoff: 0,
-            link_latency: None,
+            below_pace: None,
         }
     }
 
@@ -212,7 +213,7 @@ impl Controller {
         }
         self.history.push_back(m);
         if !self.at_cap(m.rate) {
-            self.link_latency = Some(self.link_latency.map_or(m.latency, |l| l.min(m.latency)));
+            self.below_pace = Some(self.below_pace.map_or(m.latency, |l| l.min(m.latency)));
         }
         let was = self.limit;
         match self.phase {
@@ -285,7 +286,7 @@ impl Controller {
             return self.judge(probe, m);
         }
         self.steady_rounds += 1;
-        let queueing = m.latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5;
+        let queueing = self.queueing(m.latency);
         let (tried, next) = if queueing || self.at_cap(m.rate) {
             let floor = self.down_floor(m.rate);
             (Move::Down, (self.limit * 4 / 5).max(floor).min(self.limit))
@@ -400,13 +401,27 @@ impl Controller {
     /// fewer cannot carry it. Not the base latency: once at the pace, each round's
     /// latency also counts the wait for it, and under a byte limit (40 blocks/s) that
     /// is most of it. At 100 ms, a probe from 143 to 114 that a lucky round
-    /// kept, and then one to 92, left a backup at 850 requests/s for the rest of it.
+    /// kept, and then one to 92, left a restore at 850 requests/s for the rest of it.
     fn down_floor(&self, rate: f64) -> usize {
-        let paced = match (self.at_cap(rate), self.link_latency) {
+        let paced = match (self.at_cap(rate), self.link_latency()) {
             (true, Some(latency)) => self.needed(latency),
             _ => 0,
         };
         self.floor().max(paced)
+    }
+
+    /// The link's own latency: the least of any round below the pace, where no
+    /// request waited for it, unless that is well above the recent rounds' (a stall
+    /// is below the pace too). Kept beyond the recent rounds: a transfer at the pace
+    /// from its second round on has only its first to tell. None while every round
+    /// ran at the pace: a byte limit reaches its pace in the first round.
+    fn link_latency(&self) -> Option<Duration> {
+        self.below_pace.filter(|&l| !self.queueing(l))
+    }
+
+    /// Whether `latency` is well above the base latency: requests queue somewhere.
+    fn queueing(&self, latency: Duration) -> bool {
+        latency.as_secs_f64() > self.base_latency().as_secs_f64() * 1.5
     }
 
     fn at_cap(&self, rate: f64) -> bool {
