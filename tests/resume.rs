@@ -691,6 +691,34 @@ async fn a_put_whose_answer_was_lost_is_not_taken_as_never_made() {
     restore_and_compare(&env, store, &report, &image).await;
 }
 
+/// The last put fails while the store is still being told the completion's figures,
+/// and that call never answers: the failure comes back at once, not after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_put_does_not_wait_for_the_completion_figures() {
+    let env = Env::new();
+    let blocks = 32;
+    let image = env.dense_image("image", blocks, 13);
+    let store = Arc::new(Rigged::new(
+        |call| match call {
+            Call::Prepare(_) => Then::Hang,
+            _ => Then::Answer,
+        },
+        |call| match call {
+            Call::Put(_, BlockIndex(31)) => Then::Fail(unavailable()),
+            _ => Then::Answer,
+        },
+    ));
+    let options = BackupOptions {
+        state_dir: Some(env.path("state")),
+        workers: 4,
+        ..BackupOptions::default()
+    };
+    let backup = engine::backup(store, &image, &options, &NoProgress);
+    let failed = tokio::time::timeout(Duration::from_secs(30), backup).await;
+    let failed = failed.expect("the failure waited for a call that never answers");
+    assert!(matches!(failed, Err(Error::Resumable { .. })), "{failed:?}");
+}
+
 /// A resumed run puts a block again (its content changed since) and is killed before
 /// that put is recorded: the block's record in the journal is stale. The next rerun
 /// must not trust it, whatever the source holds there by then.

@@ -518,3 +518,112 @@ async fn unparsable_paths_and_queries_get_the_ebs_error_shape() {
     let reply = http(&server, "POST", "/", &form, b"Action=DescribeSnapshots").await;
     assert_eq!(reply.status, 200);
 }
+
+/// A store that keeps the tags of each CreateTags the server passes on to it.
+#[derive(Debug)]
+struct TagLog {
+    inner: ebsnap::store::LocalStore,
+    created: std::sync::Mutex<Vec<Vec<ebsnap::store::Tag>>>,
+}
+
+#[async_trait::async_trait]
+impl ebsnap::store::StoreLayer for TagLog {
+    type Inner = ebsnap::store::LocalStore;
+    fn inner(&self) -> &Self::Inner {
+        &self.inner
+    }
+    async fn create_tags(
+        &self,
+        id: &ebsnap::store::SnapshotId,
+        tags: &[ebsnap::store::Tag],
+    ) -> ebsnap::store::StoreResult<()> {
+        self.created.lock().unwrap().push(tags.to_vec());
+        self.inner.create_tags(id, tags).await
+    }
+}
+
+/// The completion-figure tags of each CreateTags the log saw, as (count, checksum).
+fn completion_tags(log: &TagLog) -> Vec<(Option<String>, Option<String>)> {
+    use ebsnap::store::ebs_tags::{CHECKSUM_TAG, COUNT_TAG};
+    let value = |tags: &[ebsnap::store::Tag], key| {
+        tags.iter().find(|t| t.key == key).map(|t| t.value.clone())
+    };
+    let created = log.created.lock().unwrap();
+    created
+        .iter()
+        .map(|tags| (value(tags, COUNT_TAG), value(tags, CHECKSUM_TAG)))
+        .collect()
+}
+
+/// The EBS store tags a snapshot's completion figures once: ahead of completion when
+/// told them there, else on completion, and there again when those said ahead were
+/// not completion's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_figures_are_tagged_once_unless_they_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = ebsnap::store::LocalStore::open(
+        &dir.path().join("store"),
+        ebsnap::store::local::Access::Write,
+        ebsnap::store::local::LockWait::Fail,
+    )
+    .unwrap();
+    let log = std::sync::Arc::new(TagLog {
+        inner,
+        created: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let credentials = ebsnap::server::Credentials {
+        access_key_id: common::server::KEY_ID.into(),
+        secret_access_key: common::server::SECRET.into(),
+    };
+    let served = ebsnap::server::serve(
+        listener,
+        log.clone(),
+        Some(credentials),
+        std::future::pending(),
+    );
+    tokio::spawn(served);
+    let store = ebsnap::store::EbsStore::connect(&ebsnap::store::EbsOptions {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(url),
+        static_credentials: Some((common::server::KEY_ID.into(), common::server::SECRET.into())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = block(7);
+    let mut agg = LinearAggregate::new();
+    agg.push(BlockIndex(0), &b.digest()).unwrap();
+    let aggregate = agg.finish();
+    let right = (Some("1".to_owned()), Some(aggregate.to_base64()));
+    let wrong = (Some("2".to_owned()), Some(Digest::zero_block().to_base64()));
+    let cases = [
+        (None, vec![right.clone()]),
+        (Some((1, aggregate)), vec![right.clone()]),
+        (Some((2, Digest::zero_block())), vec![wrong, right]),
+    ];
+    for (ahead, tagged) in cases {
+        log.created.lock().unwrap().clear();
+        let id = store
+            .start_snapshot(StartSnapshot::new(1))
+            .await
+            .unwrap()
+            .id;
+        store
+            .put_block(&id, BlockIndex(0), b.clone(), b.digest())
+            .await
+            .unwrap();
+        if let Some((count, aggregate)) = ahead {
+            store
+                .prepare_completion(&id, count, Some(aggregate))
+                .await
+                .unwrap();
+        }
+        store
+            .complete_snapshot(&id, 1, Some(aggregate))
+            .await
+            .unwrap();
+        assert_eq!(completion_tags(&log), tagged, "said ahead: {ahead:?}");
+    }
+}

@@ -64,12 +64,15 @@ pub struct EbsStore {
     /// The block calls without the SDK's orchestrator; none where they keep the SDK's.
     direct: Option<Arc<direct::BlockCalls>>,
     /// Pending snapshots whose completion figures are tagged already
-    /// ([`SnapshotStore::prepare_completion`]), and those figures.
-    tagged: Arc<std::sync::Mutex<Completions>>,
+    /// ([`SnapshotStore::prepare_completion`]), and those figures. Completion takes its
+    /// snapshot's entry out; one whose backup failed after its tagging stays, naming
+    /// figures its snapshot does carry.
+    tagged: Arc<std::sync::Mutex<TaggedCompletions>>,
 }
 
-/// A snapshot's completion figures: its count of blocks written, and their aggregate.
-type Completions = std::collections::HashMap<SnapshotId, (u64, Option<Digest>)>;
+/// Snapshots, each with the completion figures tagged on it: its count of blocks
+/// written, and their aggregate.
+type TaggedCompletions = std::collections::HashMap<SnapshotId, (u64, Option<Digest>)>;
 
 /// Spare fetched-block buffers kept for reuse: enough for the blocks that land
 /// between two writes, without holding memory that nothing is in flight for.
@@ -184,7 +187,7 @@ impl EbsStore {
         Ok(())
     }
 
-    fn lock_tagged(&self) -> std::sync::MutexGuard<'_, Completions> {
+    fn lock_tagged(&self) -> std::sync::MutexGuard<'_, TaggedCompletions> {
         self.tagged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -397,9 +400,9 @@ impl SnapshotStore for EbsStore {
         count: u64,
         aggregate: Option<Digest>,
     ) -> StoreResult<SnapshotStatus> {
-        // Tagged before completing, so that a failure there can never follow a
-        // completion the caller would then take for a failed backup; at 100 ms a
-        // request, a round trip saved when the tags went out with the last blocks.
+        // Tagged before completing, so that a failed CreateTags can never follow a
+        // completion the caller would then take for a failed backup. Figures tagged
+        // ahead with the last blocks save that round trip (100 ms to AWS).
         let tagged = self.lock_tagged().remove(id);
         if tagged != Some((count, aggregate)) {
             self.tag_completion(id, count, aggregate).await?;

@@ -96,7 +96,9 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     /// that records these figures beside the snapshot (EBS: in tags, one round trip)
     /// may record them now, off completion's critical path, and completion with the
     /// same figures then skips that. A failure here loses nothing: completion records
-    /// them itself. Stores that record nothing apart have nothing to do.
+    /// them itself. A success followed by a failed put leaves them on the pending
+    /// snapshot, where the completion of a resumed run records its own. Stores that
+    /// record nothing apart have nothing to do.
     async fn prepare_completion(
         &self,
         _id: &SnapshotId,

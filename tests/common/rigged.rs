@@ -30,6 +30,7 @@ impl Then {
 pub enum Call<'a> {
     Start,
     Put(&'a SnapshotId, BlockIndex),
+    Prepare(&'a SnapshotId),
     Complete(&'a SnapshotId),
     Describe(&'a SnapshotId),
     Delete(&'a SnapshotId),
@@ -111,6 +112,16 @@ impl StoreLayer for Rigged {
         (self.before)(Call::Put(id, i)).apply().await?;
         self.inner.put_block(id, i, b, c).await?;
         (self.after)(Call::Put(id, i)).apply().await
+    }
+    async fn prepare_completion(
+        &self,
+        id: &SnapshotId,
+        n: u64,
+        a: Option<Digest>,
+    ) -> StoreResult<()> {
+        (self.before)(Call::Prepare(id)).apply().await?;
+        self.inner.prepare_completion(id, n, a).await?;
+        (self.after)(Call::Prepare(id)).apply().await
     }
     async fn complete_snapshot(
         &self,

@@ -35,7 +35,7 @@ use crate::block::{blocks_for_bytes, Digest, HashedBlock, LinearAggregate, BLOCK
 use crate::engine::flow::Flow;
 use crate::engine::{Error, Result};
 use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore, StartSnapshot, Tag, Transfer};
-use journal::{Completion, UploadHeader, UploadJournal};
+use journal::{UploadHeader, UploadJournal};
 use plan::{plan, Plan};
 use reader::ReadBlock;
 use start::{fail, new_client_token, Journaled, SNAPSHOT_TIMEOUT_MINUTES};
@@ -228,13 +228,9 @@ async fn send_and_complete(
     );
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything
-    // else: a resumed run then knows exactly what got through. The store may note the
-    // completion's figures meanwhile, known once every block is sent.
+    // else: a resumed run then knows exactly what got through.
     let finished = match &streamed {
-        Ok((sent, _)) => {
-            let prepared = prepare_completion(store, id, sent);
-            tokio::join!(uploader.finish(), prepared).0
-        }
+        Ok((sent, _)) => uploader.finish_preparing(sent.count, sent.aggregate).await,
         Err(_) => uploader.finish().await,
     };
     let written = uploader.written;
@@ -244,32 +240,8 @@ async fn send_and_complete(
     finished?;
     sent.written = written;
     sent.transfer_seconds = transfer_seconds;
-    if let Some(j) = journal {
-        let completion = Completion {
-            changed_blocks_count: sent.count,
-            aggregate: sent.aggregate.to_base64(),
-        };
-        j.mark_completing(completion).map_err(|e| Error::State {
-            path: j.path().to_owned(),
-            source: e,
-        })?;
-    }
-    let status = store
-        .complete_snapshot(id, sent.count, Some(sent.aggregate))
-        .await
-        .map_err(Error::store(id))?;
+    let status = upload::complete(store.as_ref(), id, journal, sent.count, sent.aggregate).await?;
     Ok((sent, manifest, status))
-}
-
-/// Tells the store what completion will check, while the last blocks are in flight.
-/// A failure only costs completion the round trip this would have saved.
-async fn prepare_completion(store: &Arc<dyn SnapshotStore>, id: &SnapshotId, sent: &Sent) {
-    if let Err(e) = store
-        .prepare_completion(id, sent.count, Some(sent.aggregate))
-        .await
-    {
-        tracing::debug!("{id}: completion figures not noted ahead ({e}); completion will");
-    }
 }
 
 fn start_request(plan: &Plan, options: &BackupOptions) -> StartSnapshot {

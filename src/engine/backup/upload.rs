@@ -2,12 +2,12 @@
 //! got through is recorded in the upload journal at checkpoints, once the store has made
 //! it durable, so that an interrupted backup can be resumed without sending it again.
 
-use super::journal::UploadJournal;
+use super::journal::{Completion, UploadJournal};
 use crate::block::{BlockIndex, Digest, HashedBlock};
 use crate::engine::flow::Flow;
 use crate::engine::stop::Draining;
 use crate::engine::{Error, Result, Stop};
-use crate::store::{SnapshotId, SnapshotStore};
+use crate::store::{SnapshotId, SnapshotStatus, SnapshotStore};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -233,6 +233,66 @@ impl<'a> Uploader<'a> {
             None => recorded,
         }
     }
+}
+
+impl Uploader<'_> {
+    /// [`finish`](Self::finish), while the store is told the completion's figures
+    /// (`count` blocks of the snapshot's own, and their `aggregate`), known once every
+    /// block is sent: a store that records them apart (EBS: CreateTags, a round trip)
+    /// then does so beside the last puts. Failed puts do not wait for that call.
+    pub async fn finish_preparing(&mut self, count: u64, aggregate: Digest) -> Result<()> {
+        let prepared = prepare_completion(self.store.clone(), self.id.clone(), count, aggregate);
+        tokio::pin!(prepared);
+        let finished = self.finish();
+        tokio::pin!(finished);
+        tokio::select! {
+            result = &mut finished => {
+                if result.is_ok() {
+                    prepared.await;
+                }
+                result
+            }
+            () = &mut prepared => finished.await,
+        }
+    }
+}
+
+/// Tells the store what completion will check. A failure only costs completion the
+/// round trip this would have saved.
+async fn prepare_completion(
+    store: Arc<dyn SnapshotStore>,
+    id: SnapshotId,
+    count: u64,
+    aggregate: Digest,
+) {
+    if let Err(e) = store.prepare_completion(&id, count, Some(aggregate)).await {
+        tracing::debug!("{id}: completion figures not noted ahead ({e}); completion will");
+    }
+}
+
+/// Completes snapshot `id`, with `count` blocks of its own and their `aggregate`, once
+/// the journal (if any) says so: a run resumed after this only asks for completion.
+pub(crate) async fn complete(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    journal: Option<&mut UploadJournal>,
+    count: u64,
+    aggregate: Digest,
+) -> Result<SnapshotStatus> {
+    if let Some(j) = journal {
+        let completion = Completion {
+            changed_blocks_count: count,
+            aggregate: aggregate.to_base64(),
+        };
+        j.mark_completing(completion).map_err(|e| Error::State {
+            path: j.path().to_owned(),
+            source: e,
+        })?;
+    }
+    store
+        .complete_snapshot(id, count, Some(aggregate))
+        .await
+        .map_err(Error::store(id))
 }
 
 /// The intent mark to raise to when puts reach `index`: a stride ahead, short of

@@ -7,12 +7,12 @@ use super::plan::Step;
 use super::send::{send, Job, Recorded, Sent};
 use super::{CopiedSnapshot, CopyOptions, COPIED_FROM_TAG};
 use crate::block::{volume_blocks, BLOCK_SIZE_U64};
-use crate::engine::backup::journal::{Completion, UploadHeader, UploadJournal};
+use crate::engine::backup::journal::{UploadHeader, UploadJournal};
 use crate::engine::backup::resume::{give_up, Left};
 use crate::engine::backup::start::{
     self, fail, new_client_token, Journaled, SNAPSHOT_TIMEOUT_MINUTES,
 };
-use crate::engine::backup::upload::Uploader;
+use crate::engine::backup::upload::{self, Uploader};
 use crate::engine::flow::Flow;
 use crate::engine::{restored_size, wait_until_completed, Error, Progress, Result, MANAGED_TAG};
 use crate::store::{
@@ -241,25 +241,15 @@ async fn send_and_complete(
     let sent = send(job, &mut uploader, recorded, progress).await;
     // The puts in flight finish and are recorded whatever happened: a resumed run
     // then knows exactly what got through.
-    let finished = uploader.finish().await;
+    let finished = match &sent {
+        Ok(sent) => uploader.finish_preparing(sent.count, sent.aggregate).await,
+        Err(_) => uploader.finish().await,
+    };
     drop(uploader);
     let sent = sent?;
     finished?;
-    if let Some(j) = journal {
-        let completion = Completion {
-            changed_blocks_count: sent.count,
-            aggregate: sent.aggregate.to_base64(),
-        };
-        j.mark_completing(completion).map_err(|e| Error::State {
-            path: j.path().to_owned(),
-            source: e,
-        })?;
-    }
-    let status = stores
-        .to
-        .complete_snapshot(id, sent.count, Some(sent.aggregate))
-        .await
-        .map_err(Error::store(id))?;
+    let status =
+        upload::complete(stores.to.as_ref(), id, journal, sent.count, sent.aggregate).await?;
     Ok((sent, status))
 }
 
