@@ -173,18 +173,11 @@ impl EbsStore {
         count: u64,
         aggregate: Option<Digest>,
     ) -> StoreResult<()> {
-        let mut tags = vec![ec2_tag(COUNT_TAG, &count.to_string())];
+        let mut tags = vec![Tag::new(COUNT_TAG, count.to_string())];
         if let Some(a) = aggregate {
-            tags.push(ec2_tag(CHECKSUM_TAG, &a.to_base64()));
+            tags.push(Tag::new(CHECKSUM_TAG, a.to_base64()));
         }
-        self.ec2
-            .create_tags()
-            .resources(id.as_str())
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(&format!("CreateTags {id}"), e))?;
-        Ok(())
+        self.create_tags(id, &tags).await
     }
 
     fn lock_tagged(&self) -> std::sync::MutexGuard<'_, TaggedCompletions> {
