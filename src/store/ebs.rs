@@ -382,6 +382,9 @@ impl SnapshotStore for EbsStore {
         count: u64,
         aggregate: Option<Digest>,
     ) -> StoreResult<()> {
+        // Out first: a CreateTags cut short may still land, and an older entry would
+        // then name figures the snapshot no longer carries.
+        self.lock_tagged().remove(id);
         self.tag_completion(id, count, aggregate).await?;
         self.lock_tagged().insert(id.clone(), (count, aggregate));
         Ok(())

@@ -122,10 +122,13 @@ fn probes_that_lose_the_pace_come_less_and_less_often() {
     // no backoff, 10 probes down in these 50 rounds.)
     let jitter = paced_link(|round| [0.085, 0.1, 0.115][round % 3]);
     let rounds = simulate_with(256, Some(1000), jitter);
-    let lost: Vec<usize> = (10..rounds.len())
+    let probes_down: Vec<usize> = (10..rounds.len())
         .filter(|&i| rounds[i].0 < rounds[i - 1].0)
         .collect();
-    assert!(lost.len() <= 7, "probe rounds {lost:?}: {rounds:?}");
+    assert!(
+        probes_down.len() <= 7,
+        "probes down {probes_down:?}: {rounds:?}"
+    );
 }
 
 #[test]
