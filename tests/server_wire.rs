@@ -5,7 +5,7 @@ mod common;
 
 use common::server::TestServer;
 use ebsnap::block::{BlockIndex, Digest, LinearAggregate, BLOCK_SIZE};
-use ebsnap::store::conformance::{block, read_all, snapshot_with};
+use ebsnap::store::conformance::{aggregate_of, block, pending_from, read_all, snapshot_with};
 use ebsnap::store::{PageRequest, SnapshotStore, StartSnapshot};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -560,42 +560,19 @@ fn completion_tags(log: &TagLog) -> Vec<(Option<String>, Option<String>)> {
 /// not completion's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_figures_are_tagged_once_unless_they_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let inner = ebsnap::store::LocalStore::open(
-        &dir.path().join("store"),
-        ebsnap::store::local::Access::Write,
-        ebsnap::store::local::LockWait::Fail,
-    )
-    .unwrap();
-    let log = std::sync::Arc::new(TagLog {
-        inner,
-        created: Default::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let credentials = ebsnap::server::Credentials {
-        access_key_id: common::server::KEY_ID.into(),
-        secret_access_key: common::server::SECRET.into(),
-    };
-    let served = ebsnap::server::serve(
-        listener,
-        log.clone(),
-        Some(credentials),
-        std::future::pending(),
-    );
-    tokio::spawn(served);
-    let store = ebsnap::store::EbsStore::connect(&ebsnap::store::EbsOptions {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(url),
-        static_credentials: Some((common::server::KEY_ID.into(), common::server::SECRET.into())),
-        ..Default::default()
+    let mut log = None;
+    let server = TestServer::start_over(true, |inner| {
+        let tags = std::sync::Arc::new(TagLog {
+            inner,
+            created: Default::default(),
+        });
+        log = Some(tags.clone());
+        tags
     })
-    .await
-    .unwrap();
-    let b = block(7);
-    let mut agg = LinearAggregate::new();
-    agg.push(BlockIndex(0), &b.digest()).unwrap();
-    let aggregate = agg.finish();
+    .await;
+    let log = log.expect("made by the server's start");
+    let store = server.client().await;
+    let aggregate = aggregate_of(&[(0, block(7).digest())].into());
     let right = (Some("1".to_owned()), Some(aggregate.to_base64()));
     let wrong = (Some("2".to_owned()), Some(Digest::zero_block().to_base64()));
     let cases = [
@@ -605,15 +582,7 @@ async fn completion_figures_are_tagged_once_unless_they_changed() {
     ];
     for (ahead, tagged) in cases {
         log.created.lock().unwrap().clear();
-        let id = store
-            .start_snapshot(StartSnapshot::new(1))
-            .await
-            .unwrap()
-            .id;
-        store
-            .put_block(&id, BlockIndex(0), b.clone(), b.digest())
-            .await
-            .unwrap();
+        let (id, _) = pending_from(&store, StartSnapshot::new(1), &[(0, 7)]).await;
         if let Some((count, aggregate)) = ahead {
             store
                 .prepare_completion(&id, count, Some(aggregate))

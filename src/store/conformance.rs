@@ -60,12 +60,8 @@ pub async fn encrypted_lineages_read_back(store: &dyn SnapshotStore) {
     );
     store.delete_snapshot(&root).await.unwrap();
     assert_eq!(read_all(store, &child).await, expected);
-    let mut agg = LinearAggregate::new();
-    for (i, d) in &expected {
-        agg.push(BlockIndex(*i), d).unwrap();
-    }
     let info = store.describe_snapshot(&child).await.unwrap();
-    assert_eq!(info.aggregate, Some(agg.finish()));
+    assert_eq!(info.aggregate, Some(aggregate_of(&expected)));
 }
 
 pub async fn metadata_is_kept(store: &dyn SnapshotStore) {
@@ -243,20 +239,9 @@ pub async fn bad_puts_are_refused(store: &dyn SnapshotStore) {
 /// ever a head start: completion checks and records its own, and one said wrongly
 /// never stands in for them.
 pub async fn figures_said_ahead_never_stand_for_completions(store: &dyn SnapshotStore) {
-    let b = block(7);
-    let mut agg = LinearAggregate::new();
-    agg.push(BlockIndex(0), &b.digest()).unwrap();
-    let aggregate = Some(agg.finish());
+    let aggregate = Some(aggregate_of(&digests(&[(0, 7)])));
     for ahead in [(1, aggregate), (2, Some(Digest::zero_block())), (1, None)] {
-        let id = store
-            .start_snapshot(StartSnapshot::new(1))
-            .await
-            .unwrap()
-            .id;
-        store
-            .put_block(&id, BlockIndex(0), b.clone(), b.digest())
-            .await
-            .unwrap();
+        let (id, _) = pending_from(store, StartSnapshot::new(1), &[(0, 7)]).await;
         store
             .prepare_completion(&id, ahead.0, ahead.1)
             .await
@@ -364,11 +349,7 @@ pub async fn delete_keeps_children_whole(store: &dyn SnapshotStore) {
         Some(before_c.len() as u64),
         "a root owns all its blocks"
     );
-    let mut agg = LinearAggregate::new();
-    for (i, d) in &before_c {
-        agg.push(BlockIndex(*i), d).unwrap();
-    }
-    assert_eq!(info.aggregate, Some(agg.finish()));
+    assert_eq!(info.aggregate, Some(aggregate_of(&before_c)));
     assert_ne!(before_b, before_c);
     assert_eq!(store.list_snapshots().await.unwrap().len(), 1);
     store.delete_snapshot(&c).await.unwrap();

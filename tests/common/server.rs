@@ -20,11 +20,20 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server; with `auth`, every request must be signed with KEY_ID/SECRET.
     pub async fn start(auth: bool) -> TestServer {
+        Self::start_over(auth, |local| Arc::new(local)).await
+    }
+
+    /// [`start`](Self::start), the server's store being what `layer` makes of its
+    /// local store (a decorator that watches the calls, say).
+    pub async fn start_over(
+        auth: bool,
+        layer: impl FnOnce(LocalStore) -> Arc<dyn ebsnap::store::SnapshotStore>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let local =
             LocalStore::open(&dir.path().join("store"), Access::Write, LockWait::Fail).unwrap();
         local.set_key_file(&dir.path().join("keys.toml")).unwrap();
-        let store = Arc::new(local.clone());
+        let store = layer(local.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let credentials = auth.then(|| Credentials {

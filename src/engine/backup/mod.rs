@@ -229,10 +229,11 @@ async fn send_and_complete(
     let streamed = send_blocks(plan, Some(&mut uploader), manifest, &options.stop, progress).await;
     // Whatever happened, the puts in flight finish and are recorded before anything
     // else: a resumed run then knows exactly what got through.
-    let finished = match &streamed {
-        Ok((sent, _)) => uploader.finish_preparing(sent.count, sent.aggregate).await,
-        Err(_) => uploader.finish().await,
-    };
+    let completion = streamed
+        .as_ref()
+        .ok()
+        .map(|(sent, _)| (sent.count, sent.aggregate));
+    let finished = uploader.finish(completion).await;
     let written = uploader.written;
     let transfer_seconds = uploader.transfer_seconds();
     drop(uploader);

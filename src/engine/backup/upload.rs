@@ -215,7 +215,32 @@ impl<'a> Uploader<'a> {
     /// those left then are dropped), records what got through, and returns the first
     /// failure, if any. Called on every way out, errors and interruptions too: what
     /// was sent is not sent again by a resumed run.
-    pub async fn finish(&mut self) -> Result<()> {
+    ///
+    /// With `completion`, every block was sent, and these are the completion's figures
+    /// (`count` blocks of the snapshot's own, and their aggregate): the store is told
+    /// them meanwhile, so that one that records them apart (EBS: CreateTags, a round
+    /// trip) does so beside the last puts. Failed puts do not wait for that call.
+    pub async fn finish(&mut self, completion: Option<(u64, Digest)>) -> Result<()> {
+        let Some((count, aggregate)) = completion else {
+            return self.drain().await;
+        };
+        let prepared = prepare_completion(self.store.clone(), self.id.clone(), count, aggregate);
+        tokio::pin!(prepared);
+        let drained = self.drain();
+        tokio::pin!(drained);
+        tokio::select! {
+            result = &mut drained => {
+                if result.is_ok() {
+                    prepared.await;
+                }
+                result
+            }
+            () = &mut prepared => drained.await,
+        }
+    }
+
+    /// [`finish`](Self::finish)'s puts: every one in flight finished and recorded.
+    async fn drain(&mut self) -> Result<()> {
         let mut first_error = None;
         let mut draining = Draining::new(&self.stop);
         while let Some(finished) = draining.next(&mut self.puts).await {
@@ -231,28 +256,6 @@ impl<'a> Uploader<'a> {
         match first_error {
             Some(e) => Err(e),
             None => recorded,
-        }
-    }
-}
-
-impl Uploader<'_> {
-    /// [`finish`](Self::finish), while the store is told the completion's figures
-    /// (`count` blocks of the snapshot's own, and their `aggregate`), known once every
-    /// block is sent: a store that records them apart (EBS: CreateTags, a round trip)
-    /// then does so beside the last puts. Failed puts do not wait for that call.
-    pub async fn finish_preparing(&mut self, count: u64, aggregate: Digest) -> Result<()> {
-        let prepared = prepare_completion(self.store.clone(), self.id.clone(), count, aggregate);
-        tokio::pin!(prepared);
-        let finished = self.finish();
-        tokio::pin!(finished);
-        tokio::select! {
-            result = &mut finished => {
-                if result.is_ok() {
-                    prepared.await;
-                }
-                result
-            }
-            () = &mut prepared => finished.await,
         }
     }
 }

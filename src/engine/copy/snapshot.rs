@@ -241,10 +241,8 @@ async fn send_and_complete(
     let sent = send(job, &mut uploader, recorded, progress).await;
     // The puts in flight finish and are recorded whatever happened: a resumed run
     // then knows exactly what got through.
-    let finished = match &sent {
-        Ok(sent) => uploader.finish_preparing(sent.count, sent.aggregate).await,
-        Err(_) => uploader.finish().await,
-    };
+    let completion = sent.as_ref().ok().map(|sent| (sent.count, sent.aggregate));
+    let finished = uploader.finish(completion).await;
     drop(uploader);
     let sent = sent?;
     finished?;

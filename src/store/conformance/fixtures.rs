@@ -33,6 +33,25 @@ pub async fn snapshot_from(
     req: StartSnapshot,
     blocks: &[(u64, u64)],
 ) -> SnapshotId {
+    let (id, own) = pending_from(store, req, blocks).await;
+    // What a resumable backup does at each checkpoint.
+    store.flush(&id).await.expect("flush a pending snapshot");
+    let status = store
+        .complete_snapshot(&id, own.len() as u64, Some(aggregate_of(&own)))
+        .await
+        .expect("complete");
+    assert_eq!(status, SnapshotStatus::Completed);
+    store.flush(&id).await.expect("flush a completed snapshot");
+    id
+}
+
+/// A snapshot started with `req`, holding `blocks` (index, seed; seed 0 = a zero
+/// block) and not completed: its id, and the digests of the blocks it holds of its own.
+pub async fn pending_from(
+    store: &dyn SnapshotStore,
+    req: StartSnapshot,
+    blocks: &[(u64, u64)],
+) -> (SnapshotId, BTreeMap<u64, Digest>) {
     let info = store.start_snapshot(req).await.expect("start");
     assert_eq!(info.status, SnapshotStatus::Pending);
     assert!(info.block_size_ok());
@@ -49,25 +68,16 @@ pub async fn snapshot_from(
             .await
             .expect("put");
     }
-    // What a resumable backup does at each checkpoint.
-    store
-        .flush(&info.id)
-        .await
-        .expect("flush a pending snapshot");
+    (info.id, own)
+}
+
+/// The LINEAR aggregate of `digests` (index to digest).
+pub fn aggregate_of(digests: &BTreeMap<u64, Digest>) -> Digest {
     let mut agg = LinearAggregate::new();
-    for (i, d) in &own {
+    for (i, d) in digests {
         agg.push(BlockIndex(*i), d).unwrap();
     }
-    let status = store
-        .complete_snapshot(&info.id, own.len() as u64, Some(agg.finish()))
-        .await
-        .expect("complete");
-    assert_eq!(status, SnapshotStatus::Completed);
-    store
-        .flush(&info.id)
-        .await
-        .expect("flush a completed snapshot");
-    info.id
+    agg.finish()
 }
 
 /// Every block of a snapshot, read through the list and get calls, checksums checked.
