@@ -20,10 +20,11 @@ use super::target::{Existing, Target};
 use super::{checked_size, completed_snapshot, Progress, Stop};
 use crate::block::BlockIndex;
 use crate::engine::{Error, Result};
-use crate::store::{SnapshotId, SnapshotStore, StoreError, ValidationReason};
+use crate::store::ValidationReason;
+use crate::store::{BlockPage, SnapshotId, SnapshotStore, StoreError, StoreResult};
 use crate::sys::LockWait;
 use checkpoints::Checkpoints;
-use plan::{plan, Plan};
+use plan::{plan, Ahead, Plan};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -118,7 +119,8 @@ pub async fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let plan = plan(&*store, id, path, options).await?;
+    let mut plan = plan(&*store, id, path, options).await?;
+    let ahead = plan.ahead.take();
     let state = options.state_dir.as_deref();
     plan.announce(id, state)?;
     let job = Job {
@@ -131,7 +133,7 @@ pub async fn restore(
         state: state.map(|dir| (dir, plan.progress(id))),
         resume_at: plan.resume.as_ref().map(|p| p.done_below),
     };
-    let (counts, from) = apply(&job, &plan).await?;
+    let (counts, from) = apply(&job, &plan, ahead).await?;
     if let Some(dir) = state {
         write_restore_record(dir, &plan.record(id))?;
     }
@@ -152,11 +154,19 @@ pub async fn restore(
 }
 
 /// Restores from the plan's base, or in full; returns the counts and the base used.
-async fn apply(job: &Job<'_>, plan: &Plan) -> Result<(Counts, Option<String>)> {
+async fn apply(
+    job: &Job<'_>,
+    plan: &Plan,
+    ahead: Option<Ahead>,
+) -> Result<(Counts, Option<String>)> {
     let Some(base) = &plan.base else {
-        return Ok((job.full(plan.existing).await?, None));
+        let first = match ahead {
+            Some(Ahead::Full(page)) => Some(page),
+            _ => None,
+        };
+        return Ok((job.full(plan.existing, first).await?, None));
     };
-    match job.incremental(base).await {
+    match job.incremental(base, ahead).await {
         Ok(counts) => Ok((counts, Some(base.to_string()))),
         // Only a remembered base may silently give way to a full restore; one the user
         // named must work or fail.
@@ -197,7 +207,12 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    async fn full(&self, existing: Existing) -> Result<Counts> {
+    /// `first`: the listing's first page, when it was asked for ahead.
+    async fn full(
+        &self,
+        existing: Existing,
+        first: Option<StoreResult<BlockPage>>,
+    ) -> Result<Counts> {
         let (id, path) = (self.id, self.path);
         let target = match self.resume_at {
             Some(_) => Target::reopen(path, self.size, existing, id)?,
@@ -213,7 +228,14 @@ impl Job<'_> {
         self.progress
             .start(&format!("restore {id} -> {}", path.display()), self.size);
         let mut checkpoints = self.checkpoints(&target, start);
-        let result = write_all(self, target.clone(), BlockIndex(start), &mut checkpoints).await;
+        let result = write_all(
+            self,
+            target.clone(),
+            first,
+            BlockIndex(start),
+            &mut checkpoints,
+        )
+        .await;
         self.progress.finish();
         self.end(target, result, checkpoints).await
     }
@@ -233,15 +255,31 @@ impl Job<'_> {
         if let Some(dir) = self.options.state_dir.as_deref() {
             clear_restore_progress(dir, target_name)?;
         }
-        fresh.full(Existing::Overwrite).await
+        fresh.full(Existing::Overwrite, None).await
     }
 
-    async fn incremental(&self, base: &SnapshotId) -> Result<Counts> {
+    /// `ahead`: the listing's first page and the base's description, when they were
+    /// asked for ahead (those of another listing are not used).
+    async fn incremental(&self, base: &SnapshotId, ahead: Option<Ahead>) -> Result<Counts> {
         let (store, id, path, size) = (self.store, self.id, self.path, self.size);
-        // The first page proves the base usable before the target is touched.
-        let mut pages = ChangedLister::new(&**store, Some(base), id);
-        let first = pages.next_page().await.map_err(Error::store(id))?;
-        let base_size = checked_size(&completed_snapshot(&**store, base).await?)?;
+        let (page, described) = match ahead {
+            Some(Ahead::Changed {
+                page, described, ..
+            }) => (Some(page), Some(*described)),
+            _ => (None, None),
+        };
+        let mut pages = ChangedLister::new(&**store, Some(base), id).with_first(page);
+        let described = async {
+            match described {
+                Some(described) => described,
+                None => completed_snapshot(&**store, base).await,
+            }
+        };
+        // The first page proves the base usable before the target is touched. Both
+        // calls are reads: they go together, and the page's failure comes first.
+        let (first, described) = tokio::join!(pages.next_page(), described);
+        let first = first.map_err(Error::store(id))?;
+        let base_size = checked_size(&described?)?;
         let target = Arc::new(Target::open_in_place(path, size, id)?);
         self.forget()?;
         // A device that held a smaller snapshot keeps old bytes past its end, where

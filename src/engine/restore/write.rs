@@ -11,7 +11,8 @@ use crate::engine::pages::{BlockLister, ChangedLister};
 use crate::engine::stop::Draining;
 use crate::engine::target::Target;
 use crate::engine::{Error, Inconsistency, Result};
-use crate::store::{BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore, Transfer};
+use crate::store::{BlockPage, BlockRef, BlockToken, ChangedBlock, SnapshotId, SnapshotStore};
+use crate::store::{StoreResult, Transfer};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -115,9 +116,12 @@ impl<'j, 'c, 'a> Tasks<'j, 'c, 'a> {
     }
 }
 
+/// Lists the snapshot's blocks (from `first`, the first page, when it was asked for
+/// ahead) and writes those from `start` on.
 pub(super) async fn write_all(
     job: &Job<'_>,
     target: Arc<Target>,
+    first: Option<StoreResult<BlockPage>>,
     start: BlockIndex,
     checkpoints: &mut Checkpoints<'_>,
 ) -> Result<Counts> {
@@ -126,7 +130,7 @@ pub(super) async fn write_all(
     let mut next = start;
     let mut tasks = Tasks::new(job, checkpoints, start);
     let looped = async {
-        let mut lister = BlockLister::new(&**store, id);
+        let mut lister = BlockLister::new(&**store, id).with_first(first);
         while let Some(page) = lister.next_page().await.map_err(Error::store(id))? {
             // Blocks past the end are fetched too: they may only hold zeros.
             for block in page.into_iter().filter(|b| b.index >= start) {
