@@ -119,8 +119,7 @@ pub async fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let mut plan = plan(&*store, id, path, options).await?;
-    let ahead = plan.ahead.take();
+    let (plan, ahead) = plan(&*store, id, path, options).await?;
     let state = options.state_dir.as_deref();
     plan.announce(id, state)?;
     let job = Job {
@@ -160,10 +159,7 @@ async fn apply(
     ahead: Option<Ahead>,
 ) -> Result<(Counts, Option<String>)> {
     let Some(base) = &plan.base else {
-        let first = match ahead {
-            Some(Ahead::Full(page)) => Some(page),
-            _ => None,
-        };
+        let first = ahead.and_then(Ahead::into_full);
         return Ok((job.full(plan.existing, first).await?, None));
     };
     match job.incremental(base, ahead).await {
@@ -262,12 +258,7 @@ impl Job<'_> {
     /// asked for ahead (those of another listing are not used).
     async fn incremental(&self, base: &SnapshotId, ahead: Option<Ahead>) -> Result<Counts> {
         let (store, id, path, size) = (self.store, self.id, self.path, self.size);
-        let (page, described) = match ahead {
-            Some(Ahead::Changed {
-                page, described, ..
-            }) => (Some(page), Some(*described)),
-            _ => (None, None),
-        };
+        let (page, described) = ahead.and_then(Ahead::into_changed).unzip();
         let mut pages = ChangedLister::new(&**store, Some(base), id).with_first(page);
         let described = async {
             match described {

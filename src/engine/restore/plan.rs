@@ -1,7 +1,7 @@
 //! Planning a restore: everything decided before the target changes. Take the
 //! target's lock, find what an interrupted restore left and what the target holds,
-//! and choose the base of an incremental restore. Its first listing is asked for
-//! beside the snapshot's description, on the state's word before the lock ([`Ahead`]).
+//! and choose the base of an incremental restore. When the lock is free, the first
+//! listing is asked for beside the snapshot's description ([`Ahead`]).
 
 use super::RestoreOptions;
 use crate::engine::pages::{BlockLister, ChangedLister};
@@ -10,11 +10,12 @@ use crate::engine::state::{
     RestoreProgress, RestoreRecord,
 };
 use crate::engine::target::Existing;
-use crate::engine::{checked_size, completed_snapshot, Result};
+use crate::engine::{checked_size, completed_snapshot, Error, Result};
 use crate::store::StoreResult;
 use crate::store::{BlockPage, ChangedBlockPage, SnapshotId, SnapshotInfo, SnapshotStore};
+use crate::sys::LockWait;
+use std::fs::File;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 /// What a restore decides before the target changes.
 pub(super) struct Plan {
@@ -23,60 +24,134 @@ pub(super) struct Plan {
     pub target_name: String,
     pub identity: String,
     /// Held for the whole restore: one restore onto a target at a time.
-    _lock: Option<std::fs::File>,
+    _lock: Option<File>,
     /// What a full restore does with a file already there.
     pub existing: Existing,
     /// The interrupted restore of the same snapshot this one continues.
     pub resume: Option<RestoreProgress>,
     /// The snapshot the target holds: only what differs from it is changed.
     pub base: Option<SnapshotId>,
-    /// What was asked for ahead of the plan, when the plan lists it.
-    pub ahead: Option<Ahead>,
 }
 
+/// The plan, and what was asked for ahead of it when the plan lists that.
 pub(super) async fn plan(
     store: &dyn SnapshotStore,
     id: &SnapshotId,
     path: &Path,
     options: &RestoreOptions,
-) -> Result<Plan> {
-    let target_name = target_name(path);
-    let identity = store.identity();
-    // What the state says before the lock is only a guess at what will be listed: it
-    // is read again under the lock.
-    let likely = State::read(options, &identity, &target_name, id, None).base(options, path);
-    let (described, ahead) = tokio::join!(
-        completed_snapshot(store, id),
-        Ahead::fetch(store, id, likely)
-    );
-    let size = checked_size(&described?)?;
-    let _lock = match options.state_dir.as_deref() {
-        Some(d) => Some(lock_target(d, &target_name, options.lock_wait, &options.stop).await?),
-        None => None,
+) -> Result<(Plan, Option<Ahead>)> {
+    let target = TargetKey {
+        name: target_name(path),
+        path,
+        identity: store.identity(),
     };
-    let state = State::read(options, &identity, &target_name, id, Some(size));
+    let locked = lock_and_describe(store, id, &target, options).await?;
+    let size = checked_size(&locked.info)?;
+    let state = locked.state.of_size(size);
     let base = state.base(options, path);
     let existing = if options.force || state.record.is_some() {
         Existing::Overwrite
     } else {
         Existing::Refuse
     };
-    Ok(Plan {
+    let ahead = locked.ahead.filter(|a| a.lists_from() == base.as_ref());
+    let plan = Plan {
         size,
-        target_name,
-        identity,
-        _lock,
+        target_name: target.name,
+        identity: target.identity,
+        _lock: locked.lock,
         existing,
         resume: state.resume,
-        ahead: Some(ahead).filter(|a| a.serves(base.as_ref())),
         base,
-    })
+    };
+    Ok((plan, ahead))
 }
 
-/// What a restore asks for beside the snapshot's description, before its plan is
-/// made: the first page of the listing the target's state says it will make (and, for
-/// an incremental restore, the base's description). Over a WAN that is a round trip
-/// less before the first block. Dropped when the plan lists something else.
+/// The target as the state directory knows it.
+struct TargetKey<'a> {
+    name: String,
+    path: &'a Path,
+    /// The store's identity: records and progress are a store's.
+    identity: String,
+}
+
+/// The lock taken, the snapshot described, the state read under the lock, and what
+/// was asked for ahead.
+struct Locked {
+    lock: Option<File>,
+    info: SnapshotInfo,
+    state: State,
+    ahead: Option<Ahead>,
+}
+
+async fn lock_and_describe(
+    store: &dyn SnapshotStore,
+    id: &SnapshotId,
+    target: &TargetKey<'_>,
+    options: &RestoreOptions,
+) -> Result<Locked> {
+    let read = || State::read(options, &target.identity, &target.name, id);
+    match lock_at_once(options, &target.name).await? {
+        // The state read under the lock says what will be listed: its first page goes
+        // beside the description, and a description that fails does not wait for it.
+        TargetLock::Ours(lock) => {
+            let state = read();
+            let likely = state.base(options, target.path);
+            let fetch = async { Ok(Ahead::fetch(store, id, likely).await) };
+            let (info, ahead) = tokio::try_join!(completed_snapshot(store, id), fetch)?;
+            let ahead = Some(ahead);
+            Ok(Locked {
+                lock,
+                info,
+                state,
+                ahead,
+            })
+        }
+        // Behind another restore: a wrong id is told before the wait, and after the
+        // wait a round trip is nothing to save.
+        TargetLock::Theirs => {
+            let info = completed_snapshot(store, id).await?;
+            let lock = Some(lock(options, &target.name, options.lock_wait).await?);
+            let (state, ahead) = (read(), None);
+            Ok(Locked {
+                lock,
+                info,
+                state,
+                ahead,
+            })
+        }
+    }
+}
+
+/// The target's lock as it stands: taken (`None` without a state directory, where
+/// there is none), or held by another restore.
+enum TargetLock {
+    Ours(Option<File>),
+    Theirs,
+}
+
+/// Takes the target's lock if it is free now.
+async fn lock_at_once(options: &RestoreOptions, target_name: &str) -> Result<TargetLock> {
+    if options.state_dir.is_none() {
+        return Ok(TargetLock::Ours(None));
+    }
+    match lock(options, target_name, LockWait::Fail).await {
+        Ok(file) => Ok(TargetLock::Ours(Some(file))),
+        Err(Error::Busy { .. }) => Ok(TargetLock::Theirs),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes the lock on the target in the state directory, which the options must name.
+async fn lock(options: &RestoreOptions, target_name: &str, wait: LockWait) -> Result<File> {
+    let dir = options.state_dir.as_deref().expect("a state directory");
+    lock_target(dir, target_name, wait, &options.stop).await
+}
+
+/// What a restore asks for beside the snapshot's description: the first page of the
+/// listing its plan will make (and, for an incremental restore, the base's
+/// description). Over a WAN that is a round trip less before the first block, two for
+/// an incremental restore. Dropped when the plan lists something else.
 pub(super) enum Ahead {
     Full(StoreResult<BlockPage>),
     Changed {
@@ -86,10 +161,6 @@ pub(super) enum Ahead {
         described: Box<Result<SnapshotInfo>>,
     },
 }
-
-/// Tokens from a page asked for ahead are used only while they have this long left (a
-/// lock held by another restore may have kept this one waiting since).
-const AHEAD_EXPIRY_MARGIN: Duration = Duration::from_secs(600);
 
 impl Ahead {
     async fn fetch(store: &dyn SnapshotStore, id: &SnapshotId, base: Option<SnapshotId>) -> Ahead {
@@ -107,18 +178,32 @@ impl Ahead {
         }
     }
 
-    /// Whether this is what a restore from `base` (in full: `None`) lists first, with
-    /// tokens fresh enough to use.
-    fn serves(&self, base: Option<&SnapshotId>) -> bool {
-        let (listed_from, expiry) = match self {
-            Ahead::Full(page) => (None, page.as_ref().ok().map(|p| p.expiry_time)),
-            Ahead::Changed { base, page, .. } => {
-                (Some(base), page.as_ref().ok().map(|p| p.expiry_time))
-            }
-        };
-        // A failure is passed on as the listing's own, where it would have come.
-        let fresh = expiry.is_none_or(|at| at > SystemTime::now() + AHEAD_EXPIRY_MARGIN);
-        listed_from == base && fresh
+    /// The base of the listing asked for (`None`: the snapshot's own, in full).
+    fn lists_from(&self) -> Option<&SnapshotId> {
+        match self {
+            Ahead::Full(_) => None,
+            Ahead::Changed { base, .. } => Some(base),
+        }
+    }
+
+    /// The first page of a full listing, if that is what this is.
+    pub(super) fn into_full(self) -> Option<StoreResult<BlockPage>> {
+        match self {
+            Ahead::Full(page) => Some(page),
+            Ahead::Changed { .. } => None,
+        }
+    }
+
+    /// The first page of changes and the base's description, if that is what this is.
+    pub(super) fn into_changed(
+        self,
+    ) -> Option<(StoreResult<ChangedBlockPage>, Result<SnapshotInfo>)> {
+        match self {
+            Ahead::Full(_) => None,
+            Ahead::Changed {
+                page, described, ..
+            } => Some((page, *described)),
+        }
     }
 }
 
@@ -130,14 +215,7 @@ struct State {
 }
 
 impl State {
-    /// Reads the state; `size`, once known, must be the interrupted restore's too.
-    fn read(
-        options: &RestoreOptions,
-        identity: &str,
-        target_name: &str,
-        id: &SnapshotId,
-        size: Option<u64>,
-    ) -> State {
+    fn read(options: &RestoreOptions, identity: &str, target_name: &str, id: &SnapshotId) -> State {
         let Some(dir) = options.state_dir.as_deref() else {
             return State {
                 record: None,
@@ -146,12 +224,18 @@ impl State {
         };
         let resume = read_restore_progress(dir, target_name)
             .filter(|p| p.store == identity && p.snapshot_id == id.as_str())
-            .filter(|p| size.is_none_or(|size| p.target_bytes == size))
             .filter(|p| resumable_as_asked(p, options));
         State {
             record: read_restore_record(dir, identity, target_name),
             resume,
         }
+    }
+
+    /// The state once the snapshot's size is known: an interrupted restore of another
+    /// size is not continued.
+    fn of_size(mut self, size: u64) -> State {
+        self.resume = self.resume.filter(|p| p.target_bytes == size);
+        self
     }
 
     /// The base of an incremental restore, or `None` for a full one.
